@@ -1,0 +1,141 @@
+namespace Nabla.Autograd;
+
+/// <summary>
+/// One recorded op in the graph: the inputs it reads (null where an input needs no gradient), the
+/// tensors it saved (with their storage versions at save time) and its backward rule. The rule is
+/// written with ordinary differentiable tensor ops, so gradients of gradients work.
+/// </summary>
+internal sealed class Node
+{
+    public readonly string Op;
+    public Tensor?[] Inputs;
+    Func<Tensor, Tensor?[]>? backward;
+    readonly (Tensor tensor, int version)[] saved;
+
+    public Node(string op, Tensor?[] inputs, Func<Tensor, Tensor?[]> backward, Tensor[] saved)
+    {
+        Op = op;
+        Inputs = inputs;
+        this.backward = backward;
+        this.saved = new (Tensor, int)[saved.Length];
+        for (int i = 0; i < saved.Length; i++) this.saved[i] = (saved[i], saved[i].storage.Version);
+    }
+
+    public Tensor?[] Apply(Tensor gradOutput)
+    {
+        if (backward is null)
+            throw new AutogradException($"backward: trying to backward through the graph a second time (at {Op}); the saved tensors were freed after the first Backward(). Pass retainGraph: true to the first call");
+        foreach (var (t, v) in saved)
+        {
+            if (t.storage.Version != v)
+                throw new AutogradException($"backward: a tensor saved by {Op} (shape {ShapeUtil.Format(t.shape)}) was modified by an in-place operation after it was saved (version {t.storage.Version}, expected {v})");
+        }
+        return backward(gradOutput);
+    }
+
+    public void Release()
+    {
+        backward = null;
+    }
+}
+
+/// <summary>The reverse-mode engine: orders the graph topologically and runs each node's rule once.</summary>
+internal static class Engine
+{
+    /// <summary>
+    /// Runs backward from <paramref name="roots"/>. When <paramref name="capture"/> is null, gradients of leaves
+    /// accumulate into <c>Grad</c>; otherwise the gradients of exactly those tensors are returned and nothing accumulates.
+    /// </summary>
+    public static Tensor?[]? Run(Tensor[] roots, Tensor[] rootGrads, bool retainGraph, bool createGraph, Tensor[]? capture, bool allowUnused = true)
+    {
+        using var mode = createGraph ? GradMode.EnableGrad() : GradMode.NoGrad();
+        var order = TopologicalOrder(roots);
+        var grads = new Dictionary<Node, Tensor>(ReferenceEqualityComparer.Instance);
+        Dictionary<Tensor, Tensor>? captured = capture is null ? null : new(ReferenceEqualityComparer.Instance);
+        HashSet<Tensor>? captureSet = capture is null ? null : new(capture, ReferenceEqualityComparer.Instance);
+
+        for (int i = 0; i < roots.Length; i++)
+        {
+            var r = roots[i];
+            var g = createGraph ? rootGrads[i] : rootGrads[i].Detach();
+            if (r.gradFn is null) AccumulateLeaf(r, g, captured, captureSet, createGraph);
+            else Add(grads, r.gradFn, g);
+        }
+
+        foreach (var node in order)
+        {
+            if (!grads.TryGetValue(node, out var g)) continue;
+            grads.Remove(node);
+            if (captureSet is not null)
+            {
+                foreach (var c in captureSet)
+                    if (ReferenceEquals(c.gradFn, node)) captured![c] = captured.TryGetValue(c, out var prev) ? prev.Add(g) : g;
+            }
+            var inGrads = node.Apply(g);
+            if (!retainGraph) node.Release();
+            for (int k = 0; k < node.Inputs.Length; k++)
+            {
+                var input = node.Inputs[k];
+                var ig = inGrads[k];
+                if (input is null || ig is null) continue;
+                if (!ShapeUtil.Equal(ig.shape, input.shape))
+                    throw new AutogradException($"backward: the rule of {node.Op} returned a gradient of shape {ShapeUtil.Format(ig.shape)} for input {k} of shape {ShapeUtil.Format(input.shape)}");
+                if (input.gradFn is null) AccumulateLeaf(input, ig, captured, captureSet, createGraph);
+                else Add(grads, input.gradFn, ig);
+            }
+        }
+
+        if (capture is null) return null;
+        var result = new Tensor?[capture.Length];
+        for (int i = 0; i < capture.Length; i++)
+        {
+            captured!.TryGetValue(capture[i], out result[i]);
+            if (result[i] is null && !allowUnused)
+                throw new AutogradException($"grad: input {i} (shape {ShapeUtil.Format(capture[i].shape)}) was not used to compute the output");
+        }
+        return result;
+    }
+
+    static void Add(Dictionary<Node, Tensor> grads, Node n, Tensor g)
+    {
+        grads[n] = grads.TryGetValue(n, out var prev) ? prev.Add(g) : g;
+    }
+
+    static void AccumulateLeaf(Tensor leaf, Tensor g, Dictionary<Tensor, Tensor>? captured, HashSet<Tensor>? captureSet, bool createGraph)
+    {
+        if (!leaf.RequiresGrad) return;
+        if (captureSet is not null)
+        {
+            if (captureSet.Contains(leaf)) captured![leaf] = captured.TryGetValue(leaf, out var p) ? p.Add(g) : g;
+            return;
+        }
+        if (leaf.Grad is null) leaf.Grad = createGraph ? g : g.Contiguous().Detach();
+        else leaf.Grad = createGraph ? leaf.Grad.Add(g) : leaf.Grad.Add(g).Detach();
+    }
+
+    static List<Node> TopologicalOrder(Tensor[] roots)
+    {
+        // Iterative DFS; emits nodes so that every node comes before the nodes of its inputs.
+        var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var post = new List<Node>();
+        var stack = new Stack<(Node node, int next)>();
+        foreach (var r in roots)
+        {
+            if (r.gradFn is null || !visited.Add(r.gradFn)) continue;
+            stack.Push((r.gradFn, 0));
+            while (stack.Count > 0)
+            {
+                var (n, next) = stack.Pop();
+                if (next < n.Inputs.Length)
+                {
+                    stack.Push((n, next + 1));
+                    var child = n.Inputs[next]?.gradFn;
+                    if (child is not null && visited.Add(child)) stack.Push((child, 0));
+                }
+                else post.Add(n);
+            }
+        }
+        post.Reverse();
+        return post;
+    }
+}

@@ -1,0 +1,140 @@
+namespace Nabla;
+
+internal static partial class Cpu
+{
+    public static int ConvOut(int size, int k, int stride, int pad, int dil) => (size + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+
+    /// <summary>im2col: [N, C, H, W] → [N, C·kh·kw, oh·ow], zero outside the padded input.</summary>
+    public static Tensor Unfold(Tensor x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw)
+    {
+        int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        int oh = ConvOut(h, kh, sh, ph, dh), ow = ConvOut(w, kw, sw, pw, dw);
+        if (oh <= 0 || ow <= 0)
+            throw new ShapeMismatchException($"unfold: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit input {ShapeUtil.Format(x.shape)} with padding {ph}x{pw}");
+        int l = oh * ow, rows = c * kh * kw;
+        var r = Tensor.Empty([n, rows, l], x.DType);
+        if (x.DType == DType.Float32) UnfoldT(x.ContiguousData<float>(), r.storage.As<float>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
+        else if (x.DType == DType.Float64) UnfoldT(x.ContiguousData<double>(), r.storage.As<double>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
+        else return Cast(Unfold(Cast(x, DType.Float32), kh, kw, sh, sw, ph, pw, dh, dw), x.DType);
+        return r;
+    }
+
+    static void UnfoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow)
+    {
+        int l = oh * ow, rows = c * kh * kw;
+        void One(int b)
+        {
+            for (int row = 0; row < rows; row++)
+            {
+                int ch = row / (kh * kw), ki = row / kw % kh, kj = row % kw;
+                int srcBase = (b * c + ch) * h * w;
+                int dstBase = (b * rows + row) * l;
+                for (int y = 0; y < oh; y++)
+                {
+                    int iy = y * sh - ph + ki * dh;
+                    int d = dstBase + y * ow;
+                    if (iy < 0 || iy >= h) { Array.Clear(dst, d, ow); continue; }
+                    int sbase = srcBase + iy * w;
+                    if (sw == 1)
+                    {
+                        int ix0 = -pw + kj * dw;
+                        for (int x = 0; x < ow; x++)
+                        {
+                            int ix = ix0 + x;
+                            dst[d + x] = (uint)ix < (uint)w ? src[sbase + ix] : default!;
+                        }
+                    }
+                    else
+                    {
+                        for (int x = 0; x < ow; x++)
+                        {
+                            int ix = x * sw - pw + kj * dw;
+                            dst[d + x] = (uint)ix < (uint)w ? src[sbase + ix] : default!;
+                        }
+                    }
+                }
+            }
+        }
+        if (n > 1 && (long)n * rows * l > 1 << 16) Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
+        else for (int b = 0; b < n; b++) One(b);
+    }
+
+    /// <summary>col2im: [N, C·kh·kw, L] → [N, C, H, W], summing overlapping windows (the adjoint of Unfold).</summary>
+    public static Tensor Fold(Tensor cols, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw)
+    {
+        int n = cols.shape[0];
+        int oh = ConvOut(h, kh, sh, ph, dh), ow = ConvOut(w, kw, sw, pw, dw);
+        if (cols.shape[1] != c * kh * kw || cols.shape[2] != oh * ow)
+            throw new ShapeMismatchException($"fold: input {ShapeUtil.Format(cols.shape)} does not match output [{n}, {c}, {h}, {w}] with kernel {kh}x{kw}: expected [{n}, {c * kh * kw}, {oh * ow}]");
+        var r = Tensor.Zeros([n, c, h, w], cols.DType);
+        if (cols.DType == DType.Float32) FoldT(cols.ContiguousData<float>(), r.storage.As<float>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
+        else if (cols.DType == DType.Float64) FoldT(cols.ContiguousData<double>(), r.storage.As<double>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
+        else return Cast(Fold(Cast(cols, DType.Float32), c, h, w, kh, kw, sh, sw, ph, pw, dh, dw), cols.DType);
+        return r;
+    }
+
+    static void FoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow)
+        where T : System.Numerics.INumber<T>
+    {
+        int l = oh * ow, rows = c * kh * kw;
+        void One(int b)
+        {
+            for (int row = 0; row < rows; row++)
+            {
+                int ch = row / (kh * kw), ki = row / kw % kh, kj = row % kw;
+                int dstBase = (b * c + ch) * h * w;
+                int srcBase = (b * rows + row) * l;
+                for (int y = 0; y < oh; y++)
+                {
+                    int iy = y * sh - ph + ki * dh;
+                    if (iy < 0 || iy >= h) continue;
+                    int s = srcBase + y * ow, dbase = dstBase + iy * w;
+                    for (int x = 0; x < ow; x++)
+                    {
+                        int ix = x * sw - pw + kj * dw;
+                        if ((uint)ix < (uint)w) dst[dbase + ix] += src[s + x];
+                    }
+                }
+            }
+        }
+        if (n > 1 && (long)n * rows * l > 1 << 16) Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
+        else for (int b = 0; b < n; b++) One(b);
+    }
+
+    /// <summary>Flat index (into H·W) of each window's maximum; windows see -inf outside the input.</summary>
+    public static Tensor MaxPoolIndices(Tensor x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow)
+    {
+        int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var src = x.DType == DType.Float32 ? null : Cast(x, DType.Float64).storage.As<double>();
+        var fsrc = x.DType == DType.Float32 ? x.ContiguousData<float>() : null;
+        var r = Tensor.Empty([n, c, oh * ow], DType.Int64);
+        var dst = r.storage.As<long>();
+        void One(int plane)
+        {
+            int sbase = plane * h * w, dbase = plane * oh * ow;
+            for (int y = 0; y < oh; y++)
+            for (int xo = 0; xo < ow; xo++)
+            {
+                double best = double.NegativeInfinity;
+                int bi = -1;
+                for (int i = 0; i < kh; i++)
+                {
+                    int iy = y * sh - ph + i * dh;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int j = 0; j < kw; j++)
+                    {
+                        int ix = xo * sw - pw + j * dw;
+                        if (ix < 0 || ix >= w) continue;
+                        double v = fsrc is not null ? fsrc[sbase + iy * w + ix] : src![sbase + iy * w + ix];
+                        if (bi < 0 || v > best || double.IsNaN(v)) { best = v; bi = iy * w + ix; if (double.IsNaN(v)) goto done; }
+                    }
+                }
+                done:
+                dst[dbase + y * ow + xo] = bi;
+            }
+        }
+        if (n * c > 1 && (long)n * c * oh * ow * kh * kw > 1 << 16) Parallel.For(0, n * c, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
+        else for (int p = 0; p < n * c; p++) One(p);
+        return r;
+    }
+}

@@ -1,0 +1,251 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nabla;
+
+/// <summary>
+/// float32 GEMM: C[M,N] (+)= A[M,K]·B[K,N] with any strides for A and B. Cache-blocked (KC×NC panels of B,
+/// MC×KC blocks of A), packed into micro-panels, and computed by a 6×16 register-tile FMA micro-kernel.
+/// Large problems are split across threads by rows or columns of C. <see cref="Reference"/> is the plain
+/// triple loop every path is tested against.
+/// </summary>
+internal static unsafe class Gemm
+{
+    const int MR = 6, NR = 16, KC = 256, MC = 120, NC = 3072;
+
+    /// <summary>Threads for the kernels; defaults to the core count. Set NABLA_NUM_THREADS to override.</summary>
+    internal static int Threads = DefaultThreads();
+
+    static int DefaultThreads()
+    {
+        var env = Environment.GetEnvironmentVariable("NABLA_NUM_THREADS");
+        return int.TryParse(env, out var t) && t > 0 ? t : Environment.ProcessorCount;
+    }
+
+    internal static bool UseFastPath = Fma.IsSupported && Avx.IsSupported;
+
+    public static void Sgemm(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
+        float[] c, int cOff, int ldc, bool accumulate)
+    {
+        if (m == 0 || n == 0) return;
+        if (k == 0)
+        {
+            if (!accumulate) for (int i = 0; i < m; i++) Array.Clear(c, cOff + i * ldc, n);
+            return;
+        }
+        if (!UseFastPath)
+        {
+            Reference(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
+            return;
+        }
+        long work = (long)m * n * k;
+        int threads = Threads;
+        if (threads <= 1 || work < 1 << 18)
+        {
+            Serial(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
+            return;
+        }
+        // Split the longer side of C into one range per thread, aligned to the register tile.
+        bool splitRows = m >= n;
+        int extent = splitRows ? m : n, align = splitRows ? MR : NR;
+        int parts = Math.Min(threads, Math.Max(1, extent / align));
+        if (parts <= 1)
+        {
+            Serial(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
+            return;
+        }
+        int chunk = (extent + parts - 1) / parts;
+        chunk = (chunk + align - 1) / align * align;
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+        {
+            int start = p * chunk, len = Math.Min(chunk, extent - start);
+            if (len <= 0) return;
+            if (splitRows)
+                Serial(len, n, k, a, aOff + start * rsA, rsA, csA, b, bOff, rsB, csB, c, cOff + start * ldc, ldc, accumulate);
+            else
+                Serial(m, len, k, a, aOff, rsA, csA, b, bOff + start * csB, rsB, csB, c, cOff + start, ldc, accumulate);
+        });
+    }
+
+    /// <summary>Single-threaded entry (the caller already runs in parallel, e.g. over a batch).</summary>
+    public static void SgemmSerial(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
+        float[] c, int cOff, int ldc, bool accumulate)
+    {
+        if (m == 0 || n == 0) return;
+        if (k == 0 || !UseFastPath) { Reference(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate); return; }
+        Serial(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
+    }
+
+    [ThreadStatic] static float[]? packA, packB;
+
+    static void Serial(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
+        float[] c, int cOff, int ldc, bool accumulate)
+    {
+        packA ??= new float[MC * KC];
+        packB ??= new float[KC * NC];
+        var pa = packA;
+        var pb = packB;
+        fixed (float* pA = pa, pB = pb, pC = c)
+        {
+            for (int jc = 0; jc < n; jc += NC)
+            {
+                int nc = Math.Min(NC, n - jc);
+                for (int pc = 0; pc < k; pc += KC)
+                {
+                    int kc = Math.Min(KC, k - pc);
+                    bool acc = accumulate || pc > 0;
+                    PackB(kc, nc, b, bOff + pc * rsB + jc * csB, rsB, csB, pb);
+                    for (int ic = 0; ic < m; ic += MC)
+                    {
+                        int mc = Math.Min(MC, m - ic);
+                        PackA(mc, kc, a, aOff + ic * rsA + pc * csA, rsA, csA, pa);
+                        Macro(mc, nc, kc, pA, pB, pC + cOff + ic * ldc + jc, ldc, acc);
+                    }
+                }
+            }
+        }
+    }
+
+    static void PackA(int mc, int kc, float[] a, int off, int rs, int cs, float[] dst)
+    {
+        int d = 0;
+        for (int i = 0; i < mc; i += MR)
+        {
+            int mr = Math.Min(MR, mc - i);
+            for (int p = 0; p < kc; p++)
+            {
+                int src = off + i * rs + p * cs;
+                for (int r = 0; r < mr; r++) dst[d + r] = a[src + r * rs];
+                for (int r = mr; r < MR; r++) dst[d + r] = 0;
+                d += MR;
+            }
+        }
+    }
+
+    static void PackB(int kc, int nc, float[] b, int off, int rs, int cs, float[] dst)
+    {
+        int d = 0;
+        for (int j = 0; j < nc; j += NR)
+        {
+            int nr = Math.Min(NR, nc - j);
+            if (cs == 1 && nr == NR)
+            {
+                for (int p = 0; p < kc; p++)
+                {
+                    Array.Copy(b, off + p * rs + j, dst, d, NR);
+                    d += NR;
+                }
+                continue;
+            }
+            for (int p = 0; p < kc; p++)
+            {
+                int src = off + p * rs + j * cs;
+                for (int q = 0; q < nr; q++) dst[d + q] = b[src + q * cs];
+                for (int q = nr; q < NR; q++) dst[d + q] = 0;
+                d += NR;
+            }
+        }
+    }
+
+    static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc)
+    {
+        float* tmp = stackalloc float[MR * NR];
+        for (int j = 0; j < nc; j += NR)
+        {
+            int nr = Math.Min(NR, nc - j);
+            for (int i = 0; i < mc; i += MR)
+            {
+                int mr = Math.Min(MR, mc - i);
+                float* a = pa + i * kc;
+                float* b = pb + j * kc;
+                if (mr == MR && nr == NR) Kernel(kc, a, b, c + i * ldc + j, ldc, acc);
+                else
+                {
+                    Kernel(kc, a, b, tmp, NR, false);
+                    for (int r = 0; r < mr; r++)
+                    for (int q = 0; q < nr; q++)
+                    {
+                        ref float dst = ref c[(i + r) * ldc + j + q];
+                        dst = acc ? dst + tmp[r * NR + q] : tmp[r * NR + q];
+                    }
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Kernel(int kc, float* a, float* b, float* c, int ldc, bool acc)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Avx.LoadVector256(b);
+            var b1 = Avx.LoadVector256(b + 8);
+            var a0 = Vector256.Create(a[0]);
+            c00 = Fma.MultiplyAdd(a0, b0, c00); c01 = Fma.MultiplyAdd(a0, b1, c01);
+            var a1 = Vector256.Create(a[1]);
+            c10 = Fma.MultiplyAdd(a1, b0, c10); c11 = Fma.MultiplyAdd(a1, b1, c11);
+            var a2 = Vector256.Create(a[2]);
+            c20 = Fma.MultiplyAdd(a2, b0, c20); c21 = Fma.MultiplyAdd(a2, b1, c21);
+            var a3 = Vector256.Create(a[3]);
+            c30 = Fma.MultiplyAdd(a3, b0, c30); c31 = Fma.MultiplyAdd(a3, b1, c31);
+            var a4 = Vector256.Create(a[4]);
+            c40 = Fma.MultiplyAdd(a4, b0, c40); c41 = Fma.MultiplyAdd(a4, b1, c41);
+            var a5 = Vector256.Create(a[5]);
+            c50 = Fma.MultiplyAdd(a5, b0, c50); c51 = Fma.MultiplyAdd(a5, b1, c51);
+            a += MR;
+            b += NR;
+        }
+        Store(c, c00, c01, acc); c += ldc;
+        Store(c, c10, c11, acc); c += ldc;
+        Store(c, c20, c21, acc); c += ldc;
+        Store(c, c30, c31, acc); c += ldc;
+        Store(c, c40, c41, acc); c += ldc;
+        Store(c, c50, c51, acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store(float* c, Vector256<float> v0, Vector256<float> v1, bool acc)
+    {
+        if (acc)
+        {
+            v0 = Avx.Add(v0, Avx.LoadVector256(c));
+            v1 = Avx.Add(v1, Avx.LoadVector256(c + 8));
+        }
+        Avx.Store(c, v0);
+        Avx.Store(c + 8, v1);
+    }
+
+    /// <summary>The readable reference: C (+)= A·B with a float accumulator per output.</summary>
+    public static void Reference(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
+        float[] c, int cOff, int ldc, bool accumulate)
+    {
+        for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+        {
+            float s = 0;
+            for (int p = 0; p < k; p++) s += a[aOff + i * rsA + p * csA] * b[bOff + p * rsB + j * csB];
+            ref float dst = ref c[cOff + i * ldc + j];
+            dst = accumulate ? dst + s : s;
+        }
+    }
+
+    /// <summary>float64 GEMM (used by gradient checks): i-p-j loops over contiguous rows of C.</summary>
+    public static void Dgemm(int m, int n, int k, double[] a, int aOff, int rsA, int csA, double[] b, int bOff, int rsB, int csB,
+        double[] c, int cOff, int ldc, bool accumulate)
+    {
+        for (int i = 0; i < m; i++)
+        {
+            var row = c.AsSpan(cOff + i * ldc, n);
+            if (!accumulate) row.Clear();
+            for (int p = 0; p < k; p++)
+            {
+                double av = a[aOff + i * rsA + p * csA];
+                int bo = bOff + p * rsB;
+                for (int j = 0; j < n; j++) row[j] += av * b[bo + j * csB];
+            }
+        }
+    }
+}

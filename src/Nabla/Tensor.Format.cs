@@ -1,0 +1,86 @@
+using System.Globalization;
+using System.Text;
+
+namespace Nabla;
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Prints like PyTorch: <c>tensor([[1.0000, 2.5000], ...])</c>. Floats take 4 decimals, or a trailing point
+    /// when every value is integral, or scientific notation when the magnitudes span more than 1000x or leave
+    /// [1e-4, 1e8). Tensors over 1000 elements are summarized with "...". Non-default dtypes and autograd
+    /// state are appended.
+    /// </summary>
+    public override string ToString()
+    {
+        var values = ToDoubleArray();
+        var fmt = ChooseFormat(values);
+        var sb = new StringBuilder("tensor(");
+        bool summarize = values.Length > 1000;
+        if (shape.Length == 0) sb.Append(fmt(values[0]));
+        else
+        {
+            int width = 0;
+            foreach (var v in values) width = Math.Max(width, fmt(v).Length);
+            WriteDim(sb, values, 0, 0, width, fmt, summarize, 7);
+        }
+        if (DType is not (DType.Float32 or DType.Int64 or DType.Bool)) sb.Append(", dtype=").Append(DType.TorchName());
+        if (gradFn is not null) sb.Append(", grad_fn=<").Append(GradFnName(gradFn.Op)).Append('>');
+        else if (requiresGrad) sb.Append(", requires_grad=True");
+        sb.Append(')');
+        return sb.ToString();
+    }
+
+    static string GradFnName(string op) => string.Concat(op.Split('_').Select(p => p.Length == 0 ? p : char.ToUpperInvariant(p[0]) + p[1..])) + "Backward";
+
+    void WriteDim(StringBuilder sb, double[] values, int dim, int start, int width, Func<double, string> fmt, bool summarize, int indent)
+    {
+        int n = shape[dim];
+        int stride = 1;
+        for (int i = dim + 1; i < shape.Length; i++) stride *= shape[i];
+        sb.Append('[');
+        for (int i = 0; i < n; i++)
+        {
+            if (summarize && n > 6 && i == 3)
+            {
+                sb.Append(dim == shape.Length - 1 ? "..., " : "...,\n" + new string('\n', shape.Length - dim - 2) + new string(' ', indent + dim + 1));
+                i = n - 3;
+            }
+            if (dim == shape.Length - 1) sb.Append(fmt(values[start + i]).PadLeft(width));
+            else WriteDim(sb, values, dim + 1, start + i * stride, width, fmt, summarize, indent);
+            if (i < n - 1)
+            {
+                if (dim == shape.Length - 1) sb.Append(", ");
+                else sb.Append(',').Append('\n', shape.Length - dim - 1).Append(' ', indent + dim + 1);
+            }
+        }
+        sb.Append(']');
+    }
+
+    Func<double, string> ChooseFormat(double[] values)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        if (DType == DType.Bool) return v => v != 0 ? "True" : "False";
+        if (!DType.IsFloatingPoint()) return v => ((long)v).ToString(inv);
+        var finite = values.Where(double.IsFinite).ToArray();
+        static string Special(double v) => double.IsNaN(v) ? "nan" : v > 0 ? "inf" : "-inf";
+        if (finite.Length == 0) return v => double.IsFinite(v) ? v.ToString("0.", inv) : Special(v);
+        bool integral = finite.All(v => v == Math.Floor(v));
+        var nonzero = finite.Where(v => v != 0).Select(Math.Abs).ToArray();
+        double max = nonzero.Length > 0 ? nonzero.Max() : 0, min = nonzero.Length > 0 ? nonzero.Min() : 0;
+        if (integral)
+        {
+            if (max > 1e8) return v => double.IsFinite(v) ? Sci(v) : Special(v);
+            return v => double.IsFinite(v) ? v.ToString("0", inv) + "." : Special(v);
+        }
+        if (nonzero.Length > 0 && (max / min > 1000 || max > 1e8 || min < 1e-4))
+            return v => double.IsFinite(v) ? Sci(v) : Special(v);
+        return v => double.IsFinite(v) ? v.ToString("0.0000", inv) : Special(v);
+
+        static string Sci(double v)
+        {
+            var s = v.ToString("0.0000e+00", CultureInfo.InvariantCulture);
+            return s;
+        }
+    }
+}

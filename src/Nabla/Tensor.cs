@@ -1,0 +1,211 @@
+using System.Runtime.CompilerServices;
+
+namespace Nabla;
+
+/// <summary>
+/// An n-dimensional array: a <see cref="Storage"/> plus a layout (shape, strides in elements, offset).
+/// Views share storage and copy nothing. Tensors are ordinary managed objects: the GC frees them.
+/// </summary>
+public sealed partial class Tensor
+{
+    internal readonly Storage storage;
+    internal readonly int[] shape;
+    internal readonly int[] strides;
+    internal readonly int offset;
+
+    bool requiresGrad;
+    internal Autograd.Node? gradFn;
+
+    internal Tensor(Storage storage, int[] shape, int[] strides, int offset)
+    {
+        this.storage = storage;
+        this.shape = shape;
+        this.strides = strides;
+        this.offset = offset;
+    }
+
+    internal Tensor(Storage storage, int[] shape) : this(storage, shape, ContiguousStrides(shape), 0) { }
+
+    public Storage Storage => storage;
+    public DType DType => storage.DType;
+    public Device Device => storage.Device;
+
+    /// <summary>The sizes of each dimension (a copy).</summary>
+    public int[] Shape => (int[])shape.Clone();
+
+    /// <summary>The strides of each dimension in elements (a copy).</summary>
+    public int[] Strides => (int[])strides.Clone();
+
+    public int Offset => offset;
+
+    /// <summary>Number of dimensions.</summary>
+    public int Dim => shape.Length;
+
+    public int NumElements => ShapeUtil.Numel(shape);
+
+    /// <summary>Size of dimension <paramref name="dim"/>; negative dims count from the end.</summary>
+    public int Size(int dim) => shape[NormalizeDim(dim, shape.Length, "size")];
+
+    /// <summary>The gradient accumulated by <see cref="Backward"/> for a leaf that requires grad.</summary>
+    public Tensor? Grad { get; set; }
+
+    /// <summary>The name of the op that produced this tensor in the autograd graph, or null for a leaf.</summary>
+    public string? GradFn => gradFn?.Op;
+
+    public bool IsLeaf => gradFn is null;
+
+    public bool RequiresGrad
+    {
+        get => requiresGrad;
+        set
+        {
+            if (value && !DType.IsFloatingPoint())
+                throw new AutogradException($"requires_grad: only floating point tensors can require gradients, got {DType.TorchName()}");
+            if (!value && gradFn is not null)
+                throw new AutogradException("requires_grad: cannot turn off gradients of a non-leaf tensor; use Detach()");
+            requiresGrad = value;
+        }
+    }
+
+    /// <summary>Sets <see cref="RequiresGrad"/> and returns this tensor, like PyTorch's <c>requires_grad_()</c>.</summary>
+    public Tensor RequiresGrad_(bool value = true)
+    {
+        RequiresGrad = value;
+        return this;
+    }
+
+    internal void SetGradFn(Autograd.Node node)
+    {
+        gradFn = node;
+        requiresGrad = true;
+    }
+
+    public bool IsContiguous
+    {
+        get
+        {
+            int expected = 1;
+            for (int i = shape.Length - 1; i >= 0; i--)
+            {
+                if (shape[i] == 1) continue;
+                if (strides[i] != expected) return false;
+                expected *= shape[i];
+            }
+            return true;
+        }
+    }
+
+    internal static int[] ContiguousStrides(int[] shape)
+    {
+        var s = new int[shape.Length];
+        int acc = 1;
+        for (int i = shape.Length - 1; i >= 0; i--)
+        {
+            s[i] = acc;
+            acc *= Math.Max(shape[i], 1);
+        }
+        return s;
+    }
+
+    internal static int NormalizeDim(int dim, int rank, string op)
+    {
+        int r = Math.Max(rank, 1);
+        if (dim < -r || dim >= r)
+            throw new DimensionOutOfRangeException($"{op}: dimension {dim} out of range for a tensor of rank {rank} (expected in [{-r}, {r - 1}])");
+        return dim < 0 ? dim + r : dim;
+    }
+
+    /// <summary>A new tensor sharing storage and layout but cut from the autograd graph.</summary>
+    public Tensor Detach() => new(storage, shape, strides, offset);
+
+    /// <summary>
+    /// The elements in row-major order as a fresh array of <typeparamref name="T"/>, which must match the dtype.
+    /// </summary>
+    public T[] ToArray<T>()
+    {
+        if (DTypes.Of<T>() != DType)
+            throw new DTypeException($"ToArray: tensor has dtype {DType.TorchName()}, asked for {typeof(T).Name}");
+        var dst = new T[NumElements];
+        Cpu.CopyStrided(storage.As<T>(), offset, shape, strides, dst);
+        return dst;
+    }
+
+    /// <summary>The single value of a one-element tensor, converted to double.</summary>
+    public double Item()
+    {
+        if (NumElements != 1)
+            throw new ShapeMismatchException($"item: only one-element tensors can be converted to a scalar, got shape {ShapeUtil.Format(shape)}");
+        return Cpu.ReadAsDouble(storage, offset);
+    }
+
+    public float ItemFloat() => (float)Item();
+
+    /// <summary>
+    /// The storage array when this tensor is contiguous and covers it from the start; otherwise a contiguous copy's.
+    /// Read-only use by kernels.
+    /// </summary>
+    internal T[] ContiguousData<T>()
+    {
+        if (offset == 0 && IsContiguous && storage.Length == NumElements) return storage.As<T>();
+        var dst = new T[NumElements];
+        Cpu.CopyStrided(storage.As<T>(), offset, shape, strides, dst);
+        return dst;
+    }
+
+    /// <summary>A span over the elements when the tensor is contiguous (any offset).</summary>
+    internal Span<T> ContiguousSpan<T>()
+    {
+        if (!IsContiguous) throw new InvalidOperationException("tensor is not contiguous");
+        return storage.As<T>().AsSpan(offset, NumElements);
+    }
+
+    internal void BumpVersion() => storage.Version++;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Tensor Empty(int[] shape, DType dtype) => new(Storage.Allocate(dtype, ShapeUtil.Numel(shape)), shape);
+}
+
+internal static class ShapeUtil
+{
+    public static int Numel(ReadOnlySpan<int> shape)
+    {
+        long n = 1;
+        foreach (var d in shape)
+        {
+            if (d < 0) throw new ShapeMismatchException($"negative dimension {d} in shape [{string.Join(", ", shape.ToArray())}]");
+            n *= d;
+        }
+        if (n > int.MaxValue) throw new ShapeMismatchException($"shape [{string.Join(", ", shape.ToArray())}] has more than 2^31-1 elements");
+        return (int)n;
+    }
+
+    public static string Format(ReadOnlySpan<int> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
+
+    public static bool Equal(ReadOnlySpan<int> a, ReadOnlySpan<int> b) => a.SequenceEqual(b);
+
+    /// <summary>NumPy broadcasting of two shapes; throws naming the op, both shapes and the dimension.</summary>
+    public static int[] Broadcast(string op, int[] a, int[] b)
+    {
+        int n = Math.Max(a.Length, b.Length);
+        var r = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            int da = i - (n - a.Length) >= 0 ? a[i - (n - a.Length)] : 1;
+            int db = i - (n - b.Length) >= 0 ? b[i - (n - b.Length)] : 1;
+            if (da != db && da != 1 && db != 1)
+                throw new ShapeMismatchException($"{op}: shapes {Format(a)} and {Format(b)} cannot be broadcast: dimension {i} has sizes {da} and {db}");
+            r[i] = da == 1 ? db : da;
+        }
+        return r;
+    }
+
+    /// <summary>Strides of a tensor viewed at a broadcast shape: 0 where the tensor's size is 1 or missing.</summary>
+    public static int[] BroadcastStrides(Tensor t, int[] target)
+    {
+        var s = new int[target.Length];
+        int lead = target.Length - t.shape.Length;
+        for (int i = 0; i < t.shape.Length; i++)
+            s[lead + i] = t.shape[i] == 1 && target[lead + i] != 1 ? 0 : t.strides[i];
+        return s;
+    }
+}
