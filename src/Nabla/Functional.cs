@@ -126,6 +126,8 @@ public static class Functional
     {
         if (x.Dim != 3) throw new ShapeMismatchException($"conv1d: expects a 3-D input [N, C, L], got {ShapeUtil.Format(x.shape)}");
         if (weight.Dim != 3) throw new ShapeMismatchException($"conv1d: expects a 3-D weight [O, C/groups, k], got {ShapeUtil.Format(weight.shape)}");
+        if (groups >= 1 && weight.shape[1] * groups != x.shape[1])
+            throw new ShapeMismatchException($"conv1d: input {ShapeUtil.Format(x.shape)} has {x.shape[1]} channels but weight {ShapeUtil.Format(weight.shape)} with groups={groups} expects {weight.shape[1] * groups} (dimension 1)");
         var y = Conv2d(x.Unsqueeze(2), weight.Unsqueeze(2), bias, (1, stride), (0, padding), (1, dilation), groups, paddingMode);
         return y.Squeeze(2);
     }
@@ -194,10 +196,22 @@ public static class Functional
         int oh = PoolOut(h, kernel.h, s.h, p.h, d.h, ceilMode), ow = PoolOut(w, kernel.w, s.w, p.w, d.w, ceilMode);
         if (oh <= 0 || ow <= 0)
             throw new ShapeMismatchException($"max_pool2d: kernel {kernel} is larger than the input {ShapeUtil.Format(x.shape)} with padding {p}");
-        var idx = Cpu.MaxPoolIndices(x.Detach(), kernel.h, kernel.w, s.h, s.w, p.h, p.w, d.h, d.w, oh, ow);
-        var y = x.Reshape(n, c, h * w).Gather(2, idx).Reshape(n, c, oh, ow);
-        var ix = idx.Reshape(n, c, oh, ow);
+        var (y, ix) = Cpu.MaxPool(x.Detach(), kernel.h, kernel.w, s.h, s.w, p.h, p.w, d.h, d.w, oh, ow);
+        y = Tensor.Record(y, "max_pool2d", [x], g => [MaxPoolBackward(g, ix, h, w)]);
         return batched ? (y, ix) : (y.Squeeze(0), ix.Squeeze(0));
+    }
+
+    // The gradient of max pooling (a scatter-add to the argmax positions) and its own gradient (a gather).
+    static Tensor MaxPoolBackward(Tensor g, Tensor indices, int h, int w)
+    {
+        var r = Cpu.PlaneScatterAdd(g, indices, h, w);
+        return Tensor.Record(r, "max_pool2d_backward", [g], gg => [MaxPoolGather(gg, indices, h, w)]);
+    }
+
+    static Tensor MaxPoolGather(Tensor x, Tensor indices, int h, int w)
+    {
+        var r = Cpu.PlaneGather(x, indices);
+        return Tensor.Record(r, "max_pool2d_gather", [x], g => [MaxPoolBackward(g, indices, h, w)]);
     }
 
     /// <summary>Average pooling; zero padding counts toward the divisor (count_include_pad=True, PyTorch's default).</summary>
@@ -281,6 +295,8 @@ public static class Functional
         bshape[1] = c;
         var dims = Enumerable.Range(0, x.Dim).Where(i => i != 1).ToArray();
         Tensor y;
+        if (training && x.DType is DType.Float32 or DType.Float64 && x.NumElements / Math.Max(c, 1) > 1)
+            return BatchNormTrainFused(x, runningMean, runningVar, weight, bias, momentum, eps);
         if (training || runningMean is null || runningVar is null)
         {
             int count = x.NumElements / Math.Max(c, 1);
@@ -308,6 +324,52 @@ public static class Functional
         if (weight is not null) y = y.Mul(weight.Reshape(bshape));
         if (bias is not null) y = y.Add(bias.Reshape(bshape));
         return y;
+    }
+
+    /// <summary>
+    /// Training-mode batch norm in fused kernels. Its backward uses the fused gradient kernel, or, when a graph of the
+    /// gradient is being recorded (create_graph), the same formula written with differentiable ops.
+    /// </summary>
+    static Tensor BatchNormTrainFused(Tensor x, Tensor? runningMean, Tensor? runningVar, Tensor? weight, Tensor? bias, double momentum, double eps)
+    {
+        int c = x.shape[1], count = x.NumElements / c;
+        var (y, mean, invstd, var) = Cpu.BatchNormTrain(x.Detach(), weight?.Detach(), bias?.Detach(), eps);
+        if (runningMean is not null && runningVar is not null)
+        {
+            using (GradMode.NoGrad())
+            {
+                var m = Tensor.FromArray(mean).To(runningMean.DType);
+                var v = Tensor.FromArray(var).Mul((double)count / Math.Max(count - 1, 1)).To(runningVar.DType);
+                runningMean.Copy_(runningMean.Mul(1 - momentum).Add(m.Mul(momentum)));
+                runningVar.Copy_(runningVar.Mul(1 - momentum).Add(v.Mul(momentum)));
+            }
+        }
+        var inputs = new List<Tensor> { x };
+        if (weight is not null) inputs.Add(weight);
+        if (bias is not null) inputs.Add(bias);
+        var bshape = Enumerable.Repeat(1, x.Dim).ToArray();
+        bshape[1] = c;
+        var dims = Enumerable.Range(0, x.Dim).Where(i => i != 1).ToArray();
+        return Tensor.Record(y, "batch_norm", inputs.ToArray(), g =>
+        {
+            Tensor gx, gw, gb;
+            if (!GradMode.IsEnabled) (gx, gw, gb) = Cpu.BatchNormBackward(g, x.Detach(), mean, invstd, weight?.Detach());
+            else
+            {
+                var mu = x.Mean(dims, true);
+                var xc = x.Sub(mu);
+                var inv = xc.Mul(xc).Mean(dims, true).Add(eps).Rsqrt();
+                var xhat = xc.Mul(inv);
+                gw = g.Mul(xhat).Sum(dims);
+                gb = g.Sum(dims);
+                var gxhat = weight is null ? g : g.Mul(weight.Reshape(bshape));
+                gx = gxhat.Mul(count).Sub(gxhat.Sum(dims, true)).Sub(xhat.Mul(gxhat.Mul(xhat).Sum(dims, true))).Mul(inv.Div(count));
+            }
+            var r = new List<Tensor?> { gx };
+            if (weight is not null) r.Add(gw);
+            if (bias is not null) r.Add(gb);
+            return r.ToArray();
+        }, x);
     }
 
     public static Tensor GroupNorm(Tensor x, int numGroups, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5)

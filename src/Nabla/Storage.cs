@@ -20,7 +20,15 @@ public sealed class Storage
         DType = dtype;
     }
 
-    internal static Storage Allocate(DType dtype, int length) => new(dtype switch
+    /// <summary>A new buffer; <paramref name="uninitialized"/> skips zeroing for outputs a kernel overwrites entirely.</summary>
+    internal static Storage Allocate(DType dtype, int length, bool uninitialized = false) => uninitialized ? new(dtype switch
+    {
+        DType.Float32 => GC.AllocateUninitializedArray<float>(length),
+        DType.Float64 => GC.AllocateUninitializedArray<double>(length),
+        DType.Int64 => GC.AllocateUninitializedArray<long>(length),
+        DType.Int32 => GC.AllocateUninitializedArray<int>(length),
+        _ => Allocate(dtype, length).Data,
+    }, dtype) : new(dtype switch
     {
         DType.Bool => new bool[length],
         DType.UInt8 => new byte[length],

@@ -5,7 +5,7 @@ public sealed partial class Tensor
     /// <summary>Seeds the default generator (torch.manual_seed).</summary>
     public static void ManualSeed(ulong seed) => Generator.Default.ManualSeed(seed);
 
-    public static Tensor Zeros(int[] shape, DType dtype = DType.Float32) => Empty((int[])shape.Clone(), dtype);
+    public static Tensor Zeros(int[] shape, DType dtype = DType.Float32) => ZerosRaw((int[])shape.Clone(), dtype);
     public static Tensor Zeros(params int[] shape) => Zeros(shape, DType.Float32);
     public static Tensor Ones(int[] shape, DType dtype = DType.Float32) => Full(shape, 1.0, dtype);
     public static Tensor Ones(params int[] shape) => Ones(shape, DType.Float32);
@@ -67,7 +67,8 @@ public sealed partial class Tensor
         var t = Empty([steps], dtype);
         double step = steps > 1 ? (end - start) / (steps - 1) : 0;
         // NOTE: the second half counts back from the end, as PyTorch does, so the last value is exactly `end`.
-        int half = steps / 2;
+        // A single step is `start`, as torch.linspace gives.
+        int half = steps == 1 ? 1 : steps / 2;
         for (int i = 0; i < steps; i++)
             Cpu.WriteFromDouble(t.storage, i, i < half ? start + step * i : end - step * (steps - 1 - i));
         return t;

@@ -14,14 +14,17 @@ public sealed partial class Tensor
     public override string ToString()
     {
         var values = ToDoubleArray();
-        var fmt = ChooseFormat(values);
-        var sb = new StringBuilder("tensor(");
         bool summarize = values.Length > 1000;
+        // NOTE: as in PyTorch, the format and the column width come from the printed values only.
+        var shown = summarize ? SummarizedValues(values) : values;
+        var fmt = ChooseFormat(shown);
+        var sb = new StringBuilder("tensor(");
         if (shape.Length == 0) sb.Append(fmt(values[0]));
         else
         {
             int width = 0;
-            foreach (var v in values) width = Math.Max(width, fmt(v).Length);
+            // NOTE: nan and inf do not widen the columns (PyTorch measures the finite values only).
+            foreach (var v in shown) if (double.IsFinite(v)) width = Math.Max(width, fmt(v).Length);
             WriteDim(sb, values, 0, 0, width, fmt, summarize, 7);
         }
         if (DType is not (DType.Float32 or DType.Int64 or DType.Bool)) sb.Append(", dtype=").Append(DType.TorchName());
@@ -43,7 +46,7 @@ public sealed partial class Tensor
         {
             if (summarize && n > 6 && i == 3)
             {
-                sb.Append(dim == shape.Length - 1 ? "..., " : "...,\n" + new string('\n', shape.Length - dim - 2) + new string(' ', indent + dim + 1));
+                sb.Append(dim == shape.Length - 1 ? " ..., " : "...,\n" + new string('\n', shape.Length - dim - 2) + new string(' ', indent + dim + 1));
                 i = n - 3;
             }
             if (dim == shape.Length - 1) sb.Append(fmt(values[start + i]).PadLeft(width));
@@ -55,6 +58,25 @@ public sealed partial class Tensor
             }
         }
         sb.Append(']');
+    }
+
+    /// <summary>The values a summarized print shows: the first and last 3 along every dimension longer than 6.</summary>
+    double[] SummarizedValues(double[] values)
+    {
+        var shown = new List<double>();
+        void Walk(int dim, int start)
+        {
+            int n = shape[dim], stride = 1;
+            for (int i = dim + 1; i < shape.Length; i++) stride *= shape[i];
+            for (int i = 0; i < n; i++)
+            {
+                if (n > 6 && i == 3) i = n - 3;
+                if (dim == shape.Length - 1) shown.Add(values[start + i]);
+                else Walk(dim + 1, start + i * stride);
+            }
+        }
+        if (shape.Length > 0) Walk(0, 0);
+        return shown.ToArray();
     }
 
     Func<double, string> ChooseFormat(double[] values)
@@ -70,7 +92,7 @@ public sealed partial class Tensor
         double max = nonzero.Length > 0 ? nonzero.Max() : 0, min = nonzero.Length > 0 ? nonzero.Min() : 0;
         if (integral)
         {
-            if (max > 1e8) return v => double.IsFinite(v) ? Sci(v) : Special(v);
+            if (max > 1e8 || (min > 0 && max / min > 1000)) return v => double.IsFinite(v) ? Sci(v) : Special(v);
             return v => double.IsFinite(v) ? v.ToString("0", inv) + "." : Special(v);
         }
         if (nonzero.Length > 0 && (max / min > 1000 || max > 1e8 || min < 1e-4))

@@ -18,6 +18,11 @@ public sealed partial class Tensor
         int k1 = a.shape[^1], k2 = b.shape[^2];
         if (k1 != k2)
             throw new ShapeMismatchException($"matmul: inner dimensions differ ({k1} vs {k2}); left {ShapeUtil.Format(shape)}, right {ShapeUtil.Format(other.shape)}");
+        try { ShapeUtil.Broadcast("matmul", a.shape[..^2], b.shape[..^2]); }
+        catch (ShapeMismatchException e)
+        {
+            throw new ShapeMismatchException($"{e.Message.Replace("matmul: shapes", "matmul: batch dimensions")}; left {ShapeUtil.Format(shape)}, right {ShapeUtil.Format(other.shape)}");
+        }
         var dt = ResultType(a, b);
         if (!dt.IsFloatingPoint()) throw new DTypeException($"matmul: integer matrices are not supported (got {a.DType.TorchName()} and {b.DType.TorchName()})");
         a = a.To(dt);

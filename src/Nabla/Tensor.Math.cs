@@ -421,7 +421,8 @@ public sealed partial class Tensor
     public Tensor LeakyRelu(double negativeSlope = 0.01) => Where(Gt(0.0), this, Mul(negativeSlope));
 
     /// <summary>x for x &gt; 0, alpha·(exp(x)-1) otherwise. expm1 sees min(x, 0) so the unused branch cannot overflow.</summary>
-    public Tensor Elu(double alpha = 1.0) => Where(Gt(0.0), this, Minimum(0.0).Expm1().Mul(alpha));
+    // NOTE: Clamp, not Minimum: Minimum splits the gradient of a tie at x = 0, PyTorch gives the whole alpha·g there.
+    public Tensor Elu(double alpha = 1.0) => Where(Gt(0.0), this, Clamp(max: 0.0).Expm1().Mul(alpha));
 
     /// <summary>GELU, exact ("none": x·Φ(x)) or the tanh approximation ("tanh").</summary>
     public Tensor Gelu(string approximate = "none")
@@ -446,7 +447,8 @@ public sealed partial class Tensor
         return Where(bx.Gt(threshold), this, sp);
     }
 
-    public Tensor Hardtanh(double min = -1, double max = 1) => Clamp(min, max);
+    // NOTE: unlike Clamp, no gradient at the bounds themselves (PyTorch's hardtanh_backward).
+    public Tensor Hardtanh(double min = -1, double max = 1) => Where(Gt(min).LogicalAnd(Lt(max)), this, Clamp(min, max).Detach());
 
     // ---------- in-place (bump the version counter; refused on tensors that take part in autograd) ----------
 

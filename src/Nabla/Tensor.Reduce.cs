@@ -88,10 +88,21 @@ public sealed partial class Tensor
         return (shape.Length == 0 ? v.Reshape([]) : v, shape.Length == 0 ? i.Reshape([]) : i);
     }
 
-    /// <summary>The largest element (0-d). Its gradient goes to the first maximum.</summary>
-    public Tensor Max() => Reshape(-1).Max(0).values;
+    /// <summary>The largest element (0-d). Its gradient is shared evenly by all the maxima, as in PyTorch.</summary>
+    public Tensor Max() => ExtremeAll(true);
 
-    public Tensor Min() => Reshape(-1).Min(0).values;
+    public Tensor Min() => ExtremeAll(false);
+
+    Tensor ExtremeAll(bool max)
+    {
+        var flat = Reshape(-1);
+        var m = max ? flat.Max(0).values : flat.Min(0).values;
+        if (!m.requiresGrad) return m;
+        // m + sum((x - m)·tie) / count: the same value (each term is exactly 0), gradient tie / count.
+        var md = m.Detach();
+        var tie = flat.Detach().Eq(md).To(DType);
+        return md.Add(flat.Sub(md).Mul(tie).Sum().Div(tie.Sum()));
+    }
 
     public Tensor Argmax(int dim, bool keepDim = false) => Max(dim, keepDim).indices;
     public Tensor Argmin(int dim, bool keepDim = false) => Min(dim, keepDim).indices;
@@ -109,10 +120,11 @@ public sealed partial class Tensor
     }
 
     public Tensor Var(int dim, int correction = 1, bool keepDim = false) => Var([dim], correction, keepDim);
-    public Tensor Var(int correction = 1) => Reshape(-1).Var([0], correction);
+    // NOTE: the whole-tensor overloads take int? so that x.Var(1) binds to the dim overload, as torch's x.var(1) does.
+    public Tensor Var(int? correction = null) => Reshape(-1).Var([0], correction ?? 1);
     public Tensor Std(int[] dims, int correction = 1, bool keepDim = false) => Var(dims, correction, keepDim).Sqrt();
     public Tensor Std(int dim, int correction = 1, bool keepDim = false) => Var([dim], correction, keepDim).Sqrt();
-    public Tensor Std(int correction = 1) => Var(correction).Sqrt();
+    public Tensor Std(int? correction = null) => Var(correction).Sqrt();
 
     /// <summary>log(sum(exp(x))) along a dimension, computed stably around the maximum.</summary>
     public Tensor LogSumExp(int dim, bool keepDim = false)
@@ -129,19 +141,28 @@ public sealed partial class Tensor
     public Tensor Norm(double p = 2)
     {
         var x = FloatInput();
-        if (p == 2) return x.Mul(x).Sum().Sqrt();
+        if (p == 2) return Root(x.Mul(x).Sum(), 2);
         if (p == 1) return x.Abs().Sum();
         if (double.IsPositiveInfinity(p)) return x.Abs().Max();
-        return x.Abs().Pow(p).Sum().Pow(1 / p);
+        return Root(x.Abs().Pow(p).Sum(), p);
     }
 
     public Tensor Norm(double p, int dim, bool keepDim = false)
     {
         var x = FloatInput();
-        if (p == 2) return x.Mul(x).Sum(dim, keepDim).Sqrt();
+        if (p == 2) return Root(x.Mul(x).Sum(dim, keepDim), 2);
         if (p == 1) return x.Abs().Sum(dim, keepDim);
         if (double.IsPositiveInfinity(p)) return x.Abs().Max(dim, keepDim).values;
-        return x.Abs().Pow(p).Sum(dim, keepDim).Pow(1 / p);
+        return Root(x.Abs().Pow(p).Sum(dim, keepDim), p);
+    }
+
+    // s^(1/p) whose gradient is 0 (not NaN) where s == 0: PyTorch's norm gradient at a zero vector.
+    static Tensor Root(Tensor s, double p)
+    {
+        var zero = s.Eq(0.0);
+        var safe = Where(zero, OnesLike(s), s);
+        var r = p == 2 ? safe.Sqrt() : safe.Pow(1 / p);
+        return Where(zero, ZerosLike(s), r);
     }
 
     public Tensor Cumsum(int dim)

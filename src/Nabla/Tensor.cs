@@ -84,6 +84,8 @@ public sealed partial class Tensor
     {
         get
         {
+            // NOTE: a tensor with no elements is contiguous whatever its strides, as in PyTorch.
+            foreach (var d in shape) if (d == 0) return true;
             int expected = 1;
             for (int i = shape.Length - 1; i >= 0; i--)
             {
@@ -162,7 +164,10 @@ public sealed partial class Tensor
     internal void BumpVersion() => storage.Version++;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Tensor Empty(int[] shape, DType dtype) => new(Storage.Allocate(dtype, ShapeUtil.Numel(shape)), shape);
+    internal static Tensor Empty(int[] shape, DType dtype) => new(Storage.Allocate(dtype, ShapeUtil.Numel(shape), uninitialized: true), shape);
+
+    /// <summary>A zero-filled contiguous tensor.</summary>
+    internal static Tensor ZerosRaw(int[] shape, DType dtype) => new(Storage.Allocate(dtype, ShapeUtil.Numel(shape)), shape);
 }
 
 internal static class ShapeUtil

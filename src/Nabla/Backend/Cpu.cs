@@ -174,6 +174,8 @@ internal static partial class Cpu
     public static Tensor Map1<TA, TB, TK>(Tensor a, DType outType) where TK : IMap1<TA, TB>
     {
         var result = Tensor.Empty((int[])a.shape.Clone(), outType);
+        // Some TensorPrimitives kernels (Sigmoid) reject empty spans.
+        if (result.NumElements == 0) return result;
         var src = a.IsContiguous ? a.storage.As<TA>().AsSpan(a.offset, a.NumElements) : a.ContiguousData<TA>();
         TK.Vec(src, result.storage.As<TB>());
         return result;

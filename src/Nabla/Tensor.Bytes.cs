@@ -1,0 +1,82 @@
+using System.Runtime.InteropServices;
+
+namespace Nabla;
+
+// Raw little-endian element bytes in and out of tensors, for file formats (safetensors, checkpoints).
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// A contiguous tensor of <paramref name="shape"/> whose elements are decoded from <paramref name="bytes"/>
+    /// (little-endian, row-major). Bool bytes are normalized: any nonzero byte reads as true.
+    /// </summary>
+    internal static Tensor FromBytes(ReadOnlySpan<byte> bytes, DType dtype, int[] shape)
+    {
+        int n = ShapeUtil.Numel(shape);
+        long expected = (long)n * dtype.ElementSize();
+        if (bytes.Length != expected)
+            throw new ShapeMismatchException($"from_bytes: {bytes.Length} bytes do not fill shape {ShapeUtil.Format(shape)} of {dtype.TorchName()} ({expected} bytes)");
+        var storage = Storage.Allocate(dtype, n);
+        bytes.CopyTo(ElementBytes(storage, 0, n));
+        FixupAfterRead(storage, 0, n);
+        return new Tensor(storage, (int[])shape.Clone());
+    }
+
+    /// <summary>The elements as little-endian, row-major bytes (a fresh array). Bool is written as 0 or 1.</summary>
+    internal byte[] ToBytes()
+    {
+        long size = (long)NumElements * DType.ElementSize();
+        if (size > Array.MaxLength)
+            throw new NablaException($"to_bytes: tensor of shape {ShapeUtil.Format(shape)} has {size} bytes, more than one array can hold");
+        var result = new byte[size];
+        var c = ContiguousForBytes();
+        ElementBytes(c.storage, c.offset, NumElements).CopyTo(result);
+        if (!BitConverter.IsLittleEndian) SwapElements(result, DType.ElementSize());
+        return result;
+    }
+
+    /// <summary>A contiguous tensor with this one's elements (this tensor itself when it already is), outside autograd.</summary>
+    internal Tensor ContiguousForBytes()
+    {
+        var d = Detach();
+        return d.IsContiguous ? d : d.Contiguous();
+    }
+
+    /// <summary>
+    /// The bytes of <paramref name="count"/> elements of a storage from element <paramref name="start"/>, in
+    /// native byte order. Callers keep <c>count * ElementSize</c> under 2^31.
+    /// </summary>
+    internal static Span<byte> ElementBytes(Storage storage, int start, int count) => storage.DType switch
+    {
+        DType.Bool => MemoryMarshal.AsBytes(storage.As<bool>().AsSpan(start, count)),
+        DType.UInt8 => storage.As<byte>().AsSpan(start, count),
+        DType.Int8 => MemoryMarshal.AsBytes(storage.As<sbyte>().AsSpan(start, count)),
+        DType.Int32 => MemoryMarshal.AsBytes(storage.As<int>().AsSpan(start, count)),
+        DType.Int64 => MemoryMarshal.AsBytes(storage.As<long>().AsSpan(start, count)),
+        DType.Float16 => MemoryMarshal.AsBytes(storage.As<Half>().AsSpan(start, count)),
+        DType.BFloat16 => MemoryMarshal.AsBytes(storage.As<BFloat16>().AsSpan(start, count)),
+        DType.Float32 => MemoryMarshal.AsBytes(storage.As<float>().AsSpan(start, count)),
+        _ => MemoryMarshal.AsBytes(storage.As<double>().AsSpan(start, count)),
+    };
+
+    /// <summary>
+    /// After little-endian file bytes were copied into elements [start, start + count) of a storage: swaps them
+    /// to native order on big-endian machines and turns every nonzero bool byte into a proper true.
+    /// </summary>
+    internal static void FixupAfterRead(Storage storage, int start, int count)
+    {
+        if (storage.DType == DType.Bool)
+        {
+            var raw = ElementBytes(storage, start, count);
+            for (int i = 0; i < raw.Length; i++) raw[i] = raw[i] != 0 ? (byte)1 : (byte)0;
+            return;
+        }
+        if (!BitConverter.IsLittleEndian) SwapElements(ElementBytes(storage, start, count), storage.DType.ElementSize());
+    }
+
+    /// <summary>Reverses the byte order of each element of <paramref name="size"/> bytes.</summary>
+    internal static void SwapElements(Span<byte> bytes, int size)
+    {
+        if (size == 1) return;
+        for (int i = 0; i + size <= bytes.Length; i += size) bytes.Slice(i, size).Reverse();
+    }
+}

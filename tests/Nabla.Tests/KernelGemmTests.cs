@@ -1,0 +1,213 @@
+using Xunit;
+
+namespace Nabla.Tests;
+
+/// <summary>These tests change the process-wide <see cref="Gemm.Threads"/> and <see cref="Gemm.UseFastPath"/>, so they run alone.</summary>
+[CollectionDefinition(nameof(GemmSettingsCollection), DisableParallelization = true)]
+public class GemmSettingsCollection { }
+
+/// <summary>
+/// The packed float32 GEMM against <see cref="Gemm.Reference"/>: sizes around the 6×16 register tile and the
+/// KC = 256 / MC = 120 / NC = 3072 cache blocks, strided and transposed operands, offsets, ldc &gt; n, accumulation,
+/// threading and the scalar fallback.
+/// </summary>
+[Collection(nameof(GemmSettingsCollection))]
+public class KernelGemmTests
+{
+    /// <summary>An operand stored with any strides inside a larger array (unused slots hold NaN, so a wrong read shows).</summary>
+    sealed record Operand(float[] Data, int Off, int Rs, int Cs, int Rows, int Cols)
+    {
+        public float this[int i, int j] => Data[Off + i * Rs + j * Cs];
+    }
+
+    static Operand MakeOperand(Random rng, int rows, int cols, string layout)
+    {
+        int off = layout == "row" ? 0 : 3;
+        (int rs, int cs) = layout switch
+        {
+            "row" => (cols, 1),
+            "col" => (1, rows),                       // transposed: column-major storage
+            "strided" => (2 * cols + 1, 2),           // odd row stride, every other column
+            _ => (3, 3 * rows + 2),                   // transposed and strided
+        };
+        int size = off + Math.Max(0, rows - 1) * rs + Math.Max(0, cols - 1) * cs + 1;
+        var data = new float[Math.Max(size, 1)];
+        Array.Fill(data, float.NaN);
+        for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            data[off + i * rs + j * cs] = (float)(rng.NextDouble() * 2 - 1);
+        return new Operand(data, off, rs, cs, rows, cols);
+    }
+
+    static void CompareToReference(int m, int n, int k, string layoutA, string layoutB, bool accumulate, int seed)
+    {
+        var rng = new Random(seed);
+        var a = MakeOperand(rng, m, k, layoutA);
+        var b = MakeOperand(rng, k, n, layoutB);
+        int ldc = n + 3, cOff = 2;
+        var c0 = new float[cOff + m * ldc + 1];
+        for (int i = 0; i < c0.Length; i++) c0[i] = (float)(rng.NextDouble() * 2 - 1);
+        var fast = (float[])c0.Clone();
+        var reference = (float[])c0.Clone();
+        Gemm.Sgemm(m, n, k, a.Data, a.Off, a.Rs, a.Cs, b.Data, b.Off, b.Rs, b.Cs, fast, cOff, ldc, accumulate);
+        Gemm.Reference(m, n, k, a.Data, a.Off, a.Rs, a.Cs, b.Data, b.Off, b.Rs, b.Cs, reference, cOff, ldc, accumulate);
+        string what = $"sgemm m={m} n={n} k={k} A {layoutA} B {layoutB} acc={accumulate}";
+        for (int idx = 0; idx < c0.Length; idx++)
+        {
+            int rel = idx - cOff;
+            int i = rel / ldc, j = rel % ldc;
+            bool inside = rel >= 0 && i < m && j < n;
+            if (!inside)
+            {
+                Assert.True(c0[idx] == fast[idx], $"{what}: wrote outside C at flat index {idx}");
+                continue;
+            }
+            // Float sums in another order differ by at most ~k·ε·Σ|a||b|.
+            double scale = Math.Abs(accumulate ? c0[idx] : 0);
+            for (int p = 0; p < k; p++) scale += Math.Abs(a[i, p] * b[p, j]);
+            double tol = 2 * Math.Max(k, 1) * 6e-8 * scale + 1e-6;
+            Assert.True(Math.Abs(fast[idx] - reference[idx]) <= tol, $"{what}: C[{i},{j}] = {fast[idx]}, reference {reference[idx]}");
+        }
+    }
+
+    static readonly int[] Ms = [1, 2, 5, 6, 7, 11, 12, 13, 119, 120, 121, 127];
+    static readonly int[] Ns = [1, 3, 8, 15, 16, 17, 31, 32, 33, 47];
+    static readonly int[] Ks = [0, 1, 2, 7, 255, 256, 257, 300, 513];
+
+    public static TheoryData<int, int, int> Sizes()
+    {
+        // Every edge of one axis, against a few sizes of the others (the full cube is too slow for a unit test).
+        var set = new HashSet<(int, int, int)>();
+        foreach (var m in Ms) foreach (var n in Ns) set.Add((m, n, 9));
+        foreach (var m in Ms) foreach (var k in Ks) set.Add((m, 17, k));
+        foreach (var n in Ns) foreach (var k in Ks) set.Add((13, n, k));
+        set.Add((121, 33, 257));
+        set.Add((241, 50, 513));
+        var data = new TheoryData<int, int, int>();
+        foreach (var (m, n, k) in set) data.Add(m, n, k);
+        return data;
+    }
+
+    [Theory, MemberData(nameof(Sizes))]
+    public void SgemmMatchesReference(int m, int n, int k)
+    {
+        CompareToReference(m, n, k, "row", "row", false, m * 10007 + n * 101 + k);
+        CompareToReference(m, n, k, "row", "row", true, m * 10007 + n * 101 + k + 1);
+    }
+
+    public static TheoryData<string, string> Layouts() => new()
+    {
+        { "row", "col" }, { "col", "row" }, { "col", "col" }, { "strided", "row" }, { "row", "strided" }, { "tstrided", "tstrided" },
+    };
+
+    [Theory, MemberData(nameof(Layouts))]
+    public void SgemmStridedAndTransposedOperands(string layoutA, string layoutB)
+    {
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (6, 16, 8), (7, 17, 3), (13, 33, 257), (121, 20, 40), (5, 3, 300) })
+        {
+            CompareToReference(m, n, k, layoutA, layoutB, false, m + n + k);
+            CompareToReference(m, n, k, layoutA, layoutB, true, m + n + k + 1);
+        }
+    }
+
+    [Fact]
+    public void SgemmWideBeyondNcBlock()
+    {
+        CompareToReference(3, 3100, 5, "row", "row", false, 1);
+        CompareToReference(7, 3090, 3, "row", "col", true, 2);
+    }
+
+    static float[] RunSgemm(int m, int n, int k, int seed, bool accumulate)
+    {
+        var rng = new Random(seed);
+        var a = MakeOperand(rng, m, k, "row");
+        var b = MakeOperand(rng, k, n, "col");
+        var c = new float[m * n];
+        for (int i = 0; i < c.Length; i++) c[i] = (float)rng.NextDouble();
+        Gemm.Sgemm(m, n, k, a.Data, a.Off, a.Rs, a.Cs, b.Data, b.Off, b.Rs, b.Cs, c, 0, n, accumulate);
+        return c;
+    }
+
+    [Fact]
+    public void ThreadedEqualsSingleThreaded()
+    {
+        int saved = Gemm.Threads;
+        try
+        {
+            // Big enough (m·n·k ≥ 2^18) to split; rows (m ≥ n) and columns (n > m). Each C element is computed by
+            // the same kernel and k-blocking whichever thread owns it, so the results are bitwise equal.
+            foreach (var (m, n, k) in new[] { (200, 70, 40), (37, 250, 60), (130, 131, 300) })
+            foreach (var acc in new[] { false, true })
+            {
+                Gemm.Threads = 1;
+                var serial = RunSgemm(m, n, k, m, acc);
+                foreach (var threads in new[] { 2, 3, 4, 7 })
+                {
+                    Gemm.Threads = threads;
+                    Assert.Equal(serial, RunSgemm(m, n, k, m, acc));
+                }
+            }
+        }
+        finally { Gemm.Threads = saved; }
+    }
+
+    [Fact]
+    public void FallbackEqualsFastPath()
+    {
+        bool saved = Gemm.UseFastPath;
+        try
+        {
+            foreach (var (m, n, k) in new[] { (1, 1, 1), (6, 16, 256), (7, 17, 257), (121, 33, 70), (300, 20, 30) })
+            {
+                Gemm.UseFastPath = true;
+                var fast = RunSgemm(m, n, k, 5, true);
+                Gemm.UseFastPath = false;
+                var slow = RunSgemm(m, n, k, 5, true);
+                for (int i = 0; i < fast.Length; i++)
+                    Assert.True(Math.Abs(fast[i] - slow[i]) <= 1e-6 * k + 1e-5, $"m={m} n={n} k={k} [{i}]: fast {fast[i]}, fallback {slow[i]}");
+            }
+        }
+        finally { Gemm.UseFastPath = saved; }
+    }
+
+    /// <summary>Tensor.Matmul in float32 (all batch paths) against a float64 triple loop over the logical values.</summary>
+    [Fact]
+    public void TensorMatmulLayoutsAgainstLoops()
+    {
+        var gen = new Generator(9);
+        var cases = new (Tensor a, Tensor b)[]
+        {
+            (Tensor.Randn(3, 5, 7), Tensor.Randn(7, 9)),                                     // batch folded into rows
+            (Tensor.Randn(3, 7, 5).MT, Tensor.Randn(7, 9)),                                  // batch of transposed blocks
+            (Tensor.Randn(2, 1, 4, 6), Tensor.Randn(3, 6, 5)),                               // broadcast batch
+            (Tensor.Randn(4, 2, 6).Transpose(0, 1), Tensor.Randn(2, 6, 3)),                  // permuted batch
+            (Tensor.Randn(2, 3, 40, 30), Tensor.Randn(30, 20).T.Contiguous().T),            // threaded batch
+            (Tensor.Randn(1, 1, 5).Expand(4, 3, 5), Tensor.Randn(4, 5, 2)),                  // expanded rows (stride 0)
+            (Tensor.Randn(2, 6, 3).Unsqueeze(1), Tensor.Randn(3, 4)),                        // size-1 batch dim
+            (Tensor.Randn(130, 70), Tensor.Randn(70, 40).Slice(1, 0, 40, 2)),               // strided columns
+        };
+        foreach (var (a, b) in cases)
+        {
+            var got = a.Matmul(b);
+            var want = a.Double().Matmul(b.Double());   // float64 path: plain loops (Gemm.Dgemm)
+            Assert.Equal(want.Shape, got.Shape);
+            var g = got.ToArray<float>();
+            var w = want.ToArray<double>();
+            for (int i = 0; i < g.Length; i++)
+                Assert.True(Math.Abs(g[i] - w[i]) <= 1e-4 * (1 + Math.Abs(w[i])), $"{ShapeUtil.Format(a.shape)}·{ShapeUtil.Format(b.shape)} [{i}]: {g[i]} vs {w[i]}");
+        }
+        // The float64 path itself against an explicit loop.
+        var x = Tensor.Randn([3, 4], DType.Float64, gen);
+        var y = Tensor.Randn([5, 4], DType.Float64, gen).T;
+        var xy = x.Matmul(y).ToArray<double>();
+        var xv = x.ToArray<double>();
+        var yv = y.ToArray<double>();
+        for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 5; j++)
+        {
+            double s = 0;
+            for (int p = 0; p < 4; p++) s += xv[i * 4 + p] * yv[p * 5 + j];
+            Assert.Equal(s, xy[i * 5 + j], 12);
+        }
+    }
+}
