@@ -54,6 +54,20 @@ public static class Functional
         return Tensor.Record(r, "unfold", [x], g => [Fold(g, (xs[2], xs[3]), kernel, s, p, d)]);
     }
 
+    /// <summary>im2col into [C·kh·kw, N·L] (batch inside the columns), so a convolution is one GEMM.</summary>
+    internal static Tensor UnfoldBatchInner(Tensor x, (int h, int w) kernel, (int h, int w) s, (int h, int w) p, (int h, int w) d)
+    {
+        var xs = x.shape;
+        var r = Cpu.Unfold(x, kernel.h, kernel.w, s.h, s.w, p.h, p.w, d.h, d.w, knl: true);
+        return Tensor.Record(r, "unfold", [x], g => [FoldBatchInner(g, xs, kernel, s, p, d)]);
+    }
+
+    internal static Tensor FoldBatchInner(Tensor cols, int[] xs, (int h, int w) kernel, (int h, int w) s, (int h, int w) p, (int h, int w) d)
+    {
+        var r = Cpu.Fold(cols, xs[1], xs[2], xs[3], kernel.h, kernel.w, s.h, s.w, p.h, p.w, d.h, d.w, knl: true, n: xs[0]);
+        return Tensor.Record(r, "fold", [cols], g => [UnfoldBatchInner(g, kernel, s, p, d)]);
+    }
+
     /// <summary>col2im as a differentiable primitive: [N, C·kh·kw, L] → [N, C, H, W], summing overlaps.</summary>
     public static Tensor Fold(Tensor cols, (int h, int w) outputSize, (int h, int w) kernel, (int h, int w)? stride = null, (int h, int w)? padding = null, (int h, int w)? dilation = null)
     {
@@ -102,8 +116,11 @@ public static class Functional
         Tensor y;
         if (groups == 1)
         {
-            var cols = Unfold(x, (kh, kw), s, p, d);                  // [N, C·kh·kw, L]
-            y = weight.Reshape(o, -1).Matmul(cols);                    // [N, O, L]
+            // One GEMM for the whole batch: [O, C·kh·kw] · [C·kh·kw, N·L] → [O, N·L], viewed back as [N, O, oh, ow].
+            var cols = UnfoldBatchInner(x, (kh, kw), s, p, d);
+            var y2 = weight.Reshape(o, -1).Matmul(cols);
+            var yv = y2.Reshape(o, x.shape[0], oh, ow).Permute(1, 0, 2, 3);
+            return bias is null ? yv.Contiguous() : yv.Add(bias.Reshape(1, o, 1, 1));
         }
         else
         {

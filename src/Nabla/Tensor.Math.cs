@@ -404,7 +404,7 @@ public sealed partial class Tensor
     /// <summary>g where y &gt; 0, else 0; differentiable in g (its mask is constant).</summary>
     static Tensor ReluBackward(Tensor g, Tensor y)
     {
-        var r = Float2Raw<ReluBackwardOp>(g, y.Detach(), g.shape);
+        var r = Cpu.ReluBackwardFast(g, y) ?? Float2Raw<ReluBackwardOp>(g, y.Detach(), g.shape);
         return Record(r, "relu_backward", [g], gg => [ReluBackward(gg, y)]);
     }
 

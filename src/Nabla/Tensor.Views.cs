@@ -315,6 +315,7 @@ public sealed partial class Tensor
         foreach (var dim in dims)
         {
             int d = NormalizeDim(dim, shape.Length, "flip");
+            if (shape.Length == 0) return Clone();   // a 0-d tensor has nothing to reverse (dim 0 or -1 allowed, as in PyTorch)
             int n = shape[d];
             var idx = new long[n];
             for (int i = 0; i < n; i++) idx[i] = n - 1 - i;

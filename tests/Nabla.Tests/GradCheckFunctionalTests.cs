@@ -193,6 +193,9 @@ public class GradCheckFunctionalTests
         CheckSecondOrder("conv2d strided groups", xs => F.Conv2d(xs[0], xs[1], null, 2, 1, 1, groups: 2).Sin(), [Randn(gen, 1, 2, 5, 5), Randn(gen, 2, 1, 2, 2)], gen);
         CheckSecondOrder("softmax", xs => F.Softmax(xs[0], 1), [Randn(gen, 2, 4)], gen);
         CheckSecondOrder("log_softmax", xs => F.LogSoftmax(xs[0], 0), [Randn(gen, 3, 2)], gen);
+        CheckSecondOrder("max_pool2d", xs => F.MaxPool2d(xs[0], (2, 2), (1, 1)).Square(), [Randn(gen, 1, 2, 3, 3)], gen);
+        CheckSecondOrder("avg_pool2d", xs => F.AvgPool2d(xs[0], 2).Exp(), [Randn(gen, 1, 2, 4, 4)], gen);
+        CheckSecondOrder("batch_norm training", xs => F.BatchNorm(xs[0], null, null, xs[1], null, training: true), [Randn(gen, 3, 2, 2), Randn(gen, 2)], gen);
         CheckSecondOrder("layer_norm", xs => F.LayerNorm(xs[0], [4], xs[1], xs[2]), [Randn(gen, 2, 4), Randn(gen, 4), Randn(gen, 4)], gen);
         CheckSecondOrder("cross_entropy", xs => Losses.CrossEntropy(xs[0], Tensor.FromArray(new long[] { 1, 0, 2 })), [Randn(gen, 3, 4)], gen);
         CheckSecondOrder("sum/mean/var", xs => xs[0].Var(1).Add(xs[0].Mean(0).Sum()).Mul(xs[0].Sum()), [Randn(gen, 3, 4)], gen);

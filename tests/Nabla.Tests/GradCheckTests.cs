@@ -183,6 +183,32 @@ public class GradCheckTests
         Check("outer", xs => xs[0].Outer(xs[1]), [Randn(gen, 3), Randn(gen, 4)], gen);
     }
 
+    [Fact]
+    public void EdgeCases()
+    {
+        var gen = new Generator(20);
+        // prod with exact zeros (one and two per slice): the rule must not divide by the element.
+        Check("prod with zeros", xs => xs[0].Prod(1), [Tensor.FromArray(new double[] { 0, 2, 3, 0, 0, 5, 1.5, -2, 0.5 }, 3, 3)], gen);
+        // 0-d inputs.
+        Check("0-d exp", xs => xs[0].Exp().Mul(xs[0]), [Tensor.Scalar(0.7, DType.Float64)], gen);
+        Check("0-d cumsum", xs => xs[0].Cumsum(0), [Tensor.Scalar(0.7, DType.Float64)], gen);
+        Check("0-d max", xs => xs[0].Max(0).values, [Tensor.Scalar(0.7, DType.Float64)], gen);
+        Check("0-d sum/mean", xs => xs[0].Sum(0).Add(xs[0].Mean()), [Tensor.Scalar(0.7, DType.Float64)], gen);
+        // Empty tensors: gradients of the right (empty) shape, and a zero gradient for what feeds an empty sum.
+        var e = Tensor.Zeros([0, 3], DType.Float64).RequiresGrad_();
+        var w = Tensor.Ones([3], DType.Float64).RequiresGrad_();
+        e.Mul(w).Exp().Sum().Backward();
+        Assert.Equal([0, 3], e.Grad!.Shape);
+        Assert.Equal(new double[3], w.Grad!.ToArray<double>());
+        // The 2-norm at the zero vector has gradient 0 (PyTorch's subgradient), not NaN.
+        var z = Tensor.Zeros([3], DType.Float64).RequiresGrad_();
+        z.Norm().Backward();
+        Assert.Equal(new double[3], z.Grad!.ToArray<double>());
+        var z2 = Tensor.Zeros([2, 3], DType.Float64).RequiresGrad_();
+        z2.Norm(2, 1).Sum().Backward();
+        Assert.Equal(new double[6], z2.Grad!.ToArray<double>());
+    }
+
     public static TheoryData<int[], int[]> MatmulShapes => new()
     {
         { [3, 4], [4, 5] },

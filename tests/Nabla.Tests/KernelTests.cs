@@ -160,6 +160,93 @@ public class KernelTests
     }
 
     [Fact]
+    public void BroadcastingOverPermutedLayoutsAgainstLoops()
+    {
+        // Random ranks 1-4, broadcast partners, and inputs given as permutations of their storage: every stepping
+        // path of the driver (unit inner stride, scalar inner stride, generic) against an index-by-index loop.
+        var rng = new Random(6);
+        for (int trial = 0; trial < 300; trial++)
+        {
+            int rank = rng.Next(1, 5);
+            var shape = Enumerable.Range(0, rank).Select(_ => rng.Next(1, 7)).ToArray();
+            var sb = shape.Select(d => rng.Next(3) == 0 ? 1 : d).ToArray()[rng.Next(rank)..];
+            var a = Permuted(rng, shape);
+            var b = Permuted(rng, sb);
+            var got = a.Add(b.Mul(2.0)).ToArray<float>();
+            var av = a.ToArray<float>();
+            var bv = b.ToArray<float>();
+            var bs = Tensor.ContiguousStrides(sb);
+            int lead = rank - sb.Length;
+            var coord = new int[rank];
+            for (int i = 0; i < got.Length; i++)
+            {
+                int bi = 0;
+                for (int k = 0; k < sb.Length; k++) bi += (sb[k] == 1 ? 0 : coord[lead + k]) * bs[k];
+                Assert.True(av[i] + bv[bi] * 2f == got[i], $"trial {trial} {ShapeUtil.Format(shape)} + {ShapeUtil.Format(sb)} at {i}");
+                for (int k = rank - 1; k >= 0 && ++coord[k] == shape[k]; k--) coord[k] = 0;
+            }
+        }
+
+        static Tensor Permuted(Random rng, int[] shape)
+        {
+            // Store the values in a random dimension order, then permute back to `shape`.
+            int r = shape.Length;
+            var order = Enumerable.Range(0, r).OrderBy(_ => rng.Next()).ToArray();
+            var stored = Tensor.FromArray(RandomFloats(rng, shape.Aggregate(1, (x, y) => x * y)), order.Select(d => shape[d]).ToArray());
+            var inverse = new int[r];
+            for (int i = 0; i < r; i++) inverse[order[i]] = i;
+            return stored.Permute(inverse);
+        }
+    }
+
+    /// <summary>
+    /// The float32 fast paths (fused and threaded conv, pooling and normalization kernels) against the same ops
+    /// run in float64, forward and backward, at sizes large enough to take the parallel paths.
+    /// </summary>
+    [Fact]
+    public void Float32PathsAgreeWithFloat64()
+    {
+        var gen = new Generator(8);
+        var cases = new (string name, int[][] shapes, Func<Tensor[], Tensor> f)[]
+        {
+            ("conv2d", [[4, 8, 20, 20], [16, 8, 3, 3], [16]], t => Functional.Conv2d(t[0], t[1], t[2], 1, 1)),
+            ("conv2d strided dilated", [[3, 6, 17, 15], [8, 6, 3, 2], [8]], t => Functional.Conv2d(t[0], t[1], t[2], (2, 1), (1, 2), (2, 1))),
+            ("conv2d groups", [[2, 8, 16, 16], [8, 4, 3, 3], [8]], t => Functional.Conv2d(t[0], t[1], t[2], 1, 1, 1, groups: 2)),
+            ("conv_transpose2d", [[2, 6, 9, 9], [6, 4, 3, 3], [4]], t => Functional.ConvTranspose2d(t[0], t[1], t[2], (2, 2), (1, 1), (1, 1))),
+            ("max_pool2d", [[4, 8, 24, 24]], t => Functional.MaxPool2d(t[0], (3, 3), (2, 2), (1, 1))),
+            ("avg_pool2d", [[4, 8, 24, 24]], t => Functional.AvgPool2d(t[0], 2)),
+            ("batch_norm", [[16, 8, 12, 12], [8], [8]], t => Functional.BatchNorm(t[0], null, null, t[1], t[2], training: true)),
+            ("layer_norm", [[64, 96], [96], [96]], t => Functional.LayerNorm(t[0], [96], t[1], t[2])),
+            ("softmax", [[64, 130]], t => Functional.Softmax(t[0], 1)),
+            ("matmul batched", [[6, 40, 50], [50, 30]], t => t[0].Matmul(t[1]).Relu()),
+        };
+        foreach (var (name, shapes, f) in cases)
+        {
+            var inputs64 = shapes.Select(s => Tensor.Randn(s, DType.Float64, gen)).ToArray();
+            var x64 = inputs64.Select(t => t.Detach().RequiresGrad_()).ToArray();
+            var x32 = inputs64.Select(t => t.Float().RequiresGrad_()).ToArray();
+            var y64 = f(x64);
+            var y32 = f(x32);
+            Assert.Equal(DType.Float32, y32.DType);
+            var v = Tensor.Randn(y64.Shape, DType.Float64, gen);
+            y64.Backward(v);
+            y32.Backward(v.Float());
+            AssertNear(name, y64, y32);
+            for (int i = 0; i < x64.Length; i++) AssertNear($"{name} grad {i}", x64[i].Grad!, x32[i].Grad!);
+        }
+
+        static void AssertNear(string what, Tensor want, Tensor got)
+        {
+            Assert.Equal(want.Shape, got.Shape);
+            var w = want.ToArray<double>();
+            var g = got.ToFloatArray();
+            double scale = w.Length == 0 ? 1 : w.Max(Math.Abs) + 1;
+            for (int i = 0; i < w.Length; i++)
+                Assert.True(Math.Abs(w[i] - g[i]) <= 2e-4 * scale, $"{what} [{i}]: float32 {g[i]}, float64 {w[i]}");
+        }
+    }
+
+    [Fact]
     public void ComparisonsAndWhereAllLengths()
     {
         var rng = new Random(4);

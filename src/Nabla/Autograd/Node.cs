@@ -62,9 +62,33 @@ internal static class Engine
             else Add(grads, r.gradFn, g);
         }
 
+        // With explicit inputs, run only the nodes on a path to one of them (as torch.autograd.grad does).
+        HashSet<Node>? needed = null;
+        if (captureSet is not null)
+        {
+            needed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+            for (int i = order.Count - 1; i >= 0; i--)
+            {
+                var n = order[i];
+                foreach (var input in n.Inputs)
+                {
+                    if (input is null) continue;
+                    if (captureSet.Contains(input) || (input.gradFn is not null && needed.Contains(input.gradFn))) { needed.Add(n); break; }
+                }
+            }
+        }
+
         foreach (var node in order)
         {
             if (!grads.TryGetValue(node, out var g)) continue;
+            if (needed is not null && !needed.Contains(node))
+            {
+                // Still record the gradient of a captured non-leaf tensor produced by this node.
+                foreach (var c in captureSet!)
+                    if (ReferenceEquals(c.gradFn, node)) captured![c] = captured.TryGetValue(c, out var prev0) ? prev0.Add(g) : g;
+                grads.Remove(node);
+                continue;
+            }
             grads.Remove(node);
             if (captureSet is not null)
             {

@@ -5,21 +5,21 @@ internal static partial class Cpu
     public static int ConvOut(int size, int k, int stride, int pad, int dil) => (size + 2 * pad - dil * (k - 1) - 1) / stride + 1;
 
     /// <summary>im2col: [N, C, H, W] → [N, C·kh·kw, oh·ow], zero outside the padded input.</summary>
-    public static Tensor Unfold(Tensor x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw)
+    public static Tensor Unfold(Tensor x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, bool knl = false)
     {
         int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         int oh = ConvOut(h, kh, sh, ph, dh), ow = ConvOut(w, kw, sw, pw, dw);
         if (oh <= 0 || ow <= 0)
             throw new ShapeMismatchException($"unfold: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit input {ShapeUtil.Format(x.shape)} with padding {ph}x{pw}");
         int l = oh * ow, rows = c * kh * kw;
-        var r = Tensor.Empty([n, rows, l], x.DType);
-        if (x.DType == DType.Float32) UnfoldT(x.ContiguousData<float>(), r.storage.As<float>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
-        else if (x.DType == DType.Float64) UnfoldT(x.ContiguousData<double>(), r.storage.As<double>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
-        else return Cast(Unfold(Cast(x, DType.Float32), kh, kw, sh, sw, ph, pw, dh, dw), x.DType);
+        var r = Tensor.Empty(knl ? [rows, n * l] : [n, rows, l], x.DType);
+        if (x.DType == DType.Float32) UnfoldT(x.ContiguousData<float>(), r.storage.As<float>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, knl);
+        else if (x.DType == DType.Float64) UnfoldT(x.ContiguousData<double>(), r.storage.As<double>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, knl);
+        else return Cast(Unfold(Cast(x, DType.Float32), kh, kw, sh, sw, ph, pw, dh, dw, knl), x.DType);
         return r;
     }
 
-    static void UnfoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow)
+    static void UnfoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow, bool knl)
     {
         int l = oh * ow, rows = c * kh * kw;
         void One(int b)
@@ -28,7 +28,7 @@ internal static partial class Cpu
             {
                 int ch = row / (kh * kw), ki = row / kw % kh, kj = row % kw;
                 int srcBase = (b * c + ch) * h * w;
-                int dstBase = (b * rows + row) * l;
+                int dstBase = knl ? (row * n + b) * l : (b * rows + row) * l;
                 for (int y = 0; y < oh; y++)
                 {
                     int iy = y * sh - ph + ki * dh;
@@ -60,20 +60,22 @@ internal static partial class Cpu
     }
 
     /// <summary>col2im: [N, C·kh·kw, L] → [N, C, H, W], summing overlapping windows (the adjoint of Unfold).</summary>
-    public static Tensor Fold(Tensor cols, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw)
+    /// <param name="knl">cols laid out [C·kh·kw, N·L] (the conv path's single-GEMM layout) instead of [N, C·kh·kw, L]; then n must be given.</param>
+    public static Tensor Fold(Tensor cols, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, bool knl = false, int n = 0)
     {
-        int n = cols.shape[0];
+        if (!knl) n = cols.shape[0];
         int oh = ConvOut(h, kh, sh, ph, dh), ow = ConvOut(w, kw, sw, pw, dw);
-        if (cols.shape[1] != c * kh * kw || cols.shape[2] != oh * ow)
-            throw new ShapeMismatchException($"fold: input {ShapeUtil.Format(cols.shape)} does not match output [{n}, {c}, {h}, {w}] with kernel {kh}x{kw}: expected [{n}, {c * kh * kw}, {oh * ow}]");
+        int[] expected = knl ? [c * kh * kw, n * oh * ow] : [n, c * kh * kw, oh * ow];
+        if (!ShapeUtil.Equal(cols.shape, expected))
+            throw new ShapeMismatchException($"fold: input {ShapeUtil.Format(cols.shape)} does not match output [{n}, {c}, {h}, {w}] with kernel {kh}x{kw}: expected {ShapeUtil.Format(expected)}");
         var r = Tensor.Zeros([n, c, h, w], cols.DType);
-        if (cols.DType == DType.Float32) FoldT(cols.ContiguousData<float>(), r.storage.As<float>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
-        else if (cols.DType == DType.Float64) FoldT(cols.ContiguousData<double>(), r.storage.As<double>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
-        else return Cast(Fold(Cast(cols, DType.Float32), c, h, w, kh, kw, sh, sw, ph, pw, dh, dw), cols.DType);
+        if (cols.DType == DType.Float32) FoldT(cols.ContiguousData<float>(), r.storage.As<float>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, knl);
+        else if (cols.DType == DType.Float64) FoldT(cols.ContiguousData<double>(), r.storage.As<double>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, knl);
+        else return Cast(Fold(Cast(cols, DType.Float32), c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, knl, n), cols.DType);
         return r;
     }
 
-    static void FoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow)
+    static void FoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow, bool knl)
         where T : System.Numerics.INumber<T>
     {
         int l = oh * ow, rows = c * kh * kw;
@@ -83,7 +85,7 @@ internal static partial class Cpu
             {
                 int ch = row / (kh * kw), ki = row / kw % kh, kj = row % kw;
                 int dstBase = (b * c + ch) * h * w;
-                int srcBase = (b * rows + row) * l;
+                int srcBase = knl ? (row * n + b) * l : (b * rows + row) * l;
                 for (int y = 0; y < oh; y++)
                 {
                     int iy = y * sh - ph + ki * dh;

@@ -1,4 +1,6 @@
 using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 
 namespace Nabla;
 
@@ -31,6 +33,12 @@ internal static partial class Cpu
         var idx = Tensor.Empty([n, c, oh, ow], DType.Int64);
         var vd = vals.storage.As<T>();
         var id = idx.storage.As<long>();
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 && 2 * oh <= h && 2 * ow <= w)
+        {
+            // The common 2×2/2 window: two input rows per output row, no bounds checks.
+            ForPlanes(n * c, (long)n * c * oh * ow * 4, plane => MaxPool2x2Plane(src, vd, id, plane, h, w, oh, ow));
+            return (vals, idx);
+        }
         ForPlanes(n * c, (long)n * c * oh * ow * kh * kw, plane =>
         {
             int sb = plane * h * w, db = plane * oh * ow;
@@ -56,6 +64,34 @@ internal static partial class Cpu
             }
         });
         return (vals, idx);
+    }
+
+    static void MaxPool2x2Plane<T>(T[] srcArr, T[] vdArr, long[] idArr, int plane, int h, int w, int oh, int ow) where T : unmanaged, INumber<T>
+    {
+        var src = srcArr.AsSpan(plane * h * w, h * w);
+        var vd = vdArr.AsSpan(plane * oh * ow, oh * ow);
+        var id = idArr.AsSpan(plane * oh * ow, oh * ow);
+        for (int y = 0; y < oh; y++)
+        {
+            var row0 = src.Slice(2 * y * w, w);
+            var row1 = src.Slice((2 * y + 1) * w, w);
+            int baseIndex = 2 * y * w;
+            for (int xo = 0; xo < ow; xo++)
+            {
+                int j = 2 * xo;
+                T best = row0[j];
+                int bi = baseIndex + j;
+                if (!T.IsNaN(best))
+                {
+                    T v1 = row0[j + 1], v2 = row1[j], v3 = row1[j + 1];
+                    if (v1 > best || T.IsNaN(v1)) { best = v1; bi = baseIndex + j + 1; }
+                    if (!T.IsNaN(best) && (v2 > best || T.IsNaN(v2))) { best = v2; bi = baseIndex + w + j; }
+                    if (!T.IsNaN(best) && (v3 > best || T.IsNaN(v3))) { best = v3; bi = baseIndex + w + j + 1; }
+                }
+                vd[y * ow + xo] = best;
+                id[y * ow + xo] = bi;
+            }
+        }
     }
 
     /// <summary>Adds each gradient value at its window's argmax: [N, C, oh, ow] → [N, C, H, W].</summary>
@@ -126,14 +162,20 @@ internal static partial class Cpu
             for (int b = 0; b < n; b++)
             {
                 int o = (b * c + ch) * s;
-                if (xf is not null) sum += System.Numerics.Tensors.TensorPrimitives.Sum<float>(xf.AsSpan(o, s));
+                if (xf is not null) sum += TensorPrimitives.Sum<float>(xf.AsSpan(o, s));
                 else for (int i = 0; i < s; i++) sum += xd[o + i];
             }
             double m = sum / count, sq = 0;
+            float[]? tmp = xf is not null ? new float[s] : null;
             for (int b = 0; b < n; b++)
             {
                 int o = (b * c + ch) * s;
-                if (xf is not null) for (int i = 0; i < s; i++) { double d = xf[o + i] - m; sq += d * d; }
+                if (xf is not null)
+                {
+                    // Two-pass variance; each row's squares sum in float, rows accumulate in double.
+                    TensorPrimitives.Subtract(xf.AsSpan(o, s), (float)m, tmp);
+                    sq += TensorPrimitives.SumOfSquares<float>(tmp);
+                }
                 else for (int i = 0; i < s; i++) { double d = xd[o + i] - m; sq += d * d; }
             }
             double v = sq / count, inv = 1 / Math.Sqrt(v + eps);
@@ -142,7 +184,7 @@ internal static partial class Cpu
             for (int b = 0; b < n; b++)
             {
                 int o = (b * c + ch) * s;
-                if (yf is not null) { float fs = (float)scale, fb = (float)shift; for (int i = 0; i < s; i++) yf[o + i] = xf![o + i] * fs + fb; }
+                if (yf is not null) { TensorPrimitives.Multiply(xf!.AsSpan(o, s), (float)scale, yf.AsSpan(o, s)); TensorPrimitives.Add(yf.AsSpan(o, s), (float)shift, yf.AsSpan(o, s)); }
                 else for (int i = 0; i < s; i++) yd![o + i] = xd[o + i] * scale + shift;
             }
         });
@@ -153,12 +195,45 @@ internal static partial class Cpu
     public static (Tensor gx, Tensor gw, Tensor gb) BatchNormBackward(Tensor g, Tensor x, double[] mean, double[] invstd, Tensor? weight)
     {
         int n = x.shape[0], c = x.shape[1], s = x.NumElements / Math.Max(n * c, 1), count = n * s;
-        var gd = Cast(g, DType.Float64).storage.As<double>();
-        var xd = Cast(x, DType.Float64).storage.As<double>();
+        var dt = x.DType;
         var wv = weight?.ToDoubleArray();
-        var gx = new double[x.NumElements];
         var gw = new double[c];
         var gb = new double[c];
+        if (dt == DType.Float32)
+        {
+            var gf = CastIfNeeded(g, dt).ContiguousData<float>();
+            var xf = x.ContiguousData<float>();
+            var gx = Tensor.Empty((int[])x.shape.Clone(), dt);
+            var gxf = gx.storage.As<float>();
+            ForPlanes(c, (long)n * c * s, ch =>
+            {
+                double sg = 0, sgxRaw = 0, m = mean[ch], inv = invstd[ch];
+                for (int b = 0; b < n; b++)
+                {
+                    int o = (b * c + ch) * s;
+                    sg += TensorPrimitives.Sum<float>(gf.AsSpan(o, s));
+                    sgxRaw += TensorPrimitives.Dot<float>(gf.AsSpan(o, s), xf.AsSpan(o, s));
+                }
+                double sgx = (sgxRaw - m * sg) * inv;   // sum of g·xhat
+                gw[ch] = sgx;
+                gb[ch] = sg;
+                // gx = k·(count·g - sg - xhat·sgx) = a·g + bx·x + c0 with xhat = (x - m)·inv.
+                double k = (wv?[ch] ?? 1) * inv / count;
+                float a = (float)(k * count), bx = (float)(-k * inv * sgx), c0 = (float)(k * (-sg + m * inv * sgx));
+                for (int b = 0; b < n; b++)
+                {
+                    int o = (b * c + ch) * s;
+                    var dst = gxf.AsSpan(o, s);
+                    TensorPrimitives.Multiply(xf.AsSpan(o, s), bx, dst);
+                    TensorPrimitives.Add(dst, c0, dst);
+                    TensorPrimitives.MultiplyAdd(gf.AsSpan(o, s), a, dst, dst);
+                }
+            });
+            return (gx, Tensor.FromArray(gw).To(dt), Tensor.FromArray(gb).To(dt));
+        }
+        var gd = Cast(g, DType.Float64).storage.As<double>();
+        var xd = Cast(x, DType.Float64).storage.As<double>();
+        var gxd = new double[x.NumElements];
         ForPlanes(c, (long)n * c * s, ch =>
         {
             double sg = 0, sgx = 0, m = mean[ch], inv = invstd[ch];
@@ -173,10 +248,32 @@ internal static partial class Cpu
             for (int b = 0; b < n; b++)
             {
                 int o = (b * c + ch) * s;
-                for (int i = 0; i < s; i++) gx[o + i] = k * (count * gd[o + i] - sg - (xd[o + i] - m) * inv * sgx);
+                for (int i = 0; i < s; i++) gxd[o + i] = k * (count * gd[o + i] - sg - (xd[o + i] - m) * inv * sgx);
             }
         });
-        var dt = x.DType;
-        return (Cast(Tensor.FromArray(gx, x.shape), dt), Cast(Tensor.FromArray(gw), dt), Cast(Tensor.FromArray(gb), dt));
+        return (Cast(Tensor.FromArray(gxd, x.shape), dt), Cast(Tensor.FromArray(gw), dt), Cast(Tensor.FromArray(gb), dt));
+    }
+
+    /// <summary>relu's gradient: g where y &gt; 0, else 0 (vectorized for contiguous float32 of equal shape).</summary>
+    public static Tensor? ReluBackwardFast(Tensor g, Tensor y)
+    {
+        if (g.DType != DType.Float32 || y.DType != DType.Float32 || !ShapeUtil.Equal(g.shape, y.shape) || !g.IsContiguous || !y.IsContiguous) return null;
+        int n = g.NumElements;
+        var r = Tensor.Empty((int[])g.shape.Clone(), DType.Float32);
+        var gs = g.storage.As<float>().AsSpan(g.offset, n);
+        var ys = y.storage.As<float>().AsSpan(y.offset, n);
+        var d = r.storage.As<float>().AsSpan();
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= n - 8; i += 8)
+            {
+                var yv = Vector256.Create(ys.Slice(i, 8));
+                var gv = Vector256.Create(gs.Slice(i, 8));
+                (gv & Vector256.GreaterThan(yv, Vector256<float>.Zero)).CopyTo(d.Slice(i, 8));
+            }
+        }
+        for (; i < n; i++) d[i] = ys[i] > 0 ? gs[i] : 0;
+        return r;
     }
 }

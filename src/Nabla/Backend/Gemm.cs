@@ -138,6 +138,21 @@ internal static unsafe class Gemm
                 }
                 continue;
             }
+            if (rs == 1)
+            {
+                // B is a transposed row-major matrix: read each column as a contiguous run.
+                for (int q = 0; q < NR; q++)
+                {
+                    if (q < nr)
+                    {
+                        int src = off + (j + q) * cs;
+                        for (int p = 0; p < kc; p++) dst[d + p * NR + q] = b[src + p];
+                    }
+                    else for (int p = 0; p < kc; p++) dst[d + p * NR + q] = 0;
+                }
+                d += kc * NR;
+                continue;
+            }
             for (int p = 0; p < kc; p++)
             {
                 int src = off + p * rs + j * cs;

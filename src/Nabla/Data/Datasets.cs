@@ -74,7 +74,12 @@ public static class DatasetUtils
     {
         int n = dataset.Count;
         int[] sizes;
-        if (lengths.All(l => l <= 1) && Math.Abs(lengths.Sum() - 1) < 1e-9 && lengths.Any(l => l != Math.Floor(l)))
+        if (lengths.Any(l => l < 0 || !double.IsFinite(l)))
+            throw new ShapeMismatchException($"random_split: lengths must be non-negative, got [{string.Join(", ", lengths)}]");
+        bool fractions = lengths.All(l => l <= 1) && lengths.Any(l => l != Math.Floor(l));
+        if (fractions && Math.Abs(lengths.Sum() - 1) >= 1e-9)
+            throw new ShapeMismatchException($"random_split: the fractions [{string.Join(", ", lengths)}] add up to {lengths.Sum():G6}, not 1");
+        if (fractions)
         {
             sizes = lengths.Select(f => (int)Math.Floor(f * n)).ToArray();
             // Distribute the remainder round-robin, as PyTorch does.
@@ -185,7 +190,7 @@ public sealed class DataLoader<T, TBatch> : IEnumerable<TBatch>
                 }
             }
             catch (OperationCanceledException) { }
-            catch (Exception e) { try { queue.Add((default, e)); } catch (InvalidOperationException) { } }
+            catch (Exception e) { try { queue.Add((default, e), cts.Token); } catch (Exception ae) when (ae is InvalidOperationException or OperationCanceledException) { } }
             finally { queue.CompleteAdding(); }
         });
         try

@@ -19,24 +19,10 @@ public static class Idx
     /// <summary>Reads from a stream; <paramref name="name"/> names the source in errors.</summary>
     public static Tensor Read(Stream stream, string name)
     {
-        byte[] raw;
-        try
-        {
-            var ms = new MemoryStream();
-            stream.CopyTo(ms);
-            raw = ms.ToArray();
-            if (raw.Length >= 2 && raw[0] == 0x1f && raw[1] == 0x8b)
-            {
-                using var gz = new GZipStream(new MemoryStream(raw), CompressionMode.Decompress);
-                var outMs = new MemoryStream();
-                gz.CopyTo(outMs);
-                raw = outMs.ToArray();
-            }
-        }
-        catch (InvalidDataException e)
-        {
-            throw new DataFormatException($"idx: {name}: the gzip stream is corrupt or truncated ({e.Message})", e);
-        }
+        var ms = new MemoryStream();
+        stream.CopyTo(ms);
+        byte[] raw = ms.ToArray();
+        if (IsGzip(raw)) raw = Gunzip(raw, "idx: " + name);
         if (raw.Length < 4) throw new DataFormatException($"idx: {name}: file is too short for an IDX header ({raw.Length} bytes)");
         if (raw[0] != 0 || raw[1] != 0) throw new DataFormatException($"idx: {name}: bad magic number (first two bytes must be zero, got 0x{raw[0]:x2}{raw[1]:x2})");
         byte type = raw[2];
@@ -81,5 +67,58 @@ public static class Idx
             }
             default: throw new DataFormatException($"idx: {name}: data type 0x{type:x2} (int16) is not supported");
         }
+    }
+
+    internal static bool IsGzip(byte[] bytes) => bytes.Length >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
+
+    /// <summary>
+    /// Decompresses a gzip file and checks its trailer (CRC-32 and length of the contents), because the
+    /// decompressor returns a truncated stream's partial data without an error.
+    /// </summary>
+    /// <remarks>NOTE: the trailer checked is the last member's, so multi-member (concatenated) gzip files are not supported.</remarks>
+    internal static byte[] Gunzip(byte[] raw, string source)
+    {
+        byte[] content;
+        try
+        {
+            using var gz = new GZipStream(new MemoryStream(raw), CompressionMode.Decompress);
+            var outMs = new MemoryStream();
+            gz.CopyTo(outMs);
+            content = outMs.ToArray();
+        }
+        catch (InvalidDataException e)
+        {
+            throw new DataFormatException($"{source}: the gzip stream is corrupt or truncated ({e.Message})", e);
+        }
+        if (raw.Length < 18)
+            throw new DataFormatException($"{source}: the gzip stream is truncated ({raw.Length} bytes)");
+        uint crc = BinaryPrimitives.ReadUInt32LittleEndian(raw.AsSpan(raw.Length - 8));
+        uint size = BinaryPrimitives.ReadUInt32LittleEndian(raw.AsSpan(raw.Length - 4));
+        if (size != (uint)content.Length || crc != Crc32(content))
+            throw new DataFormatException($"{source}: the gzip stream is truncated or corrupt: its trailer records {size} bytes with CRC-32 0x{crc:x8}, " +
+                $"but it decompresses to {content.Length} bytes with CRC-32 0x{Crc32(content):x8}");
+        return content;
+    }
+
+    static readonly uint[] CrcTable = BuildCrcTable();
+
+    static uint[] BuildCrcTable()
+    {
+        var t = new uint[256];
+        for (uint i = 0; i < 256; i++)
+        {
+            uint c = i;
+            for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }
+
+    /// <summary>The CRC-32 (IEEE) that gzip stores.</summary>
+    static uint Crc32(ReadOnlySpan<byte> data)
+    {
+        uint c = 0xFFFFFFFFu;
+        foreach (var b in data) c = CrcTable[(c ^ b) & 0xFF] ^ (c >> 8);
+        return c ^ 0xFFFFFFFFu;
     }
 }

@@ -115,28 +115,15 @@ public static class IdxDatasets
         throw new DataFormatException($"{spec.Name}: could not find {file.Name}; tried {string.Join("; ", tried)}");
     }
 
-    /// <summary>Checks the SHA-256 of the uncompressed contents; a mismatch names the file and both hashes.</summary>
+    /// <summary>Checks the SHA-256 of the uncompressed contents, which it returns; a mismatch names the file and both hashes.</summary>
     static byte[] Verified(byte[] bytes, DataFile file, string source)
     {
         if (string.IsNullOrEmpty(file.Sha256)) return bytes;
-        byte[] content = bytes;
-        if (bytes.Length >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b)
-        {
-            try
-            {
-                using var gz = new System.IO.Compression.GZipStream(new MemoryStream(bytes), System.IO.Compression.CompressionMode.Decompress);
-                var ms = new MemoryStream();
-                gz.CopyTo(ms);
-                content = ms.ToArray();
-            }
-            catch (InvalidDataException e)
-            {
-                throw new DataFormatException($"{source}: the gzip stream is corrupt or truncated ({e.Message})", e);
-            }
-        }
+        byte[] content = Idx.IsGzip(bytes) ? Idx.Gunzip(bytes, source) : bytes;
         var hash = Convert.ToHexStringLower(SHA256.HashData(content));
         if (hash != file.Sha256)
             throw new DataFormatException($"{source}: SHA-256 of the contents is {hash}, expected {file.Sha256}; the file is corrupt or not {file.Name}");
-        return bytes;
+        // NOTE: returns the uncompressed contents so that they are not decompressed a second time.
+        return content;
     }
 }
