@@ -183,7 +183,7 @@ static class Commands
         Tensor.ManualSeed(seed);
         var (train, test) = LoadData(dataset, offline);
         var net = BuiltinModels.Create(modelName);
-        var task = new ClassificationTask(net, OptimizerFactory(optimizer, lr));
+        var task = new ClassificationTask(net, OptimizerFactory(optimizer, lr), modelName);
         Console.WriteLine($"model {modelName}: {net.NumParameters():N0} parameters; {train.Count:N0} training and {test.Count:N0} test images");
         var trainLoader = DataLoader.Create(train, batchSize, shuffle: true, seed: seed + 1);
         var testLoader = DataLoader.Create(test, 1000);
@@ -229,9 +229,10 @@ static class Commands
         var (weights, _, state) = Checkpoint.Load(path);
         var modelName = a.Get("--model", "cnn");
         var net = BuiltinModels.Create(modelName);
-        if (state.Architecture.Length > 0 && state.Architecture != net.GetType().Name)
-            throw new ModelFormatException($"checkpoint: {path} was written for architecture '{state.Architecture}', but --model {modelName} is '{net.GetType().Name}'");
-        var task = new ClassificationTask(net, ps => new OptimizerConfig(new SGD(ps)));
+        // Checkpoints written by nabla train record the model name; older ones (and the Trainer's default) the class name.
+        if (state.Architecture.Length > 0 && state.Architecture != modelName && state.Architecture != net.GetType().Name)
+            throw new ModelFormatException($"checkpoint: {path} was written for architecture '{state.Architecture}', but --model is '{modelName}'");
+        var task = new ClassificationTask(net, ps => new OptimizerConfig(new SGD(ps)), modelName);
         task.LoadStateDict(weights);
         var (_, test) = LoadData(a.Get("--dataset", "fashion-mnist"), a.Has("--offline"));
         var metrics = new Trainer(new TrainerOptions { EnableProgressBar = false }).Test(task, DataLoader.Create(test, a.Int("--batch-size", 256)));

@@ -29,6 +29,9 @@ public abstract class LightningModule : Module
 
     public abstract OptimizerConfig ConfigureOptimizers();
 
+    /// <summary>The architecture recorded in checkpoints and checked on resume (default: the class name).</summary>
+    public virtual string ArchitectureName => GetType().Name;
+
     /// <summary>Records a scalar; values logged in one epoch are averaged, weighted by <paramref name="batchSize"/>.</summary>
     protected void Log(string name, double value, int batchSize = 1, bool progressBar = true)
     {
@@ -90,11 +93,18 @@ public sealed class ClassificationTask : LightningModule
     readonly Func<IEnumerable<Tensor>, OptimizerConfig> optimizers;
     readonly Accuracy trainAcc = new(), valAcc = new();
 
-    public ClassificationTask(Module net, Func<IEnumerable<Tensor>, OptimizerConfig> optimizers)
+    readonly string? architecture;
+
+    /// <param name="architecture">the name checkpoints record (e.g. "mlp"); default the network's class name, which
+    /// cannot tell apart two different <see cref="Sequential"/> models.</param>
+    public ClassificationTask(Module net, Func<IEnumerable<Tensor>, OptimizerConfig> optimizers, string? architecture = null)
     {
         Net = RegisterModule("net", net);
         this.optimizers = optimizers;
+        this.architecture = architecture;
     }
+
+    public override string ArchitectureName => architecture ?? Net.GetType().Name;
 
     public override Tensor Forward(Tensor input) => Net.Forward(input);
 

@@ -211,7 +211,7 @@ public sealed class Trainer
         Checkpoint.Save(path, module, Optimizer, state);
     }
 
-    static string ArchitectureName(LightningModule m) => m is ClassificationTask ct ? ct.Net.GetType().Name : m.GetType().Name;
+    static string ArchitectureName(LightningModule m) => m.ArchitectureName;
 
     void Restore(string path)
     {

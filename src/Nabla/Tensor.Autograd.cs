@@ -14,6 +14,8 @@ public sealed partial class Tensor
         bool any = false;
         foreach (var t in inputs) any |= t.requiresGrad;
         if (!any) return result;
+        if (!Autograd.OpRegistry.IsRegistered(op))
+            throw new InvalidOperationException($"op '{op}' records a gradient but is not in OpRegistry.Primitives; see docs/adding-an-op.md");
         var ins = new Tensor?[inputs.Length];
         for (int i = 0; i < inputs.Length; i++) ins[i] = inputs[i].requiresGrad ? inputs[i] : null;
         result.SetGradFn(new Node(op, ins, backward, saved));

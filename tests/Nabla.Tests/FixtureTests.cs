@@ -285,6 +285,9 @@ public sealed class FixtureTests
         ops["edges/pow_zero_base"] = x => x[0].Pow(x[1]);
         ops["edges/pow_zero_exponent_scalar"] = x => x[0].Pow(0.0);
         ops["edges/sign"] = x => x[0].Sign() * x[0];
+        ops["edges/floor_ceil_round"] = x => x[0].Floor() * 2 + x[0].Ceil() * 3 + x[0].Round() + x[0];
+        ops["edges/clone_mul"] = x => x[0].Clone() * x[0];
+        ops["edges/to_float64"] = x => x[0].To(DType.Float64) * 2;
         ops["edges/softplus_at_threshold"] = x => x[0].Softplus();
         ops["edges/log_softmax_large"] = x => Functional.LogSoftmax(x[0], 1);
         ops["edges/bce_clamped_log"] = x => Losses.BinaryCrossEntropy(x[0], x[1], reduction: Reduction.None);

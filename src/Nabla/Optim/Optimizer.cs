@@ -224,7 +224,10 @@ public sealed class AdamW : Adam
 public sealed class RMSprop : Optimizer
 {
     public RMSprop(IEnumerable<Tensor> parameters, double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weightDecay = 0, double momentum = 0, bool centered = false)
-        : base(One(parameters), new() { ["lr"] = lr, ["alpha"] = alpha, ["eps"] = eps, ["weight_decay"] = weightDecay, ["momentum"] = momentum, ["centered"] = centered ? 1 : 0 }) { }
+        : this(One(parameters), lr, alpha, eps, weightDecay, momentum, centered) { }
+
+    public RMSprop(IEnumerable<ParamGroup> groups, double lr = 1e-2, double alpha = 0.99, double eps = 1e-8, double weightDecay = 0, double momentum = 0, bool centered = false)
+        : base(groups, new() { ["lr"] = lr, ["alpha"] = alpha, ["eps"] = eps, ["weight_decay"] = weightDecay, ["momentum"] = momentum, ["centered"] = centered ? 1 : 0 }) { }
 
     protected override Tensor Update(Tensor p, Tensor g, Dictionary<string, Tensor> s, ParamGroup grp)
     {
@@ -254,7 +257,10 @@ public sealed class RMSprop : Optimizer
 public sealed class Adagrad : Optimizer
 {
     public Adagrad(IEnumerable<Tensor> parameters, double lr = 1e-2, double lrDecay = 0, double weightDecay = 0, double initialAccumulatorValue = 0, double eps = 1e-10)
-        : base(One(parameters), new() { ["lr"] = lr, ["lr_decay"] = lrDecay, ["weight_decay"] = weightDecay, ["initial_accumulator_value"] = initialAccumulatorValue, ["eps"] = eps }) { }
+        : this(One(parameters), lr, lrDecay, weightDecay, initialAccumulatorValue, eps) { }
+
+    public Adagrad(IEnumerable<ParamGroup> groups, double lr = 1e-2, double lrDecay = 0, double weightDecay = 0, double initialAccumulatorValue = 0, double eps = 1e-10)
+        : base(groups, new() { ["lr"] = lr, ["lr_decay"] = lrDecay, ["weight_decay"] = weightDecay, ["initial_accumulator_value"] = initialAccumulatorValue, ["eps"] = eps }) { }
 
     protected override Tensor Update(Tensor p, Tensor g, Dictionary<string, Tensor> s, ParamGroup grp)
     {
