@@ -18,6 +18,7 @@ var commands = new Dictionary<string, (string summary, string help, Func<string[
     ["train"] = ("train a built-in model on a dataset", Commands.TrainHelp, Commands.Train),
     ["eval"] = ("evaluate a checkpoint on a dataset's test split", Commands.EvalHelp, Commands.Eval),
     ["inspect"] = ("list the tensors, dtypes, shapes and parameter count of a checkpoint", Commands.InspectHelp, Commands.Inspect),
+    ["convert"] = ("convert tensors between .safetensors and PyTorch .pt/.pth/.bin", InteropCommands.ConvertHelp, InteropCommands.Convert),
 };
 
 void Usage(TextWriter w)
@@ -85,7 +86,7 @@ static class Commands
         options:
           --epochs N          epochs to train (default 3)
           --batch-size N      batch size (default 64)
-          --lr X              Adam learning rate (default 0.001)
+          --lr X              Adam learning rate (default 0.001), annealed to 0 by a per-step cosine
           --seed N            random seed (default 0)
           --output-dir DIR    where checkpoints, metrics.csv and TensorBoard events go (default runs/quickstart)
           --json              print one JSON object with the final metrics as the last line
@@ -101,6 +102,7 @@ static class Commands
           --batch-size N      (default 64)
           --lr X              learning rate (default 0.001; 0.05 for sgd)
           --optimizer NAME    adam (default), adamw or sgd (momentum 0.9)
+          --schedule NAME     constant (default) or cosine (per step, down to 0 at the end)
           --seed N            (default 0)
           --output-dir DIR    checkpoints, metrics.csv, TensorBoard events (default runs/<model>)
           --resume CKPT       continue from a checkpoint written by an earlier run
@@ -122,20 +124,22 @@ static class Commands
 
     public const string InspectHelp = """
         nabla inspect FILE: list every tensor's name, dtype and shape, and the parameter count.
-        FILE is a .safetensors file (weights or a Nabla checkpoint).
+        FILE is a .safetensors file (weights or a Nabla checkpoint) or a PyTorch checkpoint (.pt, .pth, .bin),
+        whose state dict is read without running any code from the file.
         """;
 
     static readonly HashSet<string> CommonFlags = ["--json", "--offline"];
 
     static Stream? Bundled(string file) => typeof(Commands).Assembly.GetManifestResourceStream("fashion-mnist/" + file);
 
-    static (TensorDataset train, TensorDataset test) LoadData(string dataset, bool offline)
+    static (TensorDataset train, TensorDataset test) LoadData(string dataset, bool offline) =>
+        (LoadSplit(dataset, offline, train: true), LoadSplit(dataset, offline, train: false));
+
+    /// <summary>One split of a named dataset or of a folder with the four IDX files.</summary>
+    static TensorDataset LoadSplit(string dataset, bool offline, bool train)
     {
-        if (dataset == "fashion-mnist")
-            return (IdxDatasets.Load(IdxDatasetSpec.FashionMnist, true, download: !offline, bundled: Bundled),
-                    IdxDatasets.Load(IdxDatasetSpec.FashionMnist, false, download: !offline, bundled: Bundled));
-        if (dataset == "mnist")
-            return (IdxDatasets.Load(IdxDatasetSpec.Mnist, true, download: !offline), IdxDatasets.Load(IdxDatasetSpec.Mnist, false, download: !offline));
+        if (dataset == "fashion-mnist") return IdxDatasets.Load(IdxDatasetSpec.FashionMnist, train, download: !offline, bundled: Bundled);
+        if (dataset == "mnist") return IdxDatasets.Load(IdxDatasetSpec.Mnist, train, download: !offline);
         if (Directory.Exists(dataset))
         {
             // A folder with the MNIST file names; hashes of a user's own files are not known, so none are checked.
@@ -145,37 +149,46 @@ static class Commands
                 TrainImages = new(IdxDatasetSpec.FashionMnist.TrainImages.Name, ""), TrainLabels = new(IdxDatasetSpec.FashionMnist.TrainLabels.Name, ""),
                 TestImages = new(IdxDatasetSpec.FashionMnist.TestImages.Name, ""), TestLabels = new(IdxDatasetSpec.FashionMnist.TestLabels.Name, ""),
             };
-            return (IdxDatasets.Load(spec, true, root: dataset, download: false), IdxDatasets.Load(spec, false, root: dataset, download: false));
+            return IdxDatasets.Load(spec, train, root: dataset, download: false);
         }
         throw new DataFormatException($"dataset '{dataset}' is neither fashion-mnist, mnist nor an existing folder");
     }
 
-    static Func<IEnumerable<Tensor>, OptimizerConfig> OptimizerFactory(string name, double lr) => name switch
+    /// <param name="cosineSteps">when positive, the rate follows a cosine from lr to 0 over that many optimizer steps</param>
+    static Func<IEnumerable<Tensor>, OptimizerConfig> OptimizerFactory(string name, double lr, int cosineSteps = 0) => ps =>
     {
-        "adam" => ps => new OptimizerConfig(new Adam(ps, lr)),
-        "adamw" => ps => new OptimizerConfig(new AdamW(ps, lr)),
-        "sgd" => ps => new OptimizerConfig(new SGD(ps, lr, momentum: 0.9)),
-        _ => throw new UsageException($"unknown optimizer '{name}'; choose adam, adamw or sgd"),
+        Optimizer opt = name switch
+        {
+            "adam" => new Adam(ps, lr),
+            "adamw" => new AdamW(ps, lr),
+            "sgd" => new SGD(ps, lr, momentum: 0.9),
+            _ => throw new UsageException($"unknown optimizer '{name}'; choose adam, adamw or sgd"),
+        };
+        return cosineSteps > 0
+            ? new OptimizerConfig(opt, new CosineAnnealingLR(opt, cosineSteps), SchedulerInterval.Step)
+            : new OptimizerConfig(opt);
     };
 
     public static int Quickstart(string[] argv)
     {
         var a = new Args(argv, CommonFlags, new HashSet<string> { "--epochs", "--batch-size", "--lr", "--seed", "--output-dir" });
         return RunTraining("cnn", "fashion-mnist", a.Int("--epochs", 3), a.Int("--batch-size", 64), a.Double("--lr", 1e-3), "adam",
-            (ulong)a.Int("--seed", 0), a.Get("--output-dir", Path.Combine("runs", "quickstart")), null, a.Has("--json"), offline: true);
+            (ulong)a.Int("--seed", 0), a.Get("--output-dir", Path.Combine("runs", "quickstart")), null, a.Has("--json"), offline: true, cosine: true);
     }
 
     public static int Train(string[] argv)
     {
-        var a = new Args(argv, CommonFlags, new HashSet<string> { "--model", "--dataset", "--epochs", "--batch-size", "--lr", "--optimizer", "--seed", "--output-dir", "--resume" });
+        var a = new Args(argv, CommonFlags, new HashSet<string> { "--model", "--dataset", "--epochs", "--batch-size", "--lr", "--optimizer", "--seed", "--output-dir", "--resume", "--schedule" });
+        var schedule = a.Get("--schedule", "constant");
+        if (schedule is not ("constant" or "cosine")) throw new UsageException($"--schedule must be constant or cosine, got '{schedule}'");
         var model = a.Get("--model", "cnn");
         var opt = a.Get("--optimizer", "adam");
         return RunTraining(model, a.Get("--dataset", "fashion-mnist"), a.Int("--epochs", 5), a.Int("--batch-size", 64), a.Double("--lr", opt == "sgd" ? 0.05 : 1e-3),
-            opt, (ulong)a.Int("--seed", 0), a.Get("--output-dir", Path.Combine("runs", model)), a.Get("--resume"), a.Has("--json"), a.Has("--offline"));
+            opt, (ulong)a.Int("--seed", 0), a.Get("--output-dir", Path.Combine("runs", model)), a.Get("--resume"), a.Has("--json"), a.Has("--offline"), schedule == "cosine");
     }
 
     static int RunTraining(string modelName, string dataset, int epochs, int batchSize, double lr, string optimizer, ulong seed, string outDir,
-        string? resume, bool json, bool offline)
+        string? resume, bool json, bool offline, bool cosine = false)
     {
         if (epochs < 1) throw new UsageException($"--epochs must be at least 1, got {epochs}");
         if (batchSize < 1) throw new UsageException($"--batch-size must be at least 1, got {batchSize}");
@@ -183,9 +196,9 @@ static class Commands
         Tensor.ManualSeed(seed);
         var (train, test) = LoadData(dataset, offline);
         var net = BuiltinModels.Create(modelName);
-        var task = new ClassificationTask(net, OptimizerFactory(optimizer, lr), modelName);
-        Console.WriteLine($"model {modelName}: {net.NumParameters():N0} parameters; {train.Count:N0} training and {test.Count:N0} test images");
         var trainLoader = DataLoader.Create(train, batchSize, shuffle: true, seed: seed + 1);
+        var task = new ClassificationTask(net, OptimizerFactory(optimizer, lr, cosine ? epochs * trainLoader.Count : 0), modelName);
+        Console.WriteLine($"model {modelName}: {net.NumParameters():N0} parameters; {train.Count:N0} training and {test.Count:N0} test images");
         var testLoader = DataLoader.Create(test, 1000);
         Directory.CreateDirectory(outDir);
         using var tb = new TensorBoardLogger(Path.Combine(outDir, "tensorboard"));
@@ -234,7 +247,8 @@ static class Commands
             throw new ModelFormatException($"checkpoint: {path} was written for architecture '{state.Architecture}', but --model is '{modelName}'");
         var task = new ClassificationTask(net, ps => new OptimizerConfig(new SGD(ps)), modelName);
         task.LoadStateDict(weights);
-        var (_, test) = LoadData(a.Get("--dataset", "fashion-mnist"), a.Has("--offline"));
+        // NOTE: only the test split is read; loading the training set here would cost seconds for nothing.
+        var test = LoadSplit(a.Get("--dataset", "fashion-mnist"), a.Has("--offline"), train: false);
         var metrics = new Trainer(new TrainerOptions { EnableProgressBar = false }).Test(task, DataLoader.Create(test, a.Int("--batch-size", 256)));
         double seconds = clock.Elapsed.TotalSeconds;
         Console.WriteLine($"test accuracy {metrics["val_acc"]:P2}, test loss {metrics["val_loss"]:0.0000} ({test.Count:N0} images, {seconds:0.0}s)");
@@ -248,6 +262,7 @@ static class Commands
         if (a.Positionals.Count != 1) throw new UsageException("expects exactly one FILE");
         var path = a.Positionals[0];
         if (!File.Exists(path)) throw new ModelFormatException($"inspect: file not found: {path}");
+        if (InteropCommands.IsPyTorch(path)) return InteropCommands.InspectPyTorch(path);
         var (tensors, meta) = SafeTensors.LoadWithMetadata(path);
         long total = 0;
         int nameWidth = Math.Max(4, tensors.Keys.Select(k => k.Length).DefaultIfEmpty(0).Max());

@@ -55,7 +55,9 @@ public sealed class ProgressReporter
     public void EpochEnd(int epoch, int maxEpochs, IReadOnlyDictionary<string, double> metrics)
     {
         if (live) output.WriteLine();
-        output.WriteLine($"epoch {epoch + 1}/{maxEpochs} done in {epochClock.Elapsed.TotalSeconds:0.0}s ({items / Math.Max(epochClock.Elapsed.TotalSeconds, 1e-9):0} items/s) {Fmt(metrics)}");
+        // NOTE: the resident set size is printed so that memory growth across epochs is visible in every log.
+        long rss = Environment.WorkingSet / (1 << 20);
+        output.WriteLine($"epoch {epoch + 1}/{maxEpochs} done in {epochClock.Elapsed.TotalSeconds:0.0}s ({items / Math.Max(epochClock.Elapsed.TotalSeconds, 1e-9):0} items/s, rss {rss} MiB) {Fmt(metrics)}");
         output.Flush();
     }
 }

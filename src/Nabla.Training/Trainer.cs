@@ -119,6 +119,7 @@ public sealed class Trainer
                 }
             }
             var epochMetrics = trainLog.Epoch();
+            trainLog.Reset();
             foreach (var (k, v) in epochMetrics) CallbackMetrics[k] = v;
             foreach (var c in Options.Callbacks) c.OnTrainEpochEnd(this, model);
             if (val is not null && (CurrentEpoch + 1) % Options.CheckValEveryNEpoch == 0) RunValidation(model, val);
@@ -170,7 +171,11 @@ public sealed class Trainer
                 bi++;
             }
         }
-        return log.Epoch();
+        var result = log.Epoch();
+        // NOTE: metric objects (Accuracy...) live in the module across runs; reset them so the next
+        // validation starts from zero instead of averaging over every validation so far.
+        log.Reset();
+        return result;
     }
 
     /// <summary>Runs the validation loop once and returns its metrics.</summary>

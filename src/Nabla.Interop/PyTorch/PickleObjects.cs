@@ -51,10 +51,13 @@ public sealed class PyDict : IEnumerable<KeyValuePair<object?, object?>>
         foreach (var k in keys) { var pk = new PyKey(k); values[pk] = map(values[pk]); }
     }
 
-    internal static bool IsHashable(object? key) => key switch
+    /// <summary>Whether <paramref name="key"/> can be a dict key; tuples nested deeper than 32 are refused.</summary>
+    internal static bool IsHashable(object? key) => IsHashable(key, 0);
+
+    static bool IsHashable(object? key, int depth) => key switch
     {
         null or bool or long or BigInteger or double or string or byte[] or TorchDevice => true,
-        PyTuple t => t.All(IsHashable),
+        PyTuple t => depth < 32 && t.All(x => IsHashable(x, depth + 1)),
         _ => false,
     };
 
@@ -129,14 +132,16 @@ internal sealed record PyGlobal(string Module, string Name)
 /// <summary>Short printable forms of values, for error messages.</summary>
 internal static class PyRepr
 {
-    public static string Of(object? v) => v switch
+    public static string Of(object? v) => Of(v, 0);
+
+    static string Of(object? v, int depth) => v switch
     {
         null => "None",
         bool b => b ? "True" : "False",
         string s => "'" + (s.Length > 60 ? s[..60] + "..." : s) + "'",
         long or BigInteger => Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture)!,
         double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-        PyTuple t => t.Count <= 6 ? "(" + string.Join(", ", t.Select(Of)) + (t.Count == 1 ? ",)" : ")") : $"tuple of {t.Count}",
+        PyTuple t => depth >= 3 ? "(...)" : t.Count <= 6 ? "(" + string.Join(", ", t.Select(x => Of(x, depth + 1))) + (t.Count == 1 ? ",)" : ")") : $"tuple of {t.Count}",
         PyGlobal g => g.FullName,
         _ => TypeName(v),
     };

@@ -10,6 +10,11 @@ public static class CsvDataset
     /// (by name or index, default the last) becomes int64 class labels when <paramref name="classification"/>, else float32.
     /// Errors name the file, the line and the column.
     /// </summary>
+    /// <remarks>
+    /// scikit-learn's bundled CSVs (iris.csv, wine_data.csv...) start with a count line, "n_samples,n_features,class
+    /// names...", instead of column names. When the header's first two cells match the number of data rows and of
+    /// feature columns, it is recognized as such and columns are named by index.
+    /// </remarks>
     public static TensorDataset Load(string path, string? targetColumn = null, bool hasHeader = true, bool classification = true, char separator = ',')
     {
         if (!File.Exists(path)) throw new DataFormatException($"csv: file not found: {path}");
@@ -18,6 +23,7 @@ public static class CsvDataset
         string[]? header = hasHeader ? lines[0].line.Split(separator).Select(h => h.Trim().Trim('"')).ToArray() : null;
         var rows = hasHeader ? lines.Skip(1).ToList() : lines;
         if (rows.Count == 0) throw new DataFormatException($"csv: {path} has a header but no data rows");
+        if (header is not null && IsSklearnCountLine(header, rows.Count, rows[0].line.Split(separator).Length)) header = null;
         int cols = header?.Length ?? rows[0].line.Split(separator).Length;
         int target = cols - 1;
         if (targetColumn is not null)
@@ -47,4 +53,10 @@ public static class CsvDataset
         var targets = classification ? Tensor.FromArray(yf.Select(v => (long)v).ToArray()) : Tensor.FromArray(yf);
         return new TensorDataset(inputs, targets);
     }
+
+    /// <summary>scikit-learn's first line: the sample count, the feature count, then (optionally) the class names.</summary>
+    static bool IsSklearnCountLine(string[] header, int rowCount, int firstRowCells) =>
+        header.Length >= 2
+        && int.TryParse(header[0], NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n == rowCount
+        && int.TryParse(header[1], NumberStyles.None, CultureInfo.InvariantCulture, out var f) && f + 1 == firstRowCells;
 }

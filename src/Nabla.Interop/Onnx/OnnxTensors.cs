@@ -1,0 +1,182 @@
+using System.Runtime.InteropServices;
+using Google.Protobuf;
+using Nabla.Interop.Onnx.Proto;
+
+namespace Nabla.Interop.Onnx;
+
+/// <summary>ONNX TensorProto data types and their Nabla counterparts.</summary>
+internal static class OnnxTypes
+{
+    public const int Float = 1, UInt8 = 2, Int8 = 3, UInt16 = 4, Int16 = 5, Int32 = 6, Int64 = 7, String = 8, Bool = 9,
+        Float16 = 10, Double = 11, UInt32 = 12, UInt64 = 13, BFloat16 = 16;
+
+    static readonly string[] Names =
+    [
+        "UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64", "STRING", "BOOL", "FLOAT16", "DOUBLE",
+        "UINT32", "UINT64", "COMPLEX64", "COMPLEX128", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+        "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1", "FLOAT8E8M0", "UINT2", "INT2",
+    ];
+
+    public static string Name(int t) => t >= 0 && t < Names.Length ? Names[t] : $"data type {t}";
+
+    public static DType? TryToDType(int t) => t switch
+    {
+        Float => DType.Float32,
+        UInt8 => DType.UInt8,
+        Int8 => DType.Int8,
+        Int32 => DType.Int32,
+        Int64 => DType.Int64,
+        Bool => DType.Bool,
+        Float16 => DType.Float16,
+        Double => DType.Float64,
+        BFloat16 => DType.BFloat16,
+        _ => null,
+    };
+
+    public static DType ToDType(int t, string where) =>
+        TryToDType(t) ?? throw new ModelFormatException($"{where}: unsupported element type {Name(t)}");
+
+    public static int FromDType(DType t) => t switch
+    {
+        DType.Float32 => Float,
+        DType.UInt8 => UInt8,
+        DType.Int8 => Int8,
+        DType.Int32 => Int32,
+        DType.Int64 => Int64,
+        DType.Bool => Bool,
+        DType.Float16 => Float16,
+        DType.Float64 => Double,
+        _ => BFloat16,
+    };
+}
+
+/// <summary>Decodes TensorProto messages into Nabla tensors (raw_data, the typed fields, or external data).</summary>
+internal static class OnnxTensors
+{
+    /// <summary>Reads a file holding one serialized TensorProto (a backend test's input_N.pb).</summary>
+    public static Tensor ReadTensorFile(string path)
+    {
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
+        TensorProto proto;
+        try { proto = TensorProto.Parser.ParseFrom(bytes); }
+        catch (InvalidProtocolBufferException e) { throw new ModelFormatException($"{path}: not a TensorProto: {e.Message}", e); }
+        return ToTensor(proto, Path.GetDirectoryName(Path.GetFullPath(path)), path);
+    }
+
+    /// <param name="baseDir">Folder of the model file, for external data; null forbids external data.</param>
+    /// <param name="where">File and tensor named in errors.</param>
+    public static Tensor ToTensor(TensorProto p, string? baseDir, string where)
+    {
+        where = p.Name.Length > 0 ? $"{where}: tensor '{p.Name}'" : where;
+        if (p.Segment is not null) throw new ModelFormatException($"{where}: unsupported segmented tensor");
+        var shape = new int[p.Dims.Count];
+        long numel = 1;
+        for (int i = 0; i < shape.Length; i++)
+        {
+            long d = p.Dims[i];
+            if (d < 0 || d > int.MaxValue) throw new ModelFormatException($"{where}: dimension {i} is {d}");
+            shape[i] = (int)d;
+            numel *= d;
+            if (numel > Array.MaxLength) throw new ModelFormatException($"{where}: {numel}+ elements are too many for one tensor");
+        }
+        var dtype = OnnxTypes.ToDType(p.DataType, where);
+        int n = (int)numel;
+        int size = dtype.ElementSize();
+
+        if (p.DataLocation == TensorProto.Types.DataLocation.External)
+            return FromLittleEndian(ReadExternal(p, baseDir, where, (long)n * size), dtype, shape, where);
+        if (p.HasRawData)
+        {
+            var raw = p.RawData.Span;
+            if (raw.Length != (long)n * size)
+                throw new ModelFormatException($"{where}: raw_data has {raw.Length} bytes, shape {Format(shape)} of {OnnxTypes.Name(p.DataType)} needs {(long)n * size}");
+            return FromLittleEndian(raw, dtype, shape, where);
+        }
+        switch (dtype)
+        {
+            case DType.Float32: return Typed(p.FloatData.ToArray(), n, shape, where, "float_data");
+            case DType.Float64: return Typed(p.DoubleData.ToArray(), n, shape, where, "double_data");
+            case DType.Int64: return Typed(p.Int64Data.ToArray(), n, shape, where, "int64_data");
+            case DType.Int32: return Typed(p.Int32Data.ToArray(), n, shape, where, "int32_data");
+        }
+        // The narrow types sit one per int32_data entry (16-bit floats as their bit pattern).
+        var ints = p.Int32Data;
+        if (ints.Count != n)
+            throw new ModelFormatException($"{where}: int32_data has {ints.Count} values, shape {Format(shape)} needs {n}");
+        switch (dtype)
+        {
+            case DType.Bool: return Tensor.FromArray(ints.Select(v => v != 0).ToArray(), n).Reshape(shape);
+            case DType.UInt8: return Tensor.FromArray(ints.Select(v => (byte)v).ToArray(), n).Reshape(shape);
+            case DType.Int8: return Tensor.FromArray(ints.Select(v => (sbyte)v).ToArray(), n).Reshape(shape);
+            case DType.Float16: return Tensor.FromArray(ints.Select(v => BitConverter.UInt16BitsToHalf((ushort)v)).ToArray(), n).Reshape(shape);
+            default: return Tensor.FromArray(ints.Select(v => BFloat16.FromBits((ushort)v)).ToArray(), n).Reshape(shape);
+        }
+    }
+
+    static Tensor Typed<T>(T[] data, int n, int[] shape, string where, string field)
+    {
+        if (data.Length != n)
+            throw new ModelFormatException($"{where}: {field} has {data.Length} values, shape {Format(shape)} needs {n}");
+        return Tensor.FromArray(data, n).Reshape(shape);
+    }
+
+    static string Format(int[] shape) => "[" + string.Join(", ", shape) + "]";
+
+    static Tensor FromLittleEndian(ReadOnlySpan<byte> raw, DType dtype, int[] shape, string where)
+    {
+        if (!BitConverter.IsLittleEndian) throw new ModelFormatException($"{where}: big-endian hosts are not supported");
+        int n = raw.Length / Math.Max(1, dtype.ElementSize());
+        return dtype switch
+        {
+            DType.Float32 => Tensor.FromArray(MemoryMarshal.Cast<byte, float>(raw).ToArray(), n).Reshape(shape),
+            DType.Float64 => Tensor.FromArray(MemoryMarshal.Cast<byte, double>(raw).ToArray(), n).Reshape(shape),
+            DType.Int64 => Tensor.FromArray(MemoryMarshal.Cast<byte, long>(raw).ToArray(), n).Reshape(shape),
+            DType.Int32 => Tensor.FromArray(MemoryMarshal.Cast<byte, int>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt8 => Tensor.FromArray(raw.ToArray(), n).Reshape(shape),
+            DType.Int8 => Tensor.FromArray(MemoryMarshal.Cast<byte, sbyte>(raw).ToArray(), n).Reshape(shape),
+            DType.Bool => Tensor.FromArray(raw.ToArray().Select(b => b != 0).ToArray(), n).Reshape(shape),
+            DType.Float16 => Tensor.FromArray(MemoryMarshal.Cast<byte, Half>(raw).ToArray(), n).Reshape(shape),
+            _ => Tensor.FromArray(MemoryMarshal.Cast<byte, ushort>(raw).ToArray().Select(BFloat16.FromBits).ToArray(), n).Reshape(shape),
+        };
+    }
+
+    static byte[] ReadExternal(TensorProto p, string? baseDir, string where, long expected)
+    {
+        if (baseDir is null) throw new ModelFormatException($"{where}: external data needs the model's folder");
+        string? location = null;
+        long offset = 0, length = -1;
+        foreach (var kv in p.ExternalData)
+        {
+            switch (kv.Key)
+            {
+                case "location": location = kv.Value; break;
+                case "offset":
+                    if (!long.TryParse(kv.Value, out offset) || offset < 0) throw new ModelFormatException($"{where}: external data offset '{kv.Value}' is not valid");
+                    break;
+                case "length":
+                    if (!long.TryParse(kv.Value, out length) || length < 0) throw new ModelFormatException($"{where}: external data length '{kv.Value}' is not valid");
+                    break;
+            }
+        }
+        if (string.IsNullOrEmpty(location)) throw new ModelFormatException($"{where}: external data has no location");
+        if (Path.IsPathRooted(location) || location.Split('/', '\\').Contains(".."))
+            throw new ModelFormatException($"{where}: external data location '{location}' must be a relative path inside the model's folder");
+        if (length >= 0 && length != expected)
+            throw new ModelFormatException($"{where}: external data length {length} does not match the {expected} bytes the shape needs");
+        var file = Path.Combine(baseDir, location);
+        try
+        {
+            using var fs = File.OpenRead(file);
+            if (offset + expected > fs.Length)
+                throw new ModelFormatException($"{where}: external file '{location}' has {fs.Length} bytes, need {expected} from offset {offset}");
+            var buffer = new byte[expected];
+            fs.Seek(offset, SeekOrigin.Begin);
+            fs.ReadExactly(buffer);
+            return buffer;
+        }
+        catch (IOException e) { throw new ModelFormatException($"{where}: cannot read external data '{location}': {e.Message}", e); }
+        catch (UnauthorizedAccessException e) { throw new ModelFormatException($"{where}: cannot read external data '{location}': {e.Message}", e); }
+    }
+}

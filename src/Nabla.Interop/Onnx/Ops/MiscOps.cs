@@ -1,0 +1,222 @@
+using Nabla.Graph;
+using static Nabla.Interop.Onnx.Ops.OpUtil;
+
+namespace Nabla.Interop.Onnx.Ops;
+
+/// <summary>Clip, Einsum, Resize/Upsample and the control-flow operator If.</summary>
+internal static class MiscOps
+{
+    public static void Register(OnnxOps r)
+    {
+        r.Add("Clip", c =>
+        {
+            var x = c.Input(0);
+            double lo, hi;
+            if (c.Opset < 11)
+            {
+                lo = c.Node.GetFloat("min", double.NegativeInfinity);
+                hi = c.Node.GetFloat("max", double.PositiveInfinity);
+            }
+            else
+            {
+                lo = c.OptionalInput(1) is { } a ? a.Item() : double.NegativeInfinity;
+                hi = c.OptionalInput(2) is { } b ? b.Item() : double.PositiveInfinity;
+            }
+            return One(Map(x, v => double.IsNaN(v) ? v : Math.Min(Math.Max(v, lo), hi)));
+        });
+        r.Add("Einsum", c =>
+        {
+            var eq = c.Node.GetString("equation", "");
+            var ops = c.Inputs.Select(t => t!).ToArray();
+            var dt = ops[0].DType;
+            bool native = dt is DType.Float32 or DType.Float64;
+            var res = Tensor.Einsum(ExpandEllipsis(eq.Replace(" ", ""), ops), native ? ops : ops.Select(t => t.To(DType.Float64)).ToArray());
+            return One(res.To(dt));
+        });
+        r.Add("Resize", c => One(Resize(c)), since: 10);
+        r.Add("Upsample", c => One(Resize(c)), max: 9);
+        r.Add("If", c =>
+        {
+            bool cond = c.Input(0).Reshape(-1).Item() != 0;
+            var branch = c.Node.GetGraph(cond ? "then_branch" : "else_branch") ?? throw Invalid(c, "branch graph is missing");
+            return c.RunSubgraph(branch, []);
+        });
+    }
+
+    /// <summary>Rewrites "..." into explicit subscripts (right-aligned, as numpy broadcasts them).</summary>
+    static string ExpandEllipsis(string eq, Tensor[] ops)
+    {
+        if (!eq.Contains("...", StringComparison.Ordinal)) return eq;
+        var parts = eq.Split("->");
+        var inputs = parts[0].Split(',');
+        var free = "ABCDEFGHIJKLMNOPQRSTUVWXYZ".Where(ch => !eq.Contains(ch)).ToArray();
+        int most = 0;
+        for (int i = 0; i < inputs.Length && i < ops.Length; i++)
+        {
+            if (!inputs[i].Contains("...", StringComparison.Ordinal)) continue;
+            int k = ops[i].Dim - (inputs[i].Length - 3);
+            most = Math.Max(most, k);
+            inputs[i] = inputs[i].Replace("...", new string(free, most - k, k));
+        }
+        string ell = new(free, 0, most);
+        string output = parts.Length > 1 ? parts[1].Replace("...", ell) : null!;
+        if (parts.Length == 1)
+        {
+            // Implicit output: the broadcast dims, then the letters that appear once, sorted.
+            var all = string.Concat(inputs.Select(x => x.Where(char.IsLower)));
+            output = ell + new string(all.GroupBy(ch => ch).Where(g => g.Count() == 1).Select(g => g.Key).Order().ToArray());
+        }
+        return string.Join(',', inputs) + "->" + output;
+    }
+
+    static Tensor Resize(OpContext c)
+    {
+        var x = c.Input(0);
+        int rank = x.Dim;
+        var inShape = x.Shape;
+        var n = c.Node;
+        string mode = n.GetString("mode", "nearest");
+        bool legacy = c.Node.OpType == "Upsample" || c.Opset < 11;
+        string coord = legacy ? "asymmetric" : n.GetString("coordinate_transformation_mode", "half_pixel");
+        string nearestMode = legacy ? "floor" : n.GetString("nearest_mode", "round_prefer_floor");
+        double cubicA = n.GetFloat("cubic_coeff_a", -0.75);
+        bool excludeOutside = n.GetInt("exclude_outside", 0) != 0;
+        double extrapolation = n.GetFloat("extrapolation_value", 0);
+        if (n.GetInt("antialias", 0) != 0) throw Unsupported(c, "antialias=1");
+        string policy = n.GetString("keep_aspect_ratio_policy", "stretch");
+        if (mode is not ("nearest" or "linear" or "bilinear" or "cubic")) throw Unsupported(c, $"mode '{mode}'");
+
+        double[]? scales = null;
+        long[]? sizes = null;
+        double[]? roi = null;
+        if (c.Node.OpType == "Upsample" && c.Opset < 9) scales = n.GetFloats("scales")?.Select(v => (double)v).ToArray();
+        else if (legacy) scales = c.Input(1).ToDoubleArray();
+        else
+        {
+            if (c.OptionalInput(1) is { } rt && rt.NumElements > 0) roi = rt.ToDoubleArray();
+            if (c.OptionalInput(2) is { } st && st.NumElements > 0) scales = st.ToDoubleArray();
+            if (c.OptionalInput(3) is { } zt && zt.NumElements > 0) sizes = Longs(zt);
+        }
+        var axes = n.GetInts("axes")?.Select(a => Axis(c, a, rank)).ToArray() ?? Enumerable.Range(0, rank).ToArray();
+        var scale = Enumerable.Repeat(1.0, rank).ToArray();
+        var outShape = (int[])inShape.Clone();
+        if (scales is not null)
+        {
+            if (scales.Length != axes.Length) throw Invalid(c, $"{scales.Length} scales for {axes.Length} axes");
+            for (int i = 0; i < axes.Length; i++)
+            {
+                scale[axes[i]] = scales[i];
+                outShape[axes[i]] = (int)Math.Floor(inShape[axes[i]] * scales[i]);
+            }
+        }
+        else if (sizes is not null)
+        {
+            if (sizes.Length != axes.Length) throw Invalid(c, $"{sizes.Length} sizes for {axes.Length} axes");
+            if (policy != "stretch")
+            {
+                var ratios = axes.Select((a, i) => (double)sizes[i] / inShape[a]).ToArray();
+                double s = policy == "not_larger" ? ratios.Min() : ratios.Max();
+                foreach (var a in axes) { scale[a] = s; outShape[a] = (int)Math.Round(s * inShape[a], MidpointRounding.AwayFromZero); }
+            }
+            else
+                for (int i = 0; i < axes.Length; i++)
+                {
+                    outShape[axes[i]] = (int)sizes[i];
+                    scale[axes[i]] = (double)sizes[i] / inShape[axes[i]];
+                }
+        }
+        else throw Invalid(c, "neither scales nor sizes is given");
+
+        var v = x.ToDoubleArray();
+        var cur = (int[])inShape.Clone();
+        for (int d = 0; d < rank; d++)
+        {
+            if (outShape[d] == cur[d] && scale[d] == 1 && coord != "tf_crop_and_resize") continue;
+            double roiStart = roi is null ? 0 : roi[Array.IndexOf(axes, d) is var ai && ai >= 0 ? ai : d];
+            double roiEnd = roi is null ? 1 : roi[(Array.IndexOf(axes, d) is var aj && aj >= 0 ? aj : d) + (roi.Length / 2)];
+            v = ResizeAxis(c, v, cur, d, outShape[d], scale[d], mode, coord, nearestMode, cubicA, excludeOutside, extrapolation, roiStart, roiEnd);
+            cur[d] = outShape[d];
+        }
+        return FromDoubles(v, outShape, x.DType);
+    }
+
+    static double[] ResizeAxis(OpContext c, double[] v, int[] shape, int axis, int outLen, double scale, string mode, string coord,
+        string nearestMode, double a, bool excludeOutside, double extrapolation, double roiStart, double roiEnd)
+    {
+        var (outer, inLen, inner) = IndexOps.Split(shape, axis);
+        var o = new double[outer * outLen * inner];
+        var taps = new List<(int idx, double w)>[outLen];
+        var outside = new bool[outLen];
+        for (int i = 0; i < outLen; i++)
+        {
+            double xo = coord switch
+            {
+                "half_pixel" => (i + 0.5) / scale - 0.5,
+                "half_pixel_symmetric" => inLen / 2.0 * (1 - outLen / (scale * inLen)) + (i + 0.5) / scale - 0.5,
+                "pytorch_half_pixel" => outLen > 1 ? (i + 0.5) / scale - 0.5 : 0,
+                // NOTE: the reference divides by scale·in − 1, not out − 1, when a scale does not give a whole size.
+                "align_corners" => outLen == 1 ? 0 : i * (double)(inLen - 1) / (scale * inLen - 1),
+                "asymmetric" => i / scale,
+                "tf_crop_and_resize" => outLen > 1 ? roiStart * (inLen - 1) + i * (roiEnd - roiStart) * (inLen - 1) / (outLen - 1)
+                    : 0.5 * (roiStart + roiEnd) * (inLen - 1),
+                _ => throw Unsupported(c, $"coordinate_transformation_mode '{coord}'"),
+            };
+            var list = new List<(int, double)>();
+            if (coord == "tf_crop_and_resize" && (xo < 0 || xo > inLen - 1)) { outside[i] = true; taps[i] = list; continue; }
+            if (mode == "nearest")
+            {
+                double f = Math.Floor(xo);
+                int k = nearestMode switch
+                {
+                    "round_prefer_floor" => (int)(xo - f == 0.5 ? f : Math.Round(xo)),
+                    "round_prefer_ceil" => (int)(xo - f == 0.5 ? f + 1 : Math.Round(xo)),
+                    "floor" => (int)f,
+                    "ceil" => (int)Math.Ceiling(xo),
+                    _ => throw Unsupported(c, $"nearest_mode '{nearestMode}'"),
+                };
+                list.Add((Math.Clamp(k, 0, inLen - 1), 1));
+            }
+            else if (mode is "linear" or "bilinear")
+            {
+                double xc = Math.Clamp(xo, 0, inLen - 1);
+                int f = (int)Math.Floor(xc);
+                double t = xc - f;
+                list.Add((f, 1 - t));
+                list.Add((Math.Min(f + 1, inLen - 1), t));
+            }
+            else
+            {
+                int f = (int)Math.Floor(xo);
+                double t = xo - f;
+                double[] w =
+                [
+                    ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+                    ((a + 2) * t - (a + 3)) * t * t + 1,
+                    ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+                    ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+                ];
+                double sum = 0;
+                for (int j = 0; j < 4; j++)
+                {
+                    int idx = f - 1 + j;
+                    if (excludeOutside && (idx < 0 || idx >= inLen)) continue;
+                    list.Add((Math.Clamp(idx, 0, inLen - 1), w[j]));
+                    sum += w[j];
+                }
+                if (excludeOutside && sum != 0)
+                    for (int j = 0; j < list.Count; j++) list[j] = (list[j].Item1, list[j].Item2 / sum);
+            }
+            taps[i] = list;
+        }
+        for (int p = 0; p < outer; p++)
+            for (int i = 0; i < outLen; i++)
+                for (int q = 0; q < inner; q++)
+                {
+                    double acc = 0;
+                    if (outside[i]) acc = extrapolation;
+                    else foreach (var (idx, w) in taps[i]) acc += w * v[(p * inLen + idx) * inner + q];
+                    o[(p * outLen + i) * inner + q] = acc;
+                }
+        return o;
+    }
+}
