@@ -30,7 +30,8 @@ internal static class MiscOps
             var ops = c.Inputs.Select(t => t!).ToArray();
             var dt = ops[0].DType;
             bool native = dt is DType.Float32 or DType.Float64;
-            var res = Tensor.Einsum(ExpandEllipsis(eq.Replace(" ", ""), ops), native ? ops : ops.Select(t => t.To(DType.Float64)).ToArray());
+            var operands = native ? ops : ops.Select(t => t.To(DType.Float64)).ToArray();
+            var res = Tensor.Einsum(TakeDiagonals(ExpandEllipsis(eq.Replace(" ", ""), ops), operands), operands);
             return One(res.To(dt));
         });
         r.Add("Resize", c => One(Resize(c)), since: 10);
@@ -43,6 +44,38 @@ internal static class MiscOps
         });
     }
 
+    /// <summary>
+    /// Nabla's Einsum takes no repeated subscript within one operand ('ii'); such an operand is replaced by its diagonal:
+    /// x[.., i, .., j, ..]·δ(i, j) summed over j.
+    /// </summary>
+    static string TakeDiagonals(string eq, Tensor[] ops)
+    {
+        var parts = eq.Split("->");
+        var inputs = parts[0].Split(',');
+        // The implicit output (letters used once, sorted) must be fixed before letters are dropped.
+        var output = parts.Length > 1 ? parts[1]
+            : new string(string.Concat(inputs).GroupBy(ch => ch).Where(g => g.Count() == 1).Select(g => g.Key).Order().ToArray());
+        for (int i = 0; i < inputs.Length && i < ops.Length; i++)
+        {
+            while (true)
+            {
+                var s = inputs[i];
+                int p = -1, q = -1;
+                for (int a = 0; a < s.Length && p < 0; a++)
+                    for (int b = a + 1; b < s.Length; b++)
+                        if (s[a] == s[b]) { p = a; q = b; break; }
+                if (p < 0) break;
+                int n = ops[i].Size(p);
+                var eyeShape = Enumerable.Repeat(1, s.Length).ToArray();
+                eyeShape[p] = n;
+                eyeShape[q] = n;
+                ops[i] = ops[i].Mul(Tensor.Eye(n, n, ops[i].DType).Reshape(eyeShape)).Sum([q]);
+                inputs[i] = s.Remove(q, 1);
+            }
+        }
+        return string.Join(',', inputs) + "->" + output;
+    }
+
     /// <summary>Rewrites "..." into explicit subscripts (right-aligned, as numpy broadcasts them).</summary>
     static string ExpandEllipsis(string eq, Tensor[] ops)
     {
@@ -52,10 +85,11 @@ internal static class MiscOps
         var free = "ABCDEFGHIJKLMNOPQRSTUVWXYZ".Where(ch => !eq.Contains(ch)).ToArray();
         int most = 0;
         for (int i = 0; i < inputs.Length && i < ops.Length; i++)
+            if (inputs[i].Contains("...", StringComparison.Ordinal)) most = Math.Max(most, ops[i].Dim - (inputs[i].Length - 3));
+        for (int i = 0; i < inputs.Length && i < ops.Length; i++)
         {
             if (!inputs[i].Contains("...", StringComparison.Ordinal)) continue;
             int k = ops[i].Dim - (inputs[i].Length - 3);
-            most = Math.Max(most, k);
             inputs[i] = inputs[i].Replace("...", new string(free, most - k, k));
         }
         string ell = new(free, 0, most);

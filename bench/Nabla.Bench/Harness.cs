@@ -1,0 +1,85 @@
+using System.Diagnostics;
+
+namespace Nabla.Bench;
+
+/// <summary>One framework's implementation of a benchmark row: a setup that returns the step to time.</summary>
+sealed record Candidate(string Framework, Func<Action> Setup);
+
+/// <summary>Median seconds per iteration and the interquartile spread relative to the median.</summary>
+/// <summary>Median seconds per iteration, the interquartile spread relative to the median, and the process CPU
+/// time per wall second while this framework's samples ran (how many cores it kept busy).</summary>
+sealed record Measurement(string Framework, double Seconds, double Spread, int Iterations, int Samples, double Cores);
+
+static class Harness
+{
+    public static int Samples = 9;
+    public static double SampleSeconds = 0.15;
+    public static double WarmupSeconds = 0.4;
+
+    /// <summary>
+    /// Warms every candidate up, then takes <see cref="Samples"/> timed samples of each, interleaved
+    /// (A B C, B C A, C A B, ...) so that noise from other processes on the machine lands on all of them
+    /// alike. Each sample runs enough iterations to last about <see cref="SampleSeconds"/>.
+    /// </summary>
+    public static List<Measurement> Run(IReadOnlyList<Candidate> candidates)
+    {
+        var steps = candidates.Select(c => c.Setup()).ToArray();
+        var iters = new int[steps.Length];
+        for (int i = 0; i < steps.Length; i++)
+        {
+            // NOTE: warm-up lets tiered JIT reach tier 1, the peers build their thread pools and caches.
+            var sw = Stopwatch.StartNew();
+            int n = 0;
+            while (n < 3 || (sw.Elapsed.TotalSeconds < WarmupSeconds && n < 10_000_000))
+            {
+                steps[i]();
+                n++;
+            }
+            double per = sw.Elapsed.TotalSeconds / n;
+            iters[i] = (int)Math.Clamp(SampleSeconds / per, 1, 50_000_000);
+        }
+
+        var times = new double[steps.Length][];
+        var cpu = new double[steps.Length];
+        var wall = new double[steps.Length];
+        using var self = System.Diagnostics.Process.GetCurrentProcess();
+        for (int i = 0; i < steps.Length; i++) times[i] = new double[Samples];
+        for (int s = 0; s < Samples; s++)
+        {
+            for (int j = 0; j < steps.Length; j++)
+            {
+                int i = (j + s) % steps.Length;
+                // NOTE: a short sleep lets the previous framework's spinning workers (OpenMP, ORT, .NET pool) go idle.
+                Thread.Sleep(15);
+                var step = steps[i];
+                int n = iters[i];
+                self.Refresh();
+                var c0 = self.TotalProcessorTime;
+                long t0 = Stopwatch.GetTimestamp();
+                for (int k = 0; k < n; k++) step();
+                double elapsed = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                self.Refresh();
+                cpu[i] += (self.TotalProcessorTime - c0).TotalSeconds;
+                wall[i] += elapsed;
+                times[i][s] = elapsed / n;
+            }
+        }
+
+        var result = new List<Measurement>();
+        for (int i = 0; i < steps.Length; i++)
+        {
+            var t = times[i].OrderBy(x => x).ToArray();
+            double med = Quantile(t, 0.5);
+            double spread = (Quantile(t, 0.75) - Quantile(t, 0.25)) / med;
+            result.Add(new Measurement(candidates[i].Framework, med, spread, iters[i], Samples, cpu[i] / wall[i]));
+        }
+        return result;
+    }
+
+    static double Quantile(double[] sorted, double q)
+    {
+        double pos = q * (sorted.Length - 1);
+        int lo = (int)Math.Floor(pos), hi = (int)Math.Ceiling(pos);
+        return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+    }
+}
