@@ -170,6 +170,26 @@ public class KernelGemmTests
         finally { Gemm.UseFastPath = saved; }
     }
 
+    /// <summary>The AVX-512 6×32 tile and the AVX2 6×16 tile give the same products (where the CPU has AVX-512).</summary>
+    [Fact]
+    public void Avx512KernelEqualsAvx2Kernel()
+    {
+        bool saved = Gemm.Use512;
+        try
+        {
+            foreach (var (m, n, k) in new[] { (3, 1, 1), (6, 32, 256), (7, 33, 257), (121, 65, 70), (13, 100, 300) })
+            {
+                Gemm.Use512 = false;
+                var narrow = RunSgemm(m, n, k, 11, true);
+                Gemm.Use512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+                var wide = RunSgemm(m, n, k, 11, true);
+                for (int i = 0; i < wide.Length; i++)
+                    Assert.True(Math.Abs(wide[i] - narrow[i]) <= 1e-6 * k + 1e-5, $"m={m} n={n} k={k} [{i}]: 512 {wide[i]}, 256 {narrow[i]}");
+            }
+        }
+        finally { Gemm.Use512 = saved; }
+    }
+
     /// <summary>Tensor.Matmul in float32 (all batch paths) against a float64 triple loop over the logical values.</summary>
     [Fact]
     public void TensorMatmulLayoutsAgainstLoops()

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using System.Numerics.Tensors;
 
 namespace Nabla;
 
@@ -12,7 +13,13 @@ namespace Nabla;
 /// </summary>
 internal static unsafe class Gemm
 {
-    const int MR = 6, NR = 16, KC = 256, MC = 120, NC = 3072;
+    const int MR = 6, KC = 256, MC = 120, NC = 3072;
+
+    /// <summary>Register-tile width: two vectors of 16 floats with AVX-512, of 8 floats with AVX2.</summary>
+    static int NR => Use512 ? 32 : 16;
+
+    /// <summary>Whether the 512-bit micro-kernel runs (AVX-512F). Settable by tests to compare both kernels.</summary>
+    internal static bool Use512 = Avx512F.IsSupported;
 
     /// <summary>Threads for the kernels; defaults to the core count. Set NABLA_NUM_THREADS to override.</summary>
     internal static int Threads = DefaultThreads();
@@ -37,6 +44,11 @@ internal static unsafe class Gemm
         if (!UseFastPath)
         {
             Reference(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
+            return;
+        }
+        if (m <= 2)
+        {
+            Gemv(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
             return;
         }
         long work = (long)m * n * k;
@@ -68,12 +80,66 @@ internal static unsafe class Gemm
         });
     }
 
+    /// <summary>
+    /// One or two rows of A: no packing. With row-major B each row of C is a sum of scaled rows of B (AXPY);
+    /// with column-major B each element is a dot product. Columns are split across threads when large.
+    /// </summary>
+    static void Gemv(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
+        float[] c, int cOff, int ldc, bool accumulate)
+    {
+        int parts = Threads > 1 && (long)n * k >= 1 << 17 ? Math.Min(Threads, Math.Max(1, n / 64)) : 1;
+        GemvParts(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate, parts);
+    }
+
+    static void GemvSerial(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
+        float[] c, int cOff, int ldc, bool accumulate) => GemvParts(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate, 1);
+
+    static void GemvParts(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
+        float[] c, int cOff, int ldc, bool accumulate, int parts)
+    {
+        int chunk = (n + parts - 1) / parts;
+        void Range(int part)
+        {
+            int j0 = part * chunk, len = Math.Min(chunk, n - j0);
+            if (len <= 0) return;
+            for (int i = 0; i < m; i++)
+            {
+                var crow = c.AsSpan(cOff + i * ldc + j0, len);
+                if (csB == 1)
+                {
+                    if (!accumulate) crow.Clear();
+                    for (int p = 0; p < k; p++)
+                        TensorPrimitives.MultiplyAdd(b.AsSpan(bOff + p * rsB + j0, len), a[aOff + i * rsA + p * csA], crow, crow);
+                }
+                else
+                {
+                    var arow = new float[k];
+                    for (int p = 0; p < k; p++) arow[p] = a[aOff + i * rsA + p * csA];
+                    for (int j = 0; j < len; j++)
+                    {
+                        float s;
+                        if (rsB == 1) s = TensorPrimitives.Dot<float>(arow, b.AsSpan(bOff + (j0 + j) * csB, k));
+                        else
+                        {
+                            s = 0;
+                            for (int p = 0; p < k; p++) s += arow[p] * b[bOff + p * rsB + (j0 + j) * csB];
+                        }
+                        crow[j] = accumulate ? crow[j] + s : s;
+                    }
+                }
+            }
+        }
+        if (parts == 1) Range(0);
+        else Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, Range);
+    }
+
     /// <summary>Single-threaded entry (the caller already runs in parallel, e.g. over a batch).</summary>
     public static void SgemmSerial(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
         float[] c, int cOff, int ldc, bool accumulate)
     {
         if (m == 0 || n == 0) return;
         if (k == 0 || !UseFastPath) { Reference(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate); return; }
+        if (m <= 2) { GemvSerial(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate); return; }
         Serial(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
     }
 
@@ -165,7 +231,7 @@ internal static unsafe class Gemm
 
     static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc)
     {
-        float* tmp = stackalloc float[MR * NR];
+        float* tmp = stackalloc float[MR * 32];
         for (int j = 0; j < nc; j += NR)
         {
             int nr = Math.Min(NR, nc - j);
@@ -174,10 +240,15 @@ internal static unsafe class Gemm
                 int mr = Math.Min(MR, mc - i);
                 float* a = pa + i * kc;
                 float* b = pb + j * kc;
-                if (mr == MR && nr == NR) Kernel(kc, a, b, c + i * ldc + j, ldc, acc);
+                if (mr == MR && nr == NR)
+                {
+                    if (NR == 32) Kernel512(kc, a, b, c + i * ldc + j, ldc, acc);
+                    else Kernel(kc, a, b, c + i * ldc + j, ldc, acc);
+                }
                 else
                 {
-                    Kernel(kc, a, b, tmp, NR, false);
+                    if (NR == 32) Kernel512(kc, a, b, tmp, NR, false);
+                    else Kernel(kc, a, b, tmp, NR, false);
                     for (int r = 0; r < mr; r++)
                     for (int q = 0; q < nr; q++)
                     {
@@ -219,6 +290,51 @@ internal static unsafe class Gemm
         Store(c, c30, c31, acc); c += ldc;
         Store(c, c40, c41, acc); c += ldc;
         Store(c, c50, c51, acc);
+    }
+
+    /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Kernel512(int kc, float* a, float* b, float* c, int ldc, bool acc)
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector512.Load(b);
+            var b1 = Vector512.Load(b + 16);
+            var a0 = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(a0, b0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, b1, c01);
+            var a1 = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(a1, b0, c10); c11 = Avx512F.FusedMultiplyAdd(a1, b1, c11);
+            var a2 = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(a2, b0, c20); c21 = Avx512F.FusedMultiplyAdd(a2, b1, c21);
+            var a3 = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(a3, b0, c30); c31 = Avx512F.FusedMultiplyAdd(a3, b1, c31);
+            var a4 = Vector512.Create(a[4]);
+            c40 = Avx512F.FusedMultiplyAdd(a4, b0, c40); c41 = Avx512F.FusedMultiplyAdd(a4, b1, c41);
+            var a5 = Vector512.Create(a[5]);
+            c50 = Avx512F.FusedMultiplyAdd(a5, b0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, b1, c51);
+            a += MR;
+            b += 32;
+        }
+        Store512(c, c00, c01, acc); c += ldc;
+        Store512(c, c10, c11, acc); c += ldc;
+        Store512(c, c20, c21, acc); c += ldc;
+        Store512(c, c30, c31, acc); c += ldc;
+        Store512(c, c40, c41, acc); c += ldc;
+        Store512(c, c50, c51, acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store512(float* c, Vector512<float> v0, Vector512<float> v1, bool acc)
+    {
+        if (acc)
+        {
+            v0 += Vector512.Load(c);
+            v1 += Vector512.Load(c + 16);
+        }
+        v0.Store(c);
+        v1.Store(c + 16);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
