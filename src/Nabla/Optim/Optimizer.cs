@@ -79,10 +79,24 @@ public abstract class Optimizer
             {
                 if (p.Grad is null) continue;
                 if (!state.TryGetValue(p, out var s)) state[p] = s = new Dictionary<string, Tensor>();
+                if (TryUpdateInPlace(p, p.Grad, s, g))
+                {
+                    p.BumpVersion();
+                    continue;
+                }
                 var updated = Update(p.Detach(), p.Grad.Detach(), s, g);
                 p.Detach().Copy_(updated);
             }
     }
+
+    /// <summary>
+    /// A fused in-place update for float32 contiguous parameters (one pass, no temporaries); returns false to use
+    /// <see cref="Update"/>, the readable tensor-op form that defines the algorithm. Both are tested against PyTorch.
+    /// </summary>
+    protected virtual bool TryUpdateInPlace(Tensor param, Tensor grad, Dictionary<string, Tensor> paramState, ParamGroup group) => false;
+
+    /// <summary>The float32 span of a contiguous tensor, or empty when the fast path does not apply.</summary>
+    protected static Span<float> FloatSpan(Tensor t) => t.DType == DType.Float32 && t.IsContiguous ? t.ContiguousSpan<float>() : default;
 
     /// <summary>Returns the new value of one parameter given its gradient, mutating its state.</summary>
     protected abstract Tensor Update(Tensor param, Tensor grad, Dictionary<string, Tensor> paramState, ParamGroup group);
@@ -152,6 +166,32 @@ public sealed class SGD : Optimizer
         if (nesterov && (momentum <= 0 || dampening != 0)) throw new NablaException("SGD: Nesterov momentum requires a momentum and zero dampening");
     }
 
+    protected override bool TryUpdateInPlace(Tensor param, Tensor grad, Dictionary<string, Tensor> s, ParamGroup grp)
+    {
+        var p = FloatSpan(param);
+        var g = FloatSpan(grad);
+        if (p.Length != param.NumElements || g.Length != p.Length || param.NumElements == 0) return false;
+        float wd = (float)grp["weight_decay"], mom = (float)grp["momentum"], omd = (float)(1 - grp["dampening"]), lr = (float)grp.Lr;
+        bool nesterov = grp["nesterov"] != 0;
+        if (mom == 0)
+        {
+            for (int i = 0; i < p.Length; i++) p[i] -= lr * (g[i] + wd * p[i]);
+            return true;
+        }
+        bool fresh = !s.TryGetValue("momentum_buffer", out var bufT);
+        if (fresh) s["momentum_buffer"] = bufT = Tensor.Zeros(param.Shape);
+        var buf = FloatSpan(bufT!);
+        if (buf.Length != p.Length) return false;
+        for (int i = 0; i < p.Length; i++)
+        {
+            float d = g[i] + wd * p[i];
+            float b = fresh ? d : mom * buf[i] + omd * d;
+            buf[i] = b;
+            p[i] -= lr * (nesterov ? d + mom * b : b);
+        }
+        return true;
+    }
+
     protected override Tensor Update(Tensor p, Tensor g, Dictionary<string, Tensor> s, ParamGroup grp)
     {
         double wd = grp["weight_decay"], mom = grp["momentum"], damp = grp["dampening"];
@@ -181,6 +221,37 @@ public class Adam : Optimizer
         : base(groups, new() { ["lr"] = lr, ["beta1"] = beta1, ["beta2"] = beta2, ["eps"] = eps, ["weight_decay"] = weightDecay, ["amsgrad"] = amsgrad ? 1 : 0 })
     {
         this.decoupled = decoupled;
+    }
+
+    protected override bool TryUpdateInPlace(Tensor param, Tensor grad, Dictionary<string, Tensor> s, ParamGroup grp)
+    {
+        if (grp["amsgrad"] != 0) return false;
+        var p = FloatSpan(param);
+        var g = FloatSpan(grad);
+        if (p.Length != param.NumElements || g.Length != p.Length || param.NumElements == 0) return false;
+        if (!s.ContainsKey("exp_avg")) { s["exp_avg"] = Tensor.Zeros(param.Shape); s["exp_avg_sq"] = Tensor.Zeros(param.Shape); }
+        var m = FloatSpan(s["exp_avg"]);
+        var v = FloatSpan(s["exp_avg_sq"]);
+        if (m.Length != p.Length || v.Length != p.Length) return false;
+        double lr = grp.Lr, b1 = grp["beta1"], b2 = grp["beta2"], eps = grp["eps"], wd = grp["weight_decay"];
+        double step = StepCount(s);
+        double bc1 = 1 - Math.Pow(b1, step), bc2 = 1 - Math.Pow(b2, step);
+        float fb1 = (float)b1, fb2 = (float)b2, stepSize = (float)(lr / bc1), sqrtBc2 = (float)Math.Sqrt(bc2), feps = (float)eps;
+        float decay = decoupled ? (float)(1 - lr * wd) : 1, l2 = decoupled ? 0 : (float)wd;
+        // NOTE: 1 - beta is formed in double and rounded once, as PyTorch passes it as a Python float.
+        float omb1 = (float)(1 - b1), omb2 = (float)(1 - b2);
+        for (int i = 0; i < p.Length; i++)
+        {
+            float pi = p[i] * decay;
+            float gi = g[i] + l2 * pi;
+            float mi = fb1 * m[i] + omb1 * gi;
+            float vi = fb2 * v[i] + omb2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            // NOTE: same operation order as PyTorch (sqrt(v) / sqrt(bc2) + eps, then step·m / denom), so results agree to rounding.
+            p[i] = pi - stepSize * mi / (MathF.Sqrt(vi) / sqrtBc2 + feps);
+        }
+        return true;
     }
 
     protected override Tensor Update(Tensor p, Tensor g, Dictionary<string, Tensor> s, ParamGroup grp)
