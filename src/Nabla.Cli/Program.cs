@@ -19,6 +19,7 @@ var commands = new Dictionary<string, (string summary, string help, Func<string[
     ["eval"] = ("evaluate a checkpoint on a dataset's test split", Commands.EvalHelp, Commands.Eval),
     ["inspect"] = ("list the tensors, dtypes, shapes and parameter count of a checkpoint", Commands.InspectHelp, Commands.Inspect),
     ["convert"] = ("convert tensors between .safetensors and PyTorch .pt/.pth/.bin", InteropCommands.ConvertHelp, InteropCommands.Convert),
+    ["run"] = ("run an ONNX model on .npy or .pb inputs and write its outputs as .npy", OnnxCommands.RunHelp, OnnxCommands.Run),
 };
 
 void Usage(TextWriter w)
@@ -263,6 +264,7 @@ static class Commands
         var path = a.Positionals[0];
         if (!File.Exists(path)) throw new ModelFormatException($"inspect: file not found: {path}");
         if (InteropCommands.IsPyTorch(path)) return InteropCommands.InspectPyTorch(path);
+        if (OnnxCommands.IsOnnx(path)) return OnnxCommands.Inspect(path);
         var (tensors, meta) = SafeTensors.LoadWithMetadata(path);
         long total = 0;
         int nameWidth = Math.Max(4, tensors.Keys.Select(k => k.Length).DefaultIfEmpty(0).Max());

@@ -1,0 +1,82 @@
+using System.Diagnostics;
+using Nabla;
+using Nabla.Cli;
+using Nabla.IO;
+using Nabla.Interop.Onnx;
+
+/// <summary>`nabla run` (execute an ONNX model on .npy or TensorProto .pb inputs) and `nabla inspect` for .onnx files.</summary>
+static class OnnxCommands
+{
+    public const string RunHelp = """
+        nabla run MODEL.onnx: run an ONNX model on input files and write every output.
+
+        options:
+          --input NAME=PATH   an input: a .npy file or an ONNX TensorProto .pb file (repeat for each input)
+          --output-dir DIR    where each output goes as DIR/<output name>.npy (default: outputs)
+        """;
+
+    public static bool IsOnnx(string path) => path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+
+    static Tensor ReadInput(string path) =>
+        path.EndsWith(".npy", StringComparison.OrdinalIgnoreCase) ? Npy.Load(path)
+        : path.EndsWith(".pb", StringComparison.OrdinalIgnoreCase) ? OnnxModel.ReadTensor(path)
+        : throw new UsageException($"input '{path}' must be a .npy or .pb file");
+
+    public static int Run(string[] argv)
+    {
+        // --input may repeat, so it is collected by hand before the common parser sees the rest.
+        var inputs = new List<(string name, string path)>();
+        var rest = new List<string>();
+        for (int i = 0; i < argv.Length; i++)
+        {
+            if (argv[i] == "--input" || argv[i].StartsWith("--input=", StringComparison.Ordinal))
+            {
+                var spec = argv[i] == "--input" ? (i + 1 < argv.Length ? argv[++i] : throw new UsageException("option '--input' needs NAME=PATH")) : argv[i]["--input=".Length..];
+                int eq = spec.IndexOf('=');
+                if (eq <= 0) throw new UsageException($"--input expects NAME=PATH, got '{spec}'");
+                inputs.Add((spec[..eq], spec[(eq + 1)..]));
+            }
+            else rest.Add(argv[i]);
+        }
+        var a = new Args(rest, new HashSet<string>(), new HashSet<string> { "--output-dir" });
+        if (a.Positionals.Count != 1) throw new UsageException("expects exactly one MODEL.onnx");
+        var model = OnnxModel.Load(a.Positionals[0]);
+        var feeds = new Dictionary<string, Tensor>();
+        foreach (var (name, path) in inputs) feeds[name] = ReadInput(path);
+        var missing = model.Graph.Inputs.Select(i => i.Name).Where(n => !feeds.ContainsKey(n) && !model.Graph.Initializers.ContainsKey(n)).ToList();
+        if (missing.Count > 0) throw new UsageException($"missing inputs: {string.Join(", ", missing)} (give each as --input NAME=PATH)");
+        var unknown = feeds.Keys.Where(k => model.Graph.Inputs.All(i => i.Name != k)).ToList();
+        if (unknown.Count > 0) throw new UsageException($"the model has no input named {string.Join(", ", unknown)}; its inputs: {string.Join(", ", model.Graph.Inputs.Select(i => i.Name))}");
+        var clock = Stopwatch.StartNew();
+        var outputs = model.Run(feeds);
+        var dir = a.Get("--output-dir", "outputs");
+        Directory.CreateDirectory(dir);
+        foreach (var (name, t) in outputs)
+        {
+            // NOTE: output names may contain characters that are not valid in file names; those are replaced.
+            var file = Path.Combine(dir, string.Concat(name.Select(ch => Path.GetInvalidFileNameChars().Contains(ch) ? '_' : ch)) + ".npy");
+            Npy.Save(file, t);
+            Console.WriteLine($"{name}: {t.DType.TorchName()} [{string.Join(", ", t.Shape)}] -> {file}");
+        }
+        Console.WriteLine($"ran in {clock.Elapsed.TotalMilliseconds:0.0} ms");
+        return 0;
+    }
+
+    public static int Inspect(string path)
+    {
+        var model = OnnxModel.Load(path);
+        var g = model.Graph;
+        Console.WriteLine($"{path}: IR version {model.IrVersion}, producer '{model.ProducerName}', opsets {string.Join(", ", model.Opsets.Select(kv => (kv.Key.Length == 0 ? "ai.onnx" : kv.Key) + " " + kv.Value))}");
+        var inits = g.Initializers.Keys.ToHashSet();
+        Console.WriteLine("inputs:");
+        foreach (var i in g.Inputs.Where(i => !inits.Contains(i.Name))) Console.WriteLine($"  {i}");
+        Console.WriteLine("outputs:");
+        foreach (var o in g.Outputs) Console.WriteLine($"  {o}");
+        Console.WriteLine("operators:");
+        foreach (var grp in g.Nodes.GroupBy(n => n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key, StringComparer.Ordinal))
+            Console.WriteLine($"  {grp.Key,-24} {grp.Count()}");
+        long parameters = g.Initializers.Values.Sum(t => (long)t.NumElements);
+        Console.WriteLine($"{g.Nodes.Count} nodes, {g.Initializers.Count} initializers, {parameters:N0} parameters");
+        return 0;
+    }
+}
