@@ -138,6 +138,23 @@ internal static partial class Cpu
         var dst = result.storage.As<TB>().AsSpan();
         var sa = a.storage.As<TA>();
         var sb = b.storage.As<TA>();
+        // Fast paths without layout analysis: equal contiguous shapes, or a contiguous tensor and a one-element operand.
+        bool aFull = a.NumElements == numel && a.IsContiguous, bFull = b.NumElements == numel && b.IsContiguous;
+        if (aFull && bFull)
+        {
+            TK.Vec(sa.AsSpan(a.offset, numel), sb.AsSpan(b.offset, numel), dst);
+            return result;
+        }
+        if (aFull && b.NumElements == 1)
+        {
+            TK.VecScalarRight(sa.AsSpan(a.offset, numel), sb[b.offset], dst);
+            return result;
+        }
+        if (bFull && a.NumElements == 1)
+        {
+            TK.VecScalarLeft(sa[a.offset], sb.AsSpan(b.offset, numel), dst);
+            return result;
+        }
         var (cs, cst) = Coalesce(outShape, ShapeUtil.BroadcastStrides(a, outShape), ShapeUtil.BroadcastStrides(b, outShape));
         int[] stA = cst[0], stB = cst[1];
         int rank = cs.Length, inner = cs[rank - 1], ia = stA[rank - 1], ib = stB[rank - 1];
