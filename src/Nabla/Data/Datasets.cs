@@ -172,21 +172,32 @@ public sealed class DataLoader<T, TBatch> : IEnumerable<TBatch>
     public IEnumerator<TBatch> GetEnumerator()
     {
         var batches = BatchIndices().ToList();
-        if (Prefetch <= 0)
+        return Prefetcher.Run(batches.Select(Make), Prefetch).GetEnumerator();
+    }
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+}
+
+/// <summary>Runs a batch sequence on a background thread, keeping up to N batches ready; errors surface to the consumer.</summary>
+internal static class Prefetcher
+{
+    public static IEnumerable<TBatch> Run<TBatch>(IEnumerable<TBatch> source, int prefetch)
+    {
+        if (prefetch <= 0)
         {
-            foreach (var b in batches) yield return Make(b);
+            foreach (var b in source) yield return b;
             yield break;
         }
-        using var queue = new BlockingCollection<(TBatch? batch, Exception? error)>(Prefetch);
+        using var queue = new BlockingCollection<(TBatch? batch, Exception? error)>(prefetch);
         using var cts = new CancellationTokenSource();
         var worker = Task.Run(() =>
         {
             try
             {
-                foreach (var b in batches)
+                foreach (var b in source)
                 {
                     if (cts.IsCancellationRequested) break;
-                    queue.Add((Make(b), null), cts.Token);
+                    queue.Add((b, null), cts.Token);
                 }
             }
             catch (OperationCanceledException) { }
@@ -207,12 +218,58 @@ public sealed class DataLoader<T, TBatch> : IEnumerable<TBatch>
             try { worker.Wait(); } catch (AggregateException) { }
         }
     }
+}
 
+/// <summary>
+/// Batches an iterable-style dataset in stream order (no shuffling, as PyTorch refuses shuffle for iterable
+/// datasets): consecutive samples are collated into batches, the last one partial unless drop_last.
+/// </summary>
+public sealed class IterableDataLoader<T, TBatch> : IEnumerable<TBatch>
+{
+    readonly IIterableDataset<T> dataset;
+    readonly Func<IReadOnlyList<T>, TBatch> collate;
+    public int BatchSize { get; }
+    public bool DropLast { get; }
+    public int Prefetch { get; }
+
+    public IterableDataLoader(IIterableDataset<T> dataset, int batchSize, Func<IReadOnlyList<T>, TBatch> collate, bool dropLast = false, int prefetch = 2)
+    {
+        if (batchSize <= 0) throw new NablaException($"DataLoader: batch_size must be positive, got {batchSize}");
+        (this.dataset, this.collate, BatchSize, DropLast, Prefetch) = (dataset, collate, batchSize, dropLast, prefetch);
+    }
+
+    IEnumerable<TBatch> Batches()
+    {
+        var items = new List<T>(BatchSize);
+        foreach (var item in dataset)
+        {
+            items.Add(item);
+            if (items.Count == BatchSize)
+            {
+                yield return collate(items.ToArray());
+                items.Clear();
+            }
+        }
+        if (items.Count > 0 && !DropLast) yield return collate(items.ToArray());
+    }
+
+    public IEnumerator<TBatch> GetEnumerator() => Prefetcher.Run(Batches(), Prefetch).GetEnumerator();
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+}
+
+/// <summary>An iterable dataset over any sequence factory (called once per epoch).</summary>
+public sealed class IterableDataset<T>(Func<IEnumerable<T>> stream) : IIterableDataset<T>
+{
+    public IEnumerator<T> GetEnumerator() => stream().GetEnumerator();
     System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }
 
 public static class DataLoader
 {
+    /// <summary>A loader over an iterable dataset of labelled samples with the default stacking collate.</summary>
+    public static IterableDataLoader<Batch, Batch> Create(IIterableDataset<Batch> dataset, int batchSize, bool dropLast = false, int prefetch = 2) =>
+        new(dataset, batchSize, Stack, dropLast, prefetch);
+
     /// <summary>A loader over labelled samples with the default stacking collate.</summary>
     public static DataLoader<Batch, Batch> Create(IDataset<Batch> dataset, int batchSize, bool shuffle = false, bool dropLast = false, int prefetch = 2, ulong? seed = null)
     {
