@@ -11,10 +11,11 @@ static class InteropCommands
         The formats follow the extensions: .safetensors, or a PyTorch checkpoint (.pt, .pth, .bin).
         A PyTorch input is loaded safely (no code runs); its state dict is found at the top level or under
         state_dict / model_state_dict / model. A PyTorch output is a torch.save zip archive (an OrderedDict).
-        """;
+        """ + "\n\n" + OnnxExportCommands.Help;
 
     public static int Convert(string[] argv)
     {
+        if (OnnxExportCommands.Wants(argv)) return OnnxExportCommands.Convert(argv);
         var a = new Args(argv, new HashSet<string>(), new HashSet<string>());
         if (a.Positionals.Count != 2) throw new UsageException("expects IN and OUT");
         var (input, output) = (a.Positionals[0], a.Positionals[1]);

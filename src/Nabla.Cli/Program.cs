@@ -18,8 +18,10 @@ var commands = new Dictionary<string, (string summary, string help, Func<string[
     ["train"] = ("train a built-in model on a dataset", Commands.TrainHelp, Commands.Train),
     ["eval"] = ("evaluate a checkpoint on a dataset's test split", Commands.EvalHelp, Commands.Eval),
     ["inspect"] = ("list the tensors, dtypes, shapes and parameter count of a checkpoint", Commands.InspectHelp, Commands.Inspect),
-    ["convert"] = ("convert tensors between .safetensors and PyTorch .pt/.pth/.bin", InteropCommands.ConvertHelp, InteropCommands.Convert),
+    ["convert"] = ("convert tensors between .safetensors and PyTorch .pt/.pth/.bin, or export a checkpoint to ONNX", InteropCommands.ConvertHelp, InteropCommands.Convert),
+    ["serve"] = ("serve ONNX models over REST and gRPC (Open Inference Protocol)", ServeCommands.ServeHelp, ServeCommands.Serve),
     ["run"] = ("run an ONNX model on .npy or .pb inputs and write its outputs as .npy", OnnxCommands.RunHelp, OnnxCommands.Run),
+    ["hub"] = ("download a Hugging Face Hub repository into the shared cache", HubCommands.HubHelp, HubCommands.Hub),
 };
 
 void Usage(TextWriter w)

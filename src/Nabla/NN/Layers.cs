@@ -34,6 +34,8 @@ public sealed class Conv2d : Module
     public (int h, int w) Padding { get; }
     public (int h, int w) Dilation { get; }
     public int Groups { get; }
+    /// <summary>"same", "valid" or null (explicit Padding).</summary>
+    public string? PaddingMode => paddingMode;
     readonly string? paddingMode;
 
     public Conv2d(int inChannels, int outChannels, int kernelSize, int stride = 1, int padding = 0, int dilation = 1, int groups = 1, bool bias = true, string? paddingMode = null)
@@ -63,6 +65,11 @@ public sealed class Conv1d : Module
     public Tensor? Bias { get; }
     readonly int stride, padding, dilation, groups;
     readonly string? paddingMode;
+    public int Stride => stride;
+    public int Padding => padding;
+    public int Dilation => dilation;
+    public int Groups => groups;
+    public string? PaddingMode => paddingMode;
 
     public Conv1d(int inChannels, int outChannels, int kernelSize, int stride = 1, int padding = 0, int dilation = 1, int groups = 1, bool bias = true, string? paddingMode = null)
     {
@@ -83,6 +90,11 @@ public sealed class ConvTranspose2d : Module
     public Tensor? Bias { get; }
     readonly (int, int) stride, padding, outputPadding, dilation;
     readonly int groups;
+    public (int h, int w) Stride => stride;
+    public (int h, int w) Padding => padding;
+    public (int h, int w) OutputPadding => outputPadding;
+    public (int h, int w) Dilation => dilation;
+    public int Groups => groups;
 
     public ConvTranspose2d(int inChannels, int outChannels, int kernelSize, int stride = 1, int padding = 0, int outputPadding = 0, int groups = 1, bool bias = true, int dilation = 1)
     {
@@ -161,6 +173,8 @@ public sealed class LayerNorm : Module
     public Tensor? Bias { get; }
     readonly int[] shape;
     readonly double eps;
+    public int[] NormalizedShape => (int[])shape.Clone();
+    public double Eps => eps;
 
     public LayerNorm(int[] normalizedShape, double eps = 1e-5, bool elementwiseAffine = true, bool bias = true)
     {
@@ -247,6 +261,11 @@ public sealed class MaxPool2d : Module
 {
     readonly (int, int) kernel, stride, padding, dilation;
     readonly bool ceilMode;
+    public (int h, int w) KernelSize => kernel;
+    public (int h, int w) Stride => stride;
+    public (int h, int w) Padding => padding;
+    public (int h, int w) Dilation => dilation;
+    public bool CeilMode => ceilMode;
 
     public MaxPool2d(int kernelSize, int? stride = null, int padding = 0, int dilation = 1, bool ceilMode = false)
     {
@@ -263,6 +282,9 @@ public sealed class MaxPool2d : Module
 public sealed class AvgPool2d : Module
 {
     readonly (int, int) kernel, stride, padding;
+    public (int h, int w) KernelSize => kernel;
+    public (int h, int w) Stride => stride;
+    public (int h, int w) Padding => padding;
 
     public AvgPool2d(int kernelSize, int? stride = null, int padding = 0)
     {
@@ -277,6 +299,7 @@ public sealed class AvgPool2d : Module
 public sealed class AdaptiveAvgPool2d : Module
 {
     readonly (int, int) output;
+    public (int h, int w) OutputSize => output;
     public AdaptiveAvgPool2d(int h, int w) => output = (h, w);
     public AdaptiveAvgPool2d(int size) : this(size, size) { }
     public override Tensor Forward(Tensor input) => Functional.AdaptiveAvgPool2d(input, output);
@@ -285,6 +308,8 @@ public sealed class AdaptiveAvgPool2d : Module
 public sealed class Flatten : Module
 {
     readonly int start, end;
+    public int StartDim => start;
+    public int EndDim => end;
     public Flatten(int startDim = 1, int endDim = -1) => (start, end) = (startDim, endDim);
     public override Tensor Forward(Tensor input) => input.Flatten(start, end);
 }
@@ -293,6 +318,8 @@ public sealed class Unflatten : Module
 {
     readonly int dim;
     readonly int[] sizes;
+    public int Dim => dim;
+    public int[] Sizes => (int[])sizes.Clone();
     public Unflatten(int dim, params int[] sizes) => (this.dim, this.sizes) = (dim, sizes);
     public override Tensor Forward(Tensor input) => input.Unflatten(dim, sizes);
 }
@@ -310,6 +337,7 @@ public sealed class SiLU : Module { public override Tensor Forward(Tensor x) => 
 public sealed class GELU : Module
 {
     readonly string approximate;
+    public string Approximate => approximate;
     public GELU(string approximate = "none") => this.approximate = approximate;
     public override Tensor Forward(Tensor x) => x.Gelu(approximate);
 }
@@ -317,6 +345,7 @@ public sealed class GELU : Module
 public sealed class LeakyReLU : Module
 {
     readonly double slope;
+    public double NegativeSlope => slope;
     public LeakyReLU(double negativeSlope = 0.01) => slope = negativeSlope;
     public override Tensor Forward(Tensor x) => x.LeakyRelu(slope);
 }
@@ -324,6 +353,7 @@ public sealed class LeakyReLU : Module
 public sealed class ELU : Module
 {
     readonly double alpha;
+    public double Alpha => alpha;
     public ELU(double alpha = 1) => this.alpha = alpha;
     public override Tensor Forward(Tensor x) => x.Elu(alpha);
 }
@@ -331,6 +361,8 @@ public sealed class ELU : Module
 public sealed class Softplus : Module
 {
     readonly double beta, threshold;
+    public double Beta => beta;
+    public double Threshold => threshold;
     public Softplus(double beta = 1, double threshold = 20) => (this.beta, this.threshold) = (beta, threshold);
     public override Tensor Forward(Tensor x) => x.Softplus(beta, threshold);
 }
@@ -338,6 +370,7 @@ public sealed class Softplus : Module
 public sealed class Softmax : Module
 {
     readonly int dim;
+    public int Dim => dim;
     public Softmax(int dim) => this.dim = dim;
     public override Tensor Forward(Tensor x) => Functional.Softmax(x, dim);
 }
@@ -345,6 +378,7 @@ public sealed class Softmax : Module
 public sealed class LogSoftmax : Module
 {
     readonly int dim;
+    public int Dim => dim;
     public LogSoftmax(int dim) => this.dim = dim;
     public override Tensor Forward(Tensor x) => Functional.LogSoftmax(x, dim);
 }

@@ -1,0 +1,116 @@
+using System.Diagnostics;
+
+namespace Nabla.Serving;
+
+/// <summary>One request input as a transport parsed it; <see cref="Decode"/> turns its data into a tensor once the shape and datatype are checked.</summary>
+/// <param name="Decode">(dtype, checked shape, description for errors) → tensor; throws <see cref="ServingException"/> on bad data</param>
+public sealed record InferInput(string Name, string Datatype, IReadOnlyList<long> Shape, Func<DType, int[], string, Tensor> Decode);
+
+/// <summary>An output the client asked for; <paramref name="Binary"/> asks for raw bytes (REST binary extension).</summary>
+public sealed record RequestedOutput(string Name, bool? Binary);
+
+public sealed record InferOutput(string Name, string Datatype, long[] Shape, Tensor Value, bool Binary);
+
+public sealed record InferResult(ModelVersion Model, IReadOnlyList<InferOutput> Outputs);
+
+/// <summary>
+/// The transport-neutral inference path shared by REST and gRPC: resolve the model version, check every input's
+/// name, datatype, shape and element count against its configuration, run the graph, pick the requested outputs, and
+/// count statistics.
+/// </summary>
+public sealed class InferenceEngine(ModelRepository repository, ServerState state, ServingOptions options)
+{
+    public async Task<InferResult> InferAsync(string model, string? version, IReadOnlyList<InferInput> inputs,
+        IReadOnlyList<RequestedOutput>? outputs, bool binaryByDefault, CancellationToken ct)
+    {
+        if (state.Draining) throw ServingException.Unavailable("the server is shutting down");
+        var mv = repository.Resolve(model, version);
+        long start = Stopwatch.GetTimestamp();
+        var stats = mv.Stats;
+        try
+        {
+            var config = mv.Config;
+            var feeds = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            long batch = 1;
+            foreach (var input in inputs)
+            {
+                var spec = config.Inputs.FirstOrDefault(t => t.Name == input.Name)
+                    ?? throw ServingException.Invalid($"unknown input '{WireTypes.Clip(input.Name)}' for model '{mv.ModelName}'; its inputs are {string.Join(", ", config.Inputs.Select(t => t.Name))}");
+                if (feeds.ContainsKey(input.Name)) throw ServingException.Invalid($"input '{input.Name}' is given twice");
+                var what = $"input '{input.Name}'";
+                var dtype = WireTypes.Parse(input.Datatype, what);
+                if (input.Datatype != spec.Datatype)
+                    throw ServingException.Invalid($"{what}: datatype {input.Datatype} does not match the model's {spec.Datatype}");
+                var dims = TensorCodec.CheckShape(input.Shape, what);
+                CheckShape(config, spec, dims, what);
+                if (config.MaxBatchSize > 0) batch = dims[0];
+                feeds[input.Name] = input.Decode(dtype, dims, what);
+            }
+            var missing = config.Inputs.Where(t => !feeds.ContainsKey(t.Name)).Select(t => t.Name).ToList();
+            if (missing.Count > 0) throw ServingException.Invalid($"missing input{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing.Select(n => $"'{n}'"))} for model '{mv.ModelName}'");
+            var wanted = new List<(TensorSpec spec, bool binary)>();
+            if (outputs is null || outputs.Count == 0) wanted.AddRange(config.Outputs.Select(o => (o, binaryByDefault)));
+            else
+            {
+                foreach (var o in outputs)
+                {
+                    var spec = config.Outputs.FirstOrDefault(t => t.Name == o.Name)
+                        ?? throw ServingException.Invalid($"unknown output '{WireTypes.Clip(o.Name)}' for model '{mv.ModelName}'; its outputs are {string.Join(", ", config.Outputs.Select(t => t.Name))}");
+                    if (wanted.Any(w => w.spec.Name == o.Name)) throw ServingException.Invalid($"output '{o.Name}' is requested twice");
+                    wanted.Add((spec, o.Binary ?? binaryByDefault));
+                }
+            }
+            long prepared = Stopwatch.GetTimestamp();
+            VersionStats.Add(ref stats.InputCount, ref stats.InputNs, prepared - start);
+
+            Dictionary<string, Tensor> results;
+            await mv.Gate.WaitAsync(ct).ConfigureAwait(false);
+            long began = Stopwatch.GetTimestamp();
+            VersionStats.Add(ref stats.QueueCount, ref stats.QueueNs, began - prepared);
+            try
+            {
+                if (options.BeforeExecute is { } hook) await hook(mv, ct).ConfigureAwait(false);
+                mv.Model.CancellationToken = ct;
+                try { results = mv.Model.Run(feeds); }
+                catch (OperationCanceledException) { throw; }
+                catch (NablaException e) { throw ServingException.Invalid($"model '{mv.ModelName}' version {mv.Version} failed on this input: {e.Message}"); }
+                finally { mv.Model.CancellationToken = default; }
+            }
+            finally { mv.Gate.Release(); }
+            long ran = Stopwatch.GetTimestamp();
+            VersionStats.Add(ref stats.InferCount, ref stats.InferNs, ran - began);
+            Interlocked.Increment(ref stats.ExecutionCount);
+            Interlocked.Add(ref stats.InferenceCount, batch);
+
+            var outs = new List<InferOutput>(wanted.Count);
+            foreach (var (spec, binary) in wanted)
+            {
+                if (!results.TryGetValue(spec.Name, out var t))
+                    throw new ServingException(ServingErrorKind.Internal, $"model '{mv.ModelName}' produced no output '{spec.Name}'");
+                outs.Add(new InferOutput(spec.Name, WireTypes.FromDType(t.DType), [.. t.Shape.Select(d => (long)d)], t, binary));
+            }
+            long done = Stopwatch.GetTimestamp();
+            VersionStats.Add(ref stats.OutputCount, ref stats.OutputNs, done - ran);
+            VersionStats.Add(ref stats.SuccessCount, ref stats.SuccessNs, done - start);
+            Interlocked.Exchange(ref stats.LastInferenceMs, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+            return new InferResult(mv, outs);
+        }
+        catch
+        {
+            VersionStats.Add(ref stats.FailCount, ref stats.FailNs, Stopwatch.GetTimestamp() - start);
+            throw;
+        }
+    }
+
+    static void CheckShape(ModelConfig config, TensorSpec spec, int[] dims, string what)
+    {
+        if (spec.AnyRank) return;
+        var want = config.ExposedShape(spec);
+        bool ok = dims.Length == want.Length;
+        for (int i = 0; ok && i < dims.Length; i++) ok = want[i] == -1 || want[i] == dims[i];
+        if (!ok)
+            throw ServingException.Invalid($"{what}: shape [{string.Join(", ", dims)}] does not match the model's [{string.Join(", ", want)}]");
+        if (config.MaxBatchSize > 0 && (dims[0] < 1 || dims[0] > config.MaxBatchSize))
+            throw ServingException.Invalid($"{what}: batch size {dims[0]} must be in [1, {config.MaxBatchSize}] (max_batch_size)");
+    }
+}

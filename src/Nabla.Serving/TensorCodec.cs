@@ -1,0 +1,265 @@
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Nabla.Serving.Grpc;
+
+namespace Nabla.Serving;
+
+/// <summary>
+/// Tensors in and out of the protocol's three encodings: JSON arrays, raw little-endian bytes, and gRPC typed contents.
+/// Every decoder checks the element count against the shape before it allocates.
+/// </summary>
+internal static class TensorCodec
+{
+    /// <summary>The request shape as Nabla dims: every dim ≥ 0 and the element count within one array.</summary>
+    public static int[] CheckShape(IReadOnlyList<long> shape, string what)
+    {
+        var dims = new int[shape.Count];
+        long n = 1;
+        bool empty = false;
+        for (int i = 0; i < dims.Length; i++)
+        {
+            long d = shape[i];
+            if (d < 0) throw ServingException.Invalid($"{what}: shape [{string.Join(", ", shape)}] has a negative dimension");
+            if (d > int.MaxValue) throw ServingException.Invalid($"{what}: dimension {d} of shape [{string.Join(", ", shape)}] is too large");
+            dims[i] = (int)d;
+            if (d == 0) empty = true;
+        }
+        if (!empty)
+        {
+            foreach (var d in dims)
+            {
+                n *= d;
+                if (n > Array.MaxLength) throw ServingException.Invalid($"{what}: shape [{string.Join(", ", shape)}] has more elements than a tensor can hold");
+            }
+        }
+        return dims;
+    }
+
+    public static long Numel(int[] dims)
+    {
+        long n = 1;
+        foreach (var d in dims) n *= d;
+        return n;
+    }
+
+    static Tensor Make<T>(T[] data, int[] shape) =>
+        shape.Length == 0 ? Tensor.FromArray(data, 1).Reshape([]) : Tensor.FromArray(data, shape);
+
+    // ---- raw bytes ----
+
+    public static Tensor FromRaw(ReadOnlySpan<byte> bytes, DType dtype, int[] shape, string what)
+    {
+        long n = Numel(shape);
+        long expected = n * dtype.ElementSize();
+        if (bytes.Length != expected)
+            throw ServingException.Invalid($"{what}: {bytes.Length} bytes of data, but shape [{string.Join(", ", shape)}] of {WireTypes.FromDType(dtype)} needs {expected}");
+        return dtype switch
+        {
+            DType.Bool => Make(Bools(bytes), shape),
+            DType.UInt8 => Make(bytes.ToArray(), shape),
+            DType.Int8 => Make(MemoryMarshal.Cast<byte, sbyte>(bytes).ToArray(), shape),
+            DType.Int32 => Make(Le<int>(bytes), shape),
+            DType.Int64 => Make(Le<long>(bytes), shape),
+            DType.Float16 => Make(Le<Half>(bytes), shape),
+            DType.BFloat16 => Make(Le<BFloat16>(bytes), shape),
+            DType.Float32 => Make(Le<float>(bytes), shape),
+            _ => Make(Le<double>(bytes), shape),
+        };
+    }
+
+    static bool[] Bools(ReadOnlySpan<byte> bytes)
+    {
+        var r = new bool[bytes.Length];
+        for (int i = 0; i < r.Length; i++) r[i] = bytes[i] != 0;
+        return r;
+    }
+
+    // NOTE: the wire is little-endian; every machine .NET runs Nabla on today is too, so the bytes are the elements.
+    static T[] Le<T>(ReadOnlySpan<byte> bytes) where T : struct => MemoryMarshal.Cast<byte, T>(bytes).ToArray();
+
+    public static byte[] ToRaw(Tensor t) => t.DType switch
+    {
+        DType.Bool => t.ToArray<bool>().Select(b => b ? (byte)1 : (byte)0).ToArray(),
+        DType.UInt8 => t.ToArray<byte>(),
+        DType.Int8 => MemoryMarshal.AsBytes<sbyte>(t.ToArray<sbyte>()).ToArray(),
+        DType.Int32 => MemoryMarshal.AsBytes<int>(t.ToArray<int>()).ToArray(),
+        DType.Int64 => MemoryMarshal.AsBytes<long>(t.ToArray<long>()).ToArray(),
+        DType.Float16 => MemoryMarshal.AsBytes<Half>(t.ToArray<Half>()).ToArray(),
+        DType.BFloat16 => MemoryMarshal.AsBytes<BFloat16>(t.ToArray<BFloat16>()).ToArray(),
+        DType.Float32 => MemoryMarshal.AsBytes<float>(t.ToArray<float>()).ToArray(),
+        _ => MemoryMarshal.AsBytes<double>(t.ToArray<double>()).ToArray(),
+    };
+
+    // ---- JSON ----
+
+    /// <summary>Decodes nested or flat JSON <paramref name="data"/>; the leaves are counted before anything is allocated.</summary>
+    public static Tensor FromJson(JsonElement data, DType dtype, int[] shape, string what)
+    {
+        long n = Numel(shape);
+        long count = CountLeaves(data, what);
+        if (count != n)
+            throw ServingException.Invalid($"{what}: {count} data elements, but shape [{string.Join(", ", shape)}] has {n}");
+        var leaves = new List<JsonElement>((int)count);
+        Flatten(data, leaves);
+        return dtype switch
+        {
+            DType.Bool => Make(Convert(leaves, what, "a boolean", ReadBool), shape),
+            DType.UInt8 => Make(Convert(leaves, what, "an integer in [0, 255]", e => e.TryGetByte(out var v) ? v : throw Bad()), shape),
+            DType.Int8 => Make(Convert(leaves, what, "an integer in [-128, 127]", e => e.TryGetSByte(out var v) ? v : throw Bad()), shape),
+            DType.Int32 => Make(Convert(leaves, what, "a 32-bit integer", e => e.TryGetInt32(out var v) ? v : throw Bad()), shape),
+            DType.Int64 => Make(Convert(leaves, what, "a 64-bit integer", e => e.TryGetInt64(out var v) ? v : throw Bad()), shape),
+            DType.Float16 => Make(Convert(leaves, what, "a number", e => (Half)ReadDouble(e)), shape),
+            DType.BFloat16 => Make(Convert(leaves, what, "a number", e => (BFloat16)(float)ReadDouble(e)), shape),
+            DType.Float32 => Make(Convert(leaves, what, "a number", e => (float)ReadDouble(e)), shape),
+            _ => Make(Convert(leaves, what, "a number", ReadDouble), shape),
+        };
+    }
+
+    static FormatException Bad() => new();
+
+    static bool ReadBool(JsonElement e) => e.ValueKind switch
+    {
+        JsonValueKind.True => true,
+        JsonValueKind.False => false,
+        JsonValueKind.Number when e.TryGetInt32(out var i) && i is 0 or 1 => i == 1,
+        _ => throw Bad(),
+    };
+
+    /// <summary>A JSON number, or one of the strings "NaN", "Infinity", "-Infinity" (JSON has no tokens for them).</summary>
+    static double ReadDouble(JsonElement e)
+    {
+        if (e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out var d)) return d;
+        if (e.ValueKind == JsonValueKind.String)
+        {
+            switch (e.GetString())
+            {
+                case "NaN": return double.NaN;
+                case "Infinity": return double.PositiveInfinity;
+                case "-Infinity": return double.NegativeInfinity;
+            }
+        }
+        throw Bad();
+    }
+
+    static T[] Convert<T>(List<JsonElement> leaves, string what, string expected, Func<JsonElement, T> read)
+    {
+        var r = new T[leaves.Count];
+        for (int i = 0; i < r.Length; i++)
+        {
+            try { r[i] = read(leaves[i]); }
+            catch (Exception e) when (e is FormatException or InvalidOperationException)
+            {
+                throw ServingException.Invalid($"{what}: data element {i} ({Describe(leaves[i])}) is not {expected}");
+            }
+        }
+        return r;
+    }
+
+    static string Describe(JsonElement e)
+    {
+        var raw = e.GetRawText();
+        return raw.Length <= 32 ? raw : raw[..32] + "...";
+    }
+
+    static long CountLeaves(JsonElement e, string what)
+    {
+        if (e.ValueKind != JsonValueKind.Array)
+        {
+            if (e.ValueKind is JsonValueKind.Object or JsonValueKind.Null or JsonValueKind.Undefined)
+                throw ServingException.Invalid($"{what}: data must be an array of values, found {e.ValueKind.ToString().ToLowerInvariant()}");
+            return 1;
+        }
+        long n = 0;
+        foreach (var item in e.EnumerateArray()) n += CountLeaves(item, what);
+        return n;
+    }
+
+    static void Flatten(JsonElement e, List<JsonElement> into)
+    {
+        if (e.ValueKind != JsonValueKind.Array) { into.Add(e); return; }
+        foreach (var item in e.EnumerateArray()) Flatten(item, into);
+    }
+
+    /// <summary>Writes the elements as one flat JSON array; NaN and infinities become the strings "NaN", "Infinity", "-Infinity".</summary>
+    public static void WriteJson(Utf8JsonWriter w, Tensor t)
+    {
+        w.WriteStartArray();
+        switch (t.DType)
+        {
+            case DType.Bool: foreach (var v in t.ToArray<bool>()) w.WriteBooleanValue(v); break;
+            case DType.UInt8: foreach (var v in t.ToArray<byte>()) w.WriteNumberValue(v); break;
+            case DType.Int8: foreach (var v in t.ToArray<sbyte>()) w.WriteNumberValue(v); break;
+            case DType.Int32: foreach (var v in t.ToArray<int>()) w.WriteNumberValue(v); break;
+            case DType.Int64: foreach (var v in t.ToArray<long>()) w.WriteNumberValue(v); break;
+            case DType.Float16: foreach (var v in t.ToArray<Half>()) WriteFloat(w, (float)v); break;
+            case DType.BFloat16: foreach (var v in t.ToArray<BFloat16>()) WriteFloat(w, (float)v); break;
+            case DType.Float32: foreach (var v in t.ToArray<float>()) WriteFloat(w, v); break;
+            default: foreach (var v in t.ToArray<double>()) WriteDouble(w, v); break;
+        }
+        w.WriteEndArray();
+    }
+
+    static void WriteFloat(Utf8JsonWriter w, float v)
+    {
+        if (float.IsFinite(v)) w.WriteNumberValue(v);
+        else w.WriteStringValue(float.IsNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+    }
+
+    static void WriteDouble(Utf8JsonWriter w, double v)
+    {
+        if (double.IsFinite(v)) w.WriteNumberValue(v);
+        else w.WriteStringValue(double.IsNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+    }
+
+    // ---- gRPC typed contents ----
+
+    /// <summary>Decodes <see cref="InferTensorContents"/>: exactly the field the datatype calls for may be filled.</summary>
+    public static Tensor FromContents(InferTensorContents c, DType dtype, int[] shape, string what)
+    {
+        long n = Numel(shape);
+        string field = dtype switch
+        {
+            DType.Bool => "bool_contents",
+            DType.UInt8 => "uint_contents",
+            DType.Int8 or DType.Int32 => "int_contents",
+            DType.Int64 => "int64_contents",
+            DType.Float32 => "fp32_contents",
+            DType.Float64 => "fp64_contents",
+            _ => throw ServingException.Invalid($"{what}: {WireTypes.FromDType(dtype)} data must be sent in raw_input_contents"),
+        };
+        var filled = new List<(string name, int count)>();
+        if (c.BoolContents.Count > 0) filled.Add(("bool_contents", c.BoolContents.Count));
+        if (c.IntContents.Count > 0) filled.Add(("int_contents", c.IntContents.Count));
+        if (c.Int64Contents.Count > 0) filled.Add(("int64_contents", c.Int64Contents.Count));
+        if (c.UintContents.Count > 0) filled.Add(("uint_contents", c.UintContents.Count));
+        if (c.Uint64Contents.Count > 0) filled.Add(("uint64_contents", c.Uint64Contents.Count));
+        if (c.Fp32Contents.Count > 0) filled.Add(("fp32_contents", c.Fp32Contents.Count));
+        if (c.Fp64Contents.Count > 0) filled.Add(("fp64_contents", c.Fp64Contents.Count));
+        if (c.BytesContents.Count > 0) filled.Add(("bytes_contents", c.BytesContents.Count));
+        foreach (var (name, _) in filled)
+            if (name != field) throw ServingException.Invalid($"{what}: {WireTypes.FromDType(dtype)} data belongs in {field}, but {name} is filled");
+        int count = filled.Count == 0 ? 0 : filled[0].count;
+        if (count != n) throw ServingException.Invalid($"{what}: {count} elements in {field}, but shape [{string.Join(", ", shape)}] has {n}");
+        return dtype switch
+        {
+            DType.Bool => Make(c.BoolContents.ToArray(), shape),
+            DType.UInt8 => Make(Narrow(c.UintContents, what, v => v <= byte.MaxValue, v => (byte)v), shape),
+            DType.Int8 => Make(Narrow(c.IntContents, what, v => v is >= sbyte.MinValue and <= sbyte.MaxValue, v => (sbyte)v), shape),
+            DType.Int32 => Make(c.IntContents.ToArray(), shape),
+            DType.Int64 => Make(c.Int64Contents.ToArray(), shape),
+            DType.Float32 => Make(c.Fp32Contents.ToArray(), shape),
+            _ => Make(c.Fp64Contents.ToArray(), shape),
+        };
+    }
+
+    static TOut[] Narrow<TIn, TOut>(IList<TIn> src, string what, Func<TIn, bool> fits, Func<TIn, TOut> cast)
+    {
+        var r = new TOut[src.Count];
+        for (int i = 0; i < r.Length; i++)
+        {
+            if (!fits(src[i])) throw ServingException.Invalid($"{what}: element {i} ({src[i]}) is out of range for the datatype");
+            r[i] = cast(src[i]);
+        }
+        return r;
+    }
+}
