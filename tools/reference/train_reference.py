@@ -43,6 +43,8 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                   help="cosine: per-step CosineAnnealingLR down to 0 at the end, as `nabla train --schedule cosine`")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -52,6 +54,8 @@ def main():
     yte = torch.tensor(idx("t10k-labels-idx1-ubyte.gz"), dtype=torch.int64)
     net = model(a.model)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
+    steps = a.epochs * ((len(xtr) + a.batch_size - 1) // a.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if a.schedule == "cosine" else None
     start = time.time()
     for epoch in range(a.epochs):
         net.train()
@@ -62,13 +66,15 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
         net.eval()
         with torch.no_grad():
             logits = torch.cat([net(xte[s:s + 1000]) for s in range(0, len(xte), 1000)])
             acc = (logits.argmax(1) == yte).float().mean().item()
             tl = F.cross_entropy(logits, yte).item()
         print(f"epoch {epoch + 1}/{a.epochs}: test accuracy {acc:.4f}, test loss {tl:.4f}, {time.time() - start:.1f}s", flush=True)
-    print(json.dumps({"framework": f"torch {torch.__version__}", "model": a.model, "test_accuracy": round(acc, 4),
+    print(json.dumps({"framework": f"torch {torch.__version__}", "model": a.model, "schedule": a.schedule, "test_accuracy": round(acc, 4),
                       "test_loss": round(tl, 4), "epochs": a.epochs, "seconds": round(time.time() - start, 1)}))
 
 
