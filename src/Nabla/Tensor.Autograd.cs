@@ -43,6 +43,9 @@ public sealed partial class Tensor
         return OnesLike(t);
     }
 
+    /// <summary>The NumPy broadcast of two shapes; throws <see cref="ShapeMismatchException"/> naming both shapes and the dimension.</summary>
+    public static int[] BroadcastShapes(int[] a, int[] b) => ShapeUtil.Broadcast("broadcast", a, b);
+
     /// <summary>Sums a broadcast gradient back to <paramref name="target"/> (the inverse of broadcasting).</summary>
     public Tensor SumTo(int[] target)
     {

@@ -56,20 +56,7 @@ internal static class OpUtil
         return FromDoubles(r, shape, outType);
     }
 
-    public static int[] BroadcastShape(int[] a, int[] b)
-    {
-        int n = Math.Max(a.Length, b.Length);
-        var r = new int[n];
-        for (int i = 0; i < n; i++)
-        {
-            int da = i - (n - a.Length) >= 0 ? a[i - (n - a.Length)] : 1;
-            int db = i - (n - b.Length) >= 0 ? b[i - (n - b.Length)] : 1;
-            if (da != db && da != 1 && db != 1)
-                throw new ShapeMismatchException($"broadcast: shapes [{string.Join(", ", a)}] and [{string.Join(", ", b)}] differ at dimension {i} ({da} vs {db})");
-            r[i] = da == 1 ? db : da;
-        }
-        return r;
-    }
+    public static int[] BroadcastShape(int[] a, int[] b) => Tensor.BroadcastShapes(a, b);
 
     public static Tensor?[] Outputs(OpContext c, params Tensor?[] values)
     {
