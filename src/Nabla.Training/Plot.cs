@@ -51,8 +51,10 @@ public static class TrainingPlot
                 px = x;
                 py = y;
             }
-            // Legend swatch per curve (top right); the metric names are in metrics.csv in the same order.
-            img.Rect(x0 + w - 12 * (keys.Count - ki), y0, 10, 10, c.r, c.g, c.b);
+            // Legend: a swatch and the metric's name per curve, top right.
+            int ly = y0 + 2 + 9 * ki, lx = x0 + w - 4 * 14 - 10;
+            img.Rect(lx, ly, 6, 6, c.r, c.g, c.b);
+            img.Text(lx + 9, ly, keys[ki]);
         }
     }
 
@@ -96,12 +98,18 @@ public static class TrainingPlot
         {
             ['0'] = [7, 5, 5, 5, 7], ['1'] = [2, 6, 2, 2, 7], ['2'] = [7, 1, 7, 4, 7], ['3'] = [7, 1, 7, 1, 7], ['4'] = [5, 5, 7, 1, 1],
             ['5'] = [7, 4, 7, 1, 7], ['6'] = [7, 4, 7, 5, 7], ['7'] = [7, 1, 1, 1, 1], ['8'] = [7, 5, 7, 5, 7], ['9'] = [7, 5, 7, 1, 7],
-            ['.'] = [0, 0, 0, 0, 2], ['-'] = [0, 0, 7, 0, 0],
+            ['.'] = [0, 0, 0, 0, 2], ['-'] = [0, 0, 7, 0, 0], ['_'] = [0, 0, 0, 0, 7], [' '] = [0, 0, 0, 0, 0],
+            ['A'] = [2, 5, 7, 5, 5], ['B'] = [6, 5, 6, 5, 6], ['C'] = [3, 4, 4, 4, 3], ['D'] = [6, 5, 5, 5, 6], ['E'] = [7, 4, 6, 4, 7],
+            ['F'] = [7, 4, 6, 4, 4], ['G'] = [3, 4, 5, 5, 3], ['H'] = [5, 5, 7, 5, 5], ['I'] = [7, 2, 2, 2, 7], ['J'] = [1, 1, 1, 5, 2],
+            ['K'] = [5, 5, 6, 5, 5], ['L'] = [4, 4, 4, 4, 7], ['M'] = [5, 7, 7, 5, 5], ['N'] = [6, 5, 5, 5, 5], ['O'] = [2, 5, 5, 5, 2],
+            ['P'] = [6, 5, 6, 4, 4], ['Q'] = [2, 5, 5, 6, 3], ['R'] = [6, 5, 6, 5, 5], ['S'] = [3, 4, 2, 1, 6], ['T'] = [7, 2, 2, 2, 2],
+            ['U'] = [5, 5, 5, 5, 7], ['V'] = [5, 5, 5, 5, 2], ['W'] = [5, 5, 7, 7, 5], ['X'] = [5, 5, 2, 5, 5], ['Y'] = [5, 5, 2, 2, 2],
+            ['Z'] = [7, 1, 2, 4, 7],
         };
 
         public void Text(int x, int y, string s)
         {
-            foreach (var ch in s)
+            foreach (var ch in s.ToUpperInvariant())
             {
                 if (Glyphs.TryGetValue(ch, out var rows))
                     for (int j = 0; j < 5; j++)
