@@ -21,13 +21,22 @@ static class ServeCommands
           --drain-timeout S        seconds shutdown waits for requests in flight (default 30)
           --pre-stop-delay S       seconds to keep serving after SIGTERM with readiness false (default 0)
           --strict-readiness       ready only when every model loaded
+          --model-control-mode M   none (default: load all at start; the load/unload API works) or poll
+          --repository-poll-secs S seconds between repository polls in poll mode (default 15). A new version folder
+                                   loads once complete: its model file present and readable, and either a '.ready'
+                                   file beside it or unchanged (size, mtime) for one poll; it is warmed up before
+                                   traffic moves to it, and the version it replaces drains, then is freed
+          --api-key K              require 'X-API-Key: K' on the repository endpoints (index, load, unload)
+          --auth-token T           require 'Authorization: Bearer T' there (default: env NABLA_SERVE_TOKEN)
+          --auth-all               require the key or token on every endpoint but the health probes
           --quiet                  log warnings and errors only
         """;
 
     public static int Serve(string[] argv)
     {
-        var a = new Args(argv, new HashSet<string> { "--strict-readiness", "--quiet" },
-            new HashSet<string> { "--model-repository", "--http-port", "--grpc-port", "--max-request-mib", "--drain-timeout", "--pre-stop-delay" });
+        var a = new Args(argv, new HashSet<string> { "--strict-readiness", "--quiet", "--auth-all" },
+            new HashSet<string> { "--model-repository", "--http-port", "--grpc-port", "--max-request-mib", "--drain-timeout", "--pre-stop-delay",
+                "--model-control-mode", "--repository-poll-secs", "--api-key", "--auth-token" });
         var repo = a.Get("--model-repository") ?? throw new UsageException("--model-repository is required");
         if (!Directory.Exists(repo)) throw new UsageException($"model repository '{repo}' is not a folder");
         int Port(string name, int def)
@@ -39,8 +48,27 @@ static class ServeCommands
         int mib = a.Int("--max-request-mib", 64);
         if (mib is < 1 or > 2047) throw new UsageException($"--max-request-mib must be in [1, 2047], got {mib}");
         if (drain < 0 || preStop < 0) throw new UsageException("--drain-timeout and --pre-stop-delay must not be negative");
+        var mode = (a.Get("--model-control-mode") ?? "none").ToLowerInvariant() switch
+        {
+            "none" => ModelControlMode.None,
+            "poll" => ModelControlMode.Poll,
+            var m => throw new UsageException($"--model-control-mode must be none or poll, got '{m}'"),
+        };
+        double poll = a.Double("--repository-poll-secs", 15);
+        if (poll <= 0) throw new UsageException("--repository-poll-secs must be positive");
+        var apiKey = a.Get("--api-key");
+        var token = a.Get("--auth-token");
+        if (apiKey is "" || token is "") throw new UsageException("--api-key and --auth-token may not be empty");
+        token ??= Environment.GetEnvironmentVariable("NABLA_SERVE_TOKEN") is { Length: > 0 } fromEnv ? fromEnv : null;
+        if (a.Has("--auth-all") && apiKey is null && token is null)
+            throw new UsageException("--auth-all needs --api-key, --auth-token or NABLA_SERVE_TOKEN");
         var options = new ServingOptions
         {
+            ModelControlMode = mode,
+            RepositoryPollInterval = TimeSpan.FromSeconds(poll),
+            ApiKey = apiKey,
+            AuthToken = token,
+            AuthAll = a.Has("--auth-all"),
             ModelRepository = repo,
             HttpPort = Port("--http-port", 8000),
             GrpcPort = Port("--grpc-port", 8001),

@@ -117,4 +117,70 @@ public sealed class GrpcInferenceServiceImpl(ModelRepository repository, ServerS
         await repository.UnloadAsync(request.ModelName, context.CancellationToken).ConfigureAwait(false);
         return new RepositoryModelUnloadResponse();
     });
+
+    public override Task<ModelConfigResponse> ModelConfig(ModelConfigRequest request, ServerCallContext context) => Guard(() =>
+    {
+        var c = repository.ConfigOf(request.Name, request.Version);
+        var m = new Grpc.ModelConfig
+        {
+            Name = c.Name, Platform = c.Platform, Backend = "nabla", MaxBatchSize = c.MaxBatchSize,
+            DefaultModelFilename = c.DefaultModelFilename,
+            VersionPolicy = c.VersionPolicy switch
+            {
+                VersionPolicy.Latest l => new ModelVersionPolicy { Latest = new ModelVersionPolicy.Types.Latest { NumVersions = (uint)l.Count } },
+                VersionPolicy.Specific sp => new ModelVersionPolicy { Specific = new ModelVersionPolicy.Types.Specific { Versions = { sp.Versions } } },
+                _ => new ModelVersionPolicy { All = new ModelVersionPolicy.Types.All() },
+            },
+        };
+        foreach (var t in c.Inputs) m.Input.Add(new ModelInput { Name = t.Name, DataType = ConfigType(t.Datatype), Dims = { t.Dims } });
+        foreach (var t in c.Outputs) m.Output.Add(new ModelOutput { Name = t.Name, DataType = ConfigType(t.Datatype), Dims = { t.Dims } });
+        if (c.DynamicBatching is { } b)
+        {
+            var db = new ModelDynamicBatching { MaxQueueDelayMicroseconds = (ulong)b.MaxQueueDelayMicroseconds, PreserveOrdering = b.PreserveOrdering, PreferredBatchSize = { b.PreferredBatchSizes } };
+            if (b.DefaultQueuePolicy is { } q)
+                db.DefaultQueuePolicy = new ModelQueuePolicy
+                {
+                    TimeoutAction = q.TimeoutAction == "DELAY" ? ModelQueuePolicy.Types.TimeoutAction.Delay : ModelQueuePolicy.Types.TimeoutAction.Reject,
+                    DefaultTimeoutMicroseconds = (ulong)q.DefaultTimeoutMicroseconds, AllowTimeoutOverride = q.AllowTimeoutOverride, MaxQueueSize = (uint)q.MaxQueueSize,
+                };
+            m.DynamicBatching = db;
+        }
+        foreach (var (k, v) in c.Parameters) m.Parameters[k] = new ModelParameter { StringValue = v };
+        return new ModelConfigResponse { Config = m };
+    });
+
+    /// <summary>TYPE_FP32 for FP32 (DataType enum values follow the order of <see cref="WireTypes.All"/>, from 1).</summary>
+    static DataType ConfigType(string wire) => (DataType)(WireTypes.All.ToList().IndexOf(wire) + 1);
+
+    public override Task<ModelStatisticsResponse> ModelStatistics(ModelStatisticsRequest request, ServerCallContext context) => Guard(() =>
+    {
+        var r = new ModelStatisticsResponse();
+        foreach (var mv in repository.LoadedVersions(request.Name, request.Version))
+        {
+            var s = mv.Stats;
+            static StatisticDuration D(ref long count, ref long ns) => new() { Count = (ulong)Interlocked.Read(ref count), Ns = (ulong)Interlocked.Read(ref ns) };
+            var st = new ModelStatistics
+            {
+                Name = mv.ModelName, Version = mv.VersionString,
+                LastInference = (ulong)Interlocked.Read(ref s.LastInferenceMs),
+                InferenceCount = (ulong)s.Inferences, ExecutionCount = (ulong)s.Executions,
+                InferenceStats = new InferStatistics
+                {
+                    Success = D(ref s.SuccessCount, ref s.SuccessNs), Fail = D(ref s.FailCount, ref s.FailNs), Queue = D(ref s.QueueCount, ref s.QueueNs),
+                    ComputeInput = D(ref s.InputCount, ref s.InputNs), ComputeInfer = D(ref s.InferCount, ref s.InferNs),
+                    ComputeOutput = D(ref s.OutputCount, ref s.OutputNs), CacheHit = new StatisticDuration(), CacheMiss = new StatisticDuration(),
+                },
+            };
+            foreach (var (size, b) in s.Batches.OrderBy(kv => kv.Key))
+            {
+                long count = Interlocked.Read(ref b.Count);
+                st.BatchStats.Add(new InferBatchStatistics
+                {
+                    BatchSize = (ulong)size, ComputeInput = D(ref count, ref b.InputNs), ComputeInfer = D(ref count, ref b.InferNs), ComputeOutput = D(ref count, ref b.OutputNs),
+                });
+            }
+            r.ModelStats.Add(st);
+        }
+        return r;
+    });
 }

@@ -18,13 +18,29 @@ public sealed record InferResult(ModelVersion Model, IReadOnlyList<InferOutput> 
 /// name, datatype, shape and element count against its configuration, run the graph, pick the requested outputs, and
 /// count statistics.
 /// </summary>
-public sealed class InferenceEngine(ModelRepository repository, ServerState state, ServingOptions options)
+public sealed class InferenceEngine(ModelRepository repository, ServerState state)
 {
     public async Task<InferResult> InferAsync(string model, string? version, IReadOnlyList<InferInput> inputs,
         IReadOnlyList<RequestedOutput>? outputs, bool binaryByDefault, CancellationToken ct)
     {
         if (state.Draining) throw ServingException.Unavailable("the server is shutting down");
-        var mv = repository.Resolve(model, version);
+        // NOTE: a version retired between Resolve and TryEnter (a swap) is skipped; the next Resolve sees its successor.
+        for (int attempt = 0; ; attempt++)
+        {
+            var mv = repository.Resolve(model, version);
+            if (!mv.TryEnter())
+            {
+                if (attempt < 3) continue;
+                throw ServingException.Unavailable($"model '{mv.ModelName}' version {mv.Version} is being replaced; retry");
+            }
+            try { return await RunAsync(mv, inputs, outputs, binaryByDefault, ct).ConfigureAwait(false); }
+            finally { mv.Exit(); }
+        }
+    }
+
+    async Task<InferResult> RunAsync(ModelVersion mv, IReadOnlyList<InferInput> inputs, IReadOnlyList<RequestedOutput>? outputs,
+        bool binaryByDefault, CancellationToken ct)
+    {
         long start = Stopwatch.GetTimestamp();
         var stats = mv.Stats;
         try
@@ -43,7 +59,12 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
                     throw ServingException.Invalid($"{what}: datatype {input.Datatype} does not match the model's {spec.Datatype}");
                 var dims = TensorCodec.CheckShape(input.Shape, what);
                 CheckShape(config, spec, dims, what);
-                if (config.MaxBatchSize > 0) batch = dims[0];
+                if (config.MaxBatchSize > 0)
+                {
+                    if (feeds.Count > 0 && dims[0] != batch)
+                        throw ServingException.Invalid($"{what}: batch size {dims[0]} differs from the other inputs' {batch}");
+                    batch = dims[0];
+                }
                 feeds[input.Name] = input.Decode(dtype, dims, what);
             }
             var missing = config.Inputs.Where(t => !feeds.ContainsKey(t.Name)).Select(t => t.Name).ToList();
@@ -61,45 +82,80 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
                 }
             }
             long prepared = Stopwatch.GetTimestamp();
-            VersionStats.Add(ref stats.InputCount, ref stats.InputNs, prepared - start);
 
             Dictionary<string, Tensor> results;
-            await mv.Gate.WaitAsync(ct).ConfigureAwait(false);
-            long began = Stopwatch.GetTimestamp();
-            VersionStats.Add(ref stats.QueueCount, ref stats.QueueNs, began - prepared);
-            try
+            long queueTicks, inputTicks, inferTicks, batchOutputTicks;
+            if (mv.Batcher is { } batcher)
             {
-                if (options.BeforeExecute is { } hook) await hook(mv, ct).ConfigureAwait(false);
-                mv.Model.CancellationToken = ct;
-                try { results = mv.Model.Run(feeds); }
-                catch (OperationCanceledException) { throw; }
-                catch (NablaException e) { throw ServingException.Invalid($"model '{mv.ModelName}' version {mv.Version} failed on this input: {e.Message}"); }
-                finally { mv.Model.CancellationToken = default; }
+                var outcome = await batcher.SubmitAsync(feeds, (int)batch, ct).ConfigureAwait(false);
+                (results, queueTicks, inputTicks, inferTicks, batchOutputTicks) =
+                    (outcome.Outputs, outcome.QueueTicks, outcome.InputTicks, outcome.InferTicks, outcome.OutputTicks);
             }
-            finally { mv.Gate.Release(); }
+            else
+            {
+                await mv.Gate.WaitAsync(ct).ConfigureAwait(false);
+                queueTicks = Stopwatch.GetTimestamp() - prepared;
+                try { (results, inferTicks) = await ExecuteAsync(mv, feeds, ct, gateHeld: true).ConfigureAwait(false); }
+                finally { mv.Gate.Release(); }
+                (inputTicks, batchOutputTicks) = (0, 0);
+            }
             long ran = Stopwatch.GetTimestamp();
-            VersionStats.Add(ref stats.InferCount, ref stats.InferNs, ran - began);
-            Interlocked.Increment(ref stats.ExecutionCount);
-            Interlocked.Add(ref stats.InferenceCount, batch);
 
             var outs = new List<InferOutput>(wanted.Count);
             foreach (var (spec, binary) in wanted)
             {
                 if (!results.TryGetValue(spec.Name, out var t))
-                    throw new ServingException(ServingErrorKind.Internal, $"model '{mv.ModelName}' produced no output '{spec.Name}'");
+                    throw new ServingException(ServingErrorKind.Internal, $"model '{mv.ModelName}' produced no output '{spec.Name}'") { Reason = FailureReason.Backend };
                 outs.Add(new InferOutput(spec.Name, WireTypes.FromDType(t.DType), [.. t.Shape.Select(d => (long)d)], t, binary));
             }
             long done = Stopwatch.GetTimestamp();
-            VersionStats.Add(ref stats.OutputCount, ref stats.OutputNs, done - ran);
+            if (mv.Batcher is null) stats.Execution((int)batch, prepared - start, inferTicks, done - ran);
+            VersionStats.Add(ref stats.InputCount, ref stats.InputNs, prepared - start + inputTicks);
+            VersionStats.Add(ref stats.QueueCount, ref stats.QueueNs, queueTicks);
+            VersionStats.Add(ref stats.InferCount, ref stats.InferNs, inferTicks);
+            VersionStats.Add(ref stats.OutputCount, ref stats.OutputNs, batchOutputTicks + done - ran);
             VersionStats.Add(ref stats.SuccessCount, ref stats.SuccessNs, done - start);
+            stats.QueueSeconds.Observe(queueTicks / (double)Stopwatch.Frequency);
+            stats.RequestSeconds.Observe((done - start) / (double)Stopwatch.Frequency);
             Interlocked.Exchange(ref stats.LastInferenceMs, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
             return new InferResult(mv, outs);
         }
-        catch
+        catch (Exception e)
         {
-            VersionStats.Add(ref stats.FailCount, ref stats.FailNs, Stopwatch.GetTimestamp() - start);
+            var reason = e switch
+            {
+                OperationCanceledException => FailureReason.Canceled,
+                ServingException { Reason: { } r } => r,
+                _ => FailureReason.Other,
+            };
+            stats.Fail(reason, Stopwatch.GetTimestamp() - start);
             throw;
         }
+    }
+
+    /// <summary>
+    /// One model execution: takes the version's execution slot (unless the caller holds it), runs the test hook and
+    /// the graph. Returns the outputs and the ticks the graph took.
+    /// </summary>
+    internal static async Task<(Dictionary<string, Tensor> Results, long InferTicks)> ExecuteAsync(ModelVersion mv,
+        Dictionary<string, Tensor> feeds, CancellationToken ct, bool gateHeld = false)
+    {
+        if (!gateHeld) await mv.Gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (mv.Options?.BeforeExecute is { } hook) await hook(mv, ct).ConfigureAwait(false);
+            long began = Stopwatch.GetTimestamp();
+            mv.Model.CancellationToken = ct;
+            try { return (mv.Model.Run(feeds), Stopwatch.GetTimestamp() - began); }
+            catch (OperationCanceledException) { throw; }
+            catch (NablaException e)
+            {
+                throw new ServingException(ServingErrorKind.InvalidArgument, $"model '{mv.ModelName}' version {mv.Version} failed on this input: {e.Message}")
+                { Reason = FailureReason.Backend };
+            }
+            finally { mv.Model.CancellationToken = default; }
+        }
+        finally { if (!gateHeld) mv.Gate.Release(); }
     }
 
     static void CheckShape(ModelConfig config, TensorSpec spec, int[] dims, string what)

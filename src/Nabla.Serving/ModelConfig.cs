@@ -25,12 +25,17 @@ public abstract record VersionPolicy
     };
 }
 
-/// <summary>Queue policy of the dynamic batcher (parsed and reported; see <see cref="DynamicBatchingSettings"/>).</summary>
+/// <summary>
+/// Queue policy of the dynamic batcher: <paramref name="MaxQueueSize"/> (0 = unbounded) rejects at once when full;
+/// <paramref name="DefaultTimeoutMicroseconds"/> (0 = none) rejects a request still queued after it, with REJECT.
+/// DELAY and <paramref name="AllowTimeoutOverride"/> are parsed and reported; DELAY simply never times out.
+/// </summary>
 public sealed record QueuePolicy(string TimeoutAction, long DefaultTimeoutMicroseconds, bool AllowTimeoutOverride, int MaxQueueSize);
 
 /// <summary>
-/// Triton's dynamic_batching block. NOTE: this slice parses, validates and reports it; requests still run one model
-/// execution each (no merging yet).
+/// Triton's dynamic_batching block, run by <see cref="DynamicBatcher"/>: requests are merged along dim 0 up to
+/// max_batch_size, leaving early at a preferred size, else when the oldest has waited MaxQueueDelayMicroseconds.
+/// Batches run in arrival order, so responses keep it whether or not PreserveOrdering is set.
 /// </summary>
 public sealed record DynamicBatchingSettings(int[] PreferredBatchSizes, long MaxQueueDelayMicroseconds, bool PreserveOrdering, QueuePolicy? DefaultQueuePolicy);
 

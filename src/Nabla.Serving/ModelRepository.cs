@@ -16,26 +16,11 @@ public sealed record IndexEntry(string Name, string? Version, ModelState State, 
     public string StateName => State.ToString().ToUpperInvariant();
 }
 
-/// <summary>Cumulative counters of one loaded version (Triton's statistics extension); durations in nanoseconds.</summary>
-public sealed class VersionStats
-{
-    internal long SuccessCount, SuccessNs, FailCount, FailNs, QueueCount, QueueNs;
-    internal long InputCount, InputNs, InferCount, InferNs, OutputCount, OutputNs;
-    internal long InferenceCount, ExecutionCount, LastInferenceMs;
-
-    public long Success => Interlocked.Read(ref SuccessCount);
-    public long Failures => Interlocked.Read(ref FailCount);
-    public long Inferences => Interlocked.Read(ref InferenceCount);
-    public long Executions => Interlocked.Read(ref ExecutionCount);
-
-    internal static void Add(ref long count, ref long ns, long ticks)
-    {
-        Interlocked.Increment(ref count);
-        Interlocked.Add(ref ns, (long)(ticks * (1e9 / Stopwatch.Frequency)));
-    }
-}
-
-/// <summary>A loaded, runnable model version. Executions are serialized by <see cref="Gate"/> (one instance).</summary>
+/// <summary>
+/// A loaded, runnable model version. Executions are serialized by <see cref="Gate"/> (one instance); with a
+/// dynamic_batching block, requests go through <see cref="Batcher"/>. A version replaced or unloaded is retired: it
+/// finishes the requests it holds, then stops its batcher and is left to the GC (<see cref="Freed"/>).
+/// </summary>
 public sealed class ModelVersion
 {
     public required string ModelName { get; init; }
@@ -46,6 +31,45 @@ public sealed class ModelVersion
     public SemaphoreSlim Gate { get; } = new(1, 1);
     public VersionStats Stats { get; } = new();
     public string VersionString => Version.ToString(CultureInfo.InvariantCulture);
+    internal DynamicBatcher? Batcher { get; set; }
+    internal ServingOptions? Options { get; init; }
+    /// <summary>Whether the warm-up request ran before the version took traffic.</summary>
+    public bool WarmedUp { get; internal set; }
+
+    int inFlight, retired, freed;
+    readonly TaskCompletionSource freedTcs = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes once the version is retired and its last request finished.</summary>
+    public Task Freed => freedTcs.Task;
+    public bool Retired => Volatile.Read(ref retired) != 0;
+    public int InFlight => Volatile.Read(ref inFlight);
+
+    /// <summary>Counts a request in; false (and nothing counted) when the version is already retired.</summary>
+    internal bool TryEnter()
+    {
+        Interlocked.Increment(ref inFlight);
+        if (Volatile.Read(ref retired) == 0) return true;
+        Exit();
+        return false;
+    }
+
+    internal void Exit()
+    {
+        if (Interlocked.Decrement(ref inFlight) == 0 && Volatile.Read(ref retired) != 0) Free();
+    }
+
+    internal void Retire()
+    {
+        if (Interlocked.Exchange(ref retired, 1) != 0) return;
+        if (Volatile.Read(ref inFlight) == 0) Free();
+    }
+
+    void Free()
+    {
+        if (Interlocked.Exchange(ref freed, 1) != 0) return;
+        Batcher?.Stop();
+        freedTcs.TrySetResult();
+    }
 }
 
 /// <summary>
@@ -56,9 +80,11 @@ public sealed class ModelVersion
 /// </summary>
 public sealed partial class ModelRepository
 {
-    sealed record Slot(long Version, ModelState State, string Reason, ModelVersion? Loaded);
+    /// <param name="Signature">size and mtime of the model file when it was tried (a failed version is retried only when it changes)</param>
+    sealed record Slot(long Version, ModelState State, string Reason, ModelVersion? Loaded, string? Signature = null);
 
-    sealed record Entry(string Name, ModelConfig? Config, string Reason, IReadOnlyList<Slot> Slots)
+    /// <param name="ConfigText">config.json as read at load time (null: none), so polling notices edits</param>
+    sealed record Entry(string Name, ModelConfig? Config, string Reason, IReadOnlyList<Slot> Slots, string? ConfigText = null)
     {
         public IEnumerable<Slot> Ready => Slots.Where(s => s.State == ModelState.Ready);
     }
@@ -67,12 +93,14 @@ public sealed partial class ModelRepository
     readonly Lock entriesLock = new();
     readonly SemaphoreSlim mutate = new(1, 1);
     readonly ILogger logger;
+    readonly ServingOptions? options;
 
     public string Root { get; }
 
-    public ModelRepository(string root, ILogger? logger = null)
+    public ModelRepository(string root, ILogger? logger = null, ServingOptions? options = null)
     {
         Root = Path.GetFullPath(root);
+        this.options = options;
         this.logger = logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
     }
 
@@ -97,7 +125,7 @@ public sealed partial class ModelRepository
         foreach (var name in ScanNames())
         {
             ct.ThrowIfCancellationRequested();
-            try { await LoadAsync(name, null, ct).ConfigureAwait(false); }
+            try { await LoadCoreAsync(name, null, ct).ConfigureAwait(false); }
             catch (ServingException e) { logger.LogWarning("model '{Model}' is unavailable: {Reason}", name, e.Message); }
         }
     }
@@ -107,7 +135,19 @@ public sealed partial class ModelRepository
     /// config.json. When a reload yields no ready version, the versions already loaded keep serving.
     /// </summary>
     /// <exception cref="ServingException">400 for a bad name or when no version could be loaded, 404 when the folder is missing.</exception>
-    public async Task LoadAsync(string name, string? configJson = null, CancellationToken ct = default)
+    public Task LoadAsync(string name, string? configJson = null, CancellationToken ct = default)
+    {
+        CheckExplicit("load");
+        return LoadCoreAsync(name, configJson, ct);
+    }
+
+    void CheckExplicit(string what)
+    {
+        if (options?.ModelControlMode == ModelControlMode.Poll)
+            throw ServingException.Invalid($"explicit model {what} is not allowed while the repository is polled (model control mode POLL)");
+    }
+
+    async Task LoadCoreAsync(string name, string? configJson, CancellationToken ct)
     {
         CheckName(name);
         var dir = Path.Combine(Root, name);
@@ -137,6 +177,7 @@ public sealed partial class ModelRepository
     /// <summary>Unloads every version of a model; requests already running finish, new ones get 503.</summary>
     public async Task UnloadAsync(string name, CancellationToken ct = default)
     {
+        CheckExplicit("unload");
         CheckName(name);
         await mutate.WaitAsync(ct).ConfigureAwait(false);
         try
@@ -154,6 +195,115 @@ public sealed partial class ModelRepository
         finally { mutate.Release(); }
     }
 
+    /// <summary>At shutdown: every loaded version finishes what it holds, then its batcher loop ends.</summary>
+    internal void RetireAll()
+    {
+        foreach (var e in Snapshot())
+            foreach (var s in e.Slots)
+                s.Loaded?.Retire();
+    }
+
+    // ---- polling (model control mode POLL) ----
+
+    /// <summary>A file that marks a version folder complete at once (without it, the model file must be unchanged for one poll).</summary>
+    public const string ReadyMarker = ".ready";
+
+    /// <summary>Model file path → size:mtime when last looked at (guarded by <see cref="mutate"/>).</summary>
+    readonly Dictionary<string, string?> seen = new(StringComparer.Ordinal);
+    /// <summary>Model name → the config.json text last tried, so a failing edit is tried once, not at every poll.</summary>
+    readonly Dictionary<string, string?> triedConfig = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// One pass over the repository: new models load; a new version folder loads once complete (its model file
+    /// present and readable, and either a <c>.ready</c> file beside it or the same size and mtime as at the previous
+    /// poll), is warmed up, then takes the traffic, and the versions it replaces drain and are freed; a version that
+    /// fails leaves the versions already serving in place and shows its reason in the index; an edited config.json
+    /// reloads the model (kept as it was when the edit fails); a removed folder unloads the model.
+    /// </summary>
+    public async Task PollAsync(CancellationToken ct = default)
+    {
+        await mutate.WaitAsync(ct).ConfigureAwait(false);
+        try { await Task.Run(PollOnce, ct).ConfigureAwait(false); }
+        finally { mutate.Release(); }
+    }
+
+    void PollOnce()
+    {
+        var current = new Dictionary<string, string?>(StringComparer.Ordinal);
+        bool Complete(string file)
+        {
+            var sig = Signature(file);
+            if (sig is null) return false;
+            current[file] = sig;
+            bool marked = File.Exists(Path.Combine(Path.GetDirectoryName(file)!, ReadyMarker));
+            return (marked || seen.TryGetValue(file, out var prev) && prev == sig) && CanRead(file);
+        }
+        var names = new SortedSet<string>(ScanNames(), StringComparer.Ordinal);
+        foreach (var e in Snapshot()) names.Add(e.Name);
+        foreach (var name in names)
+        {
+            var dir = Path.Combine(Root, name);
+            var old = Get(name);
+            if (!Directory.Exists(dir))
+            {
+                if (old is not null && old.Slots.Any(s => s.Loaded is not null))
+                {
+                    Set(old with { Reason = "removed from the repository", Slots = [.. old.Slots.Select(s => new Slot(s.Version, ModelState.Unavailable, "removed from the repository", null))] });
+                    logger.LogInformation("model '{Model}' was removed from the repository; unloaded", name);
+                }
+                continue;
+            }
+            string? text;
+            try
+            {
+                var path = Path.Combine(dir, "config.json");
+                text = File.Exists(path) ? File.ReadAllText(path) : null;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; }
+            Entry fresh;
+            if (old is null || text != old.ConfigText)
+            {
+                if (old is not null && triedConfig.TryGetValue(name, out var tried) && tried == text) continue;
+                triedConfig[name] = text;
+                fresh = Build(name, dir, null, Complete);
+                if (old is not null && old.Ready.Any() && !fresh.Ready.Any())
+                {
+                    logger.LogWarning("model '{Model}': the edited configuration did not load ({Reason}); the loaded versions keep serving", name, Reasons(fresh));
+                    continue;
+                }
+            }
+            else
+            {
+                fresh = Build(name, dir, null, Complete, reuse: old);
+                // NOTE: while a selected version is broken, the versions that served before keep serving beside it.
+                if (fresh.Slots.Any(s => s.State != ModelState.Ready))
+                {
+                    var keep = old.Ready.Where(s => !fresh.Slots.Any(f => f.Version == s.Version)).ToList();
+                    if (keep.Count > 0) fresh = fresh with { Slots = [.. fresh.Slots.Concat(keep).OrderBy(s => s.Version)] };
+                }
+                if (fresh.Reason == old.Reason && fresh.Slots.SequenceEqual(old.Slots)) continue;
+            }
+            Set(fresh);
+            foreach (var s in fresh.Slots)
+            {
+                if (old?.Slots.Contains(s) == true) continue;
+                if (s.State == ModelState.Ready) logger.LogInformation("poll: loaded model '{Model}' version {Version}", name, s.Version);
+                else logger.LogWarning("poll: model '{Model}' version {Version} is unavailable: {Reason}", name, s.Version, s.Reason);
+            }
+        }
+        foreach (var (file, sig) in current) seen[file] = sig;
+    }
+
+    static bool CanRead(string file)
+    {
+        try
+        {
+            using var f = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return f.Length > 0 && f.ReadByte() >= 0;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
     static void CheckName(string name)
     {
         if (!IsValidName(name)) throw ServingException.Invalid($"invalid model name '{WireTypes.Clip(name)}'");
@@ -164,9 +314,22 @@ public sealed partial class ModelRepository
         lock (entriesLock) return entries.GetValueOrDefault(name);
     }
 
+    /// <summary>Publishes an entry; loaded versions it no longer holds are retired (they finish their requests, then free).</summary>
     void Set(Entry e)
     {
-        lock (entriesLock) entries[e.Name] = e;
+        Entry? old;
+        lock (entriesLock)
+        {
+            old = entries.GetValueOrDefault(e.Name);
+            entries[e.Name] = e;
+        }
+        if (old is null) return;
+        foreach (var s in old.Slots)
+            if (s.Loaded is { } mv && !e.Slots.Any(n => ReferenceEquals(n.Loaded, mv)))
+            {
+                mv.Retire();
+                logger.LogInformation("model '{Model}' version {Version} retired; it is freed after its {Count} requests in flight", mv.ModelName, mv.Version, mv.InFlight);
+            }
     }
 
     Entry[] Snapshot()
@@ -174,48 +337,109 @@ public sealed partial class ModelRepository
         lock (entriesLock) return [.. entries.Values.OrderBy(e => e.Name, StringComparer.Ordinal)];
     }
 
-    /// <summary>Reads the folder and loads each selected version; never throws for a bad model.</summary>
-    Entry Build(string name, string dir, string? configJson)
+    /// <summary>
+    /// Reads the folder and loads each selected version; never throws for a bad model. <paramref name="complete"/>
+    /// filters the version folders (polling); with <paramref name="reuse"/>, versions it serves (and failures whose
+    /// file did not change) are kept as they are instead of being loaded again.
+    /// </summary>
+    Entry Build(string name, string dir, string? configJson, Func<string, bool>? complete = null, Entry? reuse = null)
     {
         ModelConfig declared;
+        string? text = null;
         try
         {
             var path = Path.Combine(dir, "config.json");
+            text = File.Exists(path) ? File.ReadAllText(path) : null;
             declared = configJson is not null ? ModelConfig.Parse(configJson, name)
-                : File.Exists(path) ? ModelConfig.Parse(File.ReadAllText(path), name)
+                : text is not null ? ModelConfig.Parse(text, name)
                 : new ModelConfig { Name = name };
         }
         catch (Exception e) when (e is ModelFormatException or IOException or UnauthorizedAccessException)
         {
-            return new Entry(name, null, e.Message, []);
+            return new Entry(name, null, e.Message, [], text);
         }
         var available = new List<long>();
         foreach (var sub in Directory.EnumerateDirectories(dir))
         {
             var v = Path.GetFileName(sub);
             // NOTE: as in Triton, only positive decimal names without a leading zero are versions; other folders are ignored.
-            if (v.Length > 0 && v.Length <= 18 && v[0] != '0' && v.All(char.IsAsciiDigit)) available.Add(long.Parse(v, CultureInfo.InvariantCulture));
+            if (v.Length > 0 && v.Length <= 18 && v[0] != '0' && v.All(char.IsAsciiDigit)
+                && (complete is null || complete(Path.Combine(sub, declared.DefaultModelFilename))))
+                available.Add(long.Parse(v, CultureInfo.InvariantCulture));
         }
         var selected = declared.VersionPolicy.Select(available).ToList();
         if (selected.Count == 0)
-            return new Entry(name, declared, available.Count == 0 ? "no version folders (1/, 2/, ...)" : "the version policy selects no version", []);
+            return new Entry(name, declared,
+                available.Count == 0 ? complete is null ? "no version folders (1/, 2/, ...)" : "no complete version folder yet (1/, 2/, ... with the model file)"
+                : "the version policy selects no version", [], text);
         var slots = new List<Slot>();
         foreach (var v in selected)
         {
             var file = Path.Combine(dir, v.ToString(CultureInfo.InvariantCulture), declared.DefaultModelFilename);
-            try
+            var signature = Signature(file);
+            seen[file] = signature;
+            var kept = reuse?.Slots.FirstOrDefault(s => s.Version == v);
+            if (kept is { State: ModelState.Ready, Loaded: not null } || kept is { State: ModelState.Unavailable } && kept.Signature == signature && kept.Signature is not null)
             {
-                if (!File.Exists(file)) throw new ModelFormatException($"{declared.DefaultModelFilename} not found in version folder {v}");
-                var model = OnnxModel.Load(file);
-                var config = Complete(declared, model.Graph);
-                slots.Add(new Slot(v, ModelState.Ready, "", new ModelVersion { ModelName = name, Version = v, Config = config, Model = model }));
+                slots.Add(kept);
+                continue;
             }
-            catch (Exception e) when (e is NablaException or IOException or UnauthorizedAccessException or OutOfMemoryException)
-            {
-                slots.Add(new Slot(v, ModelState.Unavailable, e.Message, null));
-            }
+            slots.Add(LoadVersion(name, v, declared, file, signature));
         }
-        return new Entry(name, declared, "", slots);
+        return new Entry(name, declared, "", slots, text);
+    }
+
+    /// <summary>Loads one version file, warms it up and starts its batcher; a failure becomes an UNAVAILABLE slot with its reason.</summary>
+    Slot LoadVersion(string name, long v, ModelConfig declared, string file, string? signature)
+    {
+        try
+        {
+            if (!File.Exists(file)) throw new ModelFormatException($"{declared.DefaultModelFilename} not found in version folder {v}");
+            var model = OnnxModel.Load(file);
+            var config = Complete(declared, model.Graph);
+            var mv = new ModelVersion { ModelName = name, Version = v, Config = config, Model = model, Options = options };
+            try { Warmup(mv); }
+            catch (Exception e) when (e is NablaException or ServingException or ArgumentException or InvalidOperationException)
+            {
+                throw new ModelFormatException($"warm-up request failed: {e.Message}");
+            }
+            if (config.DynamicBatching is not null) mv.Batcher = new DynamicBatcher(mv);
+            return new Slot(v, ModelState.Ready, "", mv, signature);
+        }
+        catch (Exception e) when (e is NablaException or IOException or UnauthorizedAccessException or OutOfMemoryException)
+        {
+            return new Slot(v, ModelState.Unavailable, e.Message, null, signature);
+        }
+    }
+
+    /// <summary>
+    /// Runs one zero-filled request of the configuration's shape (batch 1, variable dims 1) before the version takes
+    /// traffic; skipped when an input's rank is unknown. Not counted in the statistics.
+    /// </summary>
+    static void Warmup(ModelVersion mv)
+    {
+        var c = mv.Config;
+        if (c.Inputs.Any(t => t.AnyRank)) return;
+        var feeds = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var t in c.Inputs)
+        {
+            var dtype = WireTypes.ToDType(t.Datatype) ?? throw new ModelFormatException($"input '{t.Name}': datatype {t.Datatype} is not supported");
+            var shape = c.ExposedShape(t).Select(d => d < 0 ? 1 : checked((int)d)).ToArray();
+            feeds[t.Name] = Tensor.Zeros(shape, dtype);
+        }
+        mv.Model.Run(feeds);
+        mv.WarmedUp = true;
+    }
+
+    /// <summary>Size and last write time of a file, or null when it cannot be read.</summary>
+    static string? Signature(string file)
+    {
+        try
+        {
+            var info = new FileInfo(file);
+            return info.Exists ? $"{info.Length}:{info.LastWriteTimeUtc.Ticks}" : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
     /// <summary>Checks the declared inputs and outputs against the graph and fills in what the config leaves out.</summary>

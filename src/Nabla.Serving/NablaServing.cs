@@ -24,7 +24,7 @@ public static class NablaServing
     {
         services.AddSingleton(options);
         services.AddSingleton<ServerState>();
-        services.AddSingleton(sp => new ModelRepository(options.ModelRepository, sp.GetService<ILoggerFactory>()?.CreateLogger("Nabla.Serving.ModelRepository")));
+        services.AddSingleton(sp => new ModelRepository(options.ModelRepository, sp.GetService<ILoggerFactory>()?.CreateLogger("Nabla.Serving.ModelRepository"), options));
         services.AddSingleton<InferenceEngine>();
         services.AddHostedService<ServingLifecycle>();
         services.AddGrpc(o =>
@@ -32,13 +32,14 @@ public static class NablaServing
             o.MaxReceiveMessageSize = (int)Math.Min(options.MaxRequestBytes, int.MaxValue);
             o.MaxSendMessageSize = null;
             o.EnableDetailedErrors = false;
+            o.Interceptors.Add<AuthInterceptor>();
         });
         services.Configure<HostOptions>(o => o.ShutdownTimeout = options.DrainTimeout);
         return services;
     }
 
-    /// <summary>The REST error middleware (put it before routing).</summary>
-    public static IApplicationBuilder UseNablaServing(this IApplicationBuilder app) => app.UseNablaRestErrors();
+    /// <summary>The REST authentication and error middleware (put them before routing).</summary>
+    public static IApplicationBuilder UseNablaServing(this IApplicationBuilder app) => app.UseNablaAuth().UseNablaRestErrors();
 
     /// <summary>Maps the REST routes and the two gRPC services.</summary>
     public static IEndpointRouteBuilder MapNablaServing(this IEndpointRouteBuilder endpoints)
@@ -115,8 +116,32 @@ sealed class ServingLifecycle(ModelRepository repository, ServerState state, Ser
                 failure = "some models failed to load (strict readiness)";
             state.MarkLoaded(failure);
             logger.LogInformation("model repository {Root} loaded; server {Readiness}", repository.Root, state.Ready ? "ready" : "not ready: " + state.NotReadyReason);
+            if (failure is null && options.ModelControlMode == ModelControlMode.Poll) await PollLoopAsync().ConfigureAwait(false);
         });
         return Task.CompletedTask;
+    }
+
+    async Task PollLoopAsync()
+    {
+        var interval = options.RepositoryPollInterval > TimeSpan.Zero ? options.RepositoryPollInterval : TimeSpan.FromSeconds(15);
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(interval, stopping.Token).ConfigureAwait(false);
+                await repository.PollAsync(stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { return; }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                logger.LogWarning("repository poll failed: {Message}", e.Message);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // NOTE: a bug in one pass must not end polling for the life of the server.
+                logger.LogError(e, "repository poll failed unexpectedly");
+            }
+        }
     }
 
     public async Task StoppingAsync(CancellationToken ct)
@@ -133,5 +158,9 @@ sealed class ServingLifecycle(ModelRepository repository, ServerState state, Ser
     }
 
     public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
-    public Task StoppedAsync(CancellationToken ct) => Task.CompletedTask;
+    public Task StoppedAsync(CancellationToken ct)
+    {
+        repository.RetireAll();
+        return Task.CompletedTask;
+    }
 }

@@ -46,6 +46,7 @@ public static class RestApi
             app.MapGet(prefix + "/stats", ctx => Stats(ctx, Route(ctx, "model"), Route(ctx, "version")));
             app.MapPost(prefix + "/infer", Infer);
         }
+        app.MapGet("/metrics", Metrics);
         app.MapPost("/v2/repository/index", RepositoryIndex);
         app.MapPost("/v2/repository/models/{model}/load", ctx => LoadOrUnload(ctx, load: true));
         app.MapPost("/v2/repository/models/{model}/unload", ctx => LoadOrUnload(ctx, load: false));
@@ -216,6 +217,16 @@ public static class RestApi
         Duration(w, "cache_miss", ref zero, ref zeroNs);
         w.WriteEndObject();
         w.WriteStartArray("batch_stats");
+        foreach (var (size, b) in s.Batches.OrderBy(kv => kv.Key))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("batch_size", size);
+            long count = Interlocked.Read(ref b.Count);
+            Duration(w, "compute_input", ref count, ref b.InputNs);
+            Duration(w, "compute_infer", ref count, ref b.InferNs);
+            Duration(w, "compute_output", ref count, ref b.OutputNs);
+            w.WriteEndObject();
+        }
         w.WriteEndArray();
         w.WriteStartArray("memory_usage");
         w.WriteEndArray();
@@ -228,6 +239,16 @@ public static class RestApi
         w.WriteNumber("count", Interlocked.Read(ref count));
         w.WriteNumber("ns", Interlocked.Read(ref ns));
         w.WriteEndObject();
+    }
+
+    static async Task Metrics(HttpContext ctx)
+    {
+        var (repo, _, _) = Services(ctx);
+        var text = System.Text.Encoding.UTF8.GetBytes(PrometheusMetrics.Render(repo.LoadedVersions(null, null)));
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = PrometheusMetrics.ContentType;
+        ctx.Response.ContentLength = text.Length;
+        await ctx.Response.Body.WriteAsync(text, ctx.RequestAborted);
     }
 
     /// <summary>The whole body, read under the configured limit: a declared length over it is refused before reading.</summary>

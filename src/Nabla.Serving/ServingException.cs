@@ -24,6 +24,9 @@ public sealed class ServingException(ServingErrorKind kind, string message) : Ex
 {
     public ServingErrorKind Kind { get; } = kind;
 
+    /// <summary>The failure reason counted in the statistics (null: <see cref="FailureReason.Other"/>).</summary>
+    public FailureReason? Reason { get; init; }
+
     public int HttpStatus => Kind switch
     {
         ServingErrorKind.InvalidArgument => StatusCodes.Status400BadRequest,

@@ -1,5 +1,14 @@
 namespace Nabla.Serving;
 
+/// <summary>How the set of served models changes (Triton's model control modes; EXPLICIT is NONE plus the load/unload API).</summary>
+public enum ModelControlMode
+{
+    /// <summary>Load every model at start; the repository API loads and unloads.</summary>
+    None,
+    /// <summary>Load every model at start, then poll the folder every <see cref="ServingOptions.RepositoryPollInterval"/>; the load/unload API is refused.</summary>
+    Poll,
+}
+
 /// <summary>Settings of <c>nabla serve</c> and of <see cref="NablaServing"/> in a host of your own.</summary>
 public sealed class ServingOptions
 {
@@ -25,6 +34,23 @@ public sealed class ServingOptions
     public bool StrictReadiness { get; set; }
 
     public string ServerName { get; set; } = "nabla";
+
+    public ModelControlMode ModelControlMode { get; set; } = ModelControlMode.None;
+
+    /// <summary>Time between two polls of the repository in <see cref="ModelControlMode.Poll"/> (Triton's default: 15 s).</summary>
+    public TimeSpan RepositoryPollInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>A key clients send as <c>X-API-Key</c> (gRPC metadata <c>x-api-key</c>); null: none.</summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>A token clients send as <c>Authorization: Bearer</c> (gRPC metadata <c>authorization</c>); null: none.</summary>
+    public string? AuthToken { get; set; }
+
+    /// <summary>
+    /// With a key or token set, the repository endpoints (index, load, unload) always need it; with this flag every
+    /// endpoint does except the health probes (<c>/v2/health/*</c>, <c>grpc.health.v1</c>), which orchestrators call bare.
+    /// </summary>
+    public bool AuthAll { get; set; }
 
     /// <summary>Test hook: awaited inside the model's execution slot, before the graph runs.</summary>
     internal Func<ModelVersion, CancellationToken, Task>? BeforeExecute { get; set; }

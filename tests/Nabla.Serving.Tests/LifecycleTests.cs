@@ -134,10 +134,12 @@ public sealed class ProcessTests : IDisposable
     {
         var dll = CliDll();
         Assert.True(File.Exists(dll), $"{dll} was not built");
-        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model-repository", repo.Root, "--http-port", "0", "--grpc-port", "0", "--drain-timeout", "5"])
+        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model-repository", repo.Root, "--http-port", "0", "--grpc-port", "0", "--drain-timeout", "5",
+            "--model-control-mode", "poll", "--repository-poll-secs", "0.2"])
         {
             RedirectStandardOutput = true, RedirectStandardError = true,
         };
+        psi.Environment["NABLA_SERVE_TOKEN"] = "process-token";
         using var p = Process.Start(psi)!;
         var lines = new List<string>();
         var banner = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -163,6 +165,11 @@ public sealed class ProcessTests : IDisposable
             var (status, body) = await Json.Post(http, "/v2/models/mnist/infer", Mnist.InferJson());
             Assert.Equal(200, status);
             Mnist.AssertClose(Mnist.Expected, Json.Floats(body.GetProperty("outputs")[0].GetProperty("data")));
+            // NABLA_SERVE_TOKEN guards the repository endpoints; --model-control-mode poll refuses explicit loads.
+            Assert.Equal(401, (await Json.Post(http, "/v2/repository/index")).Item1);
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "process-token");
+            Assert.Equal(200, (await Json.Post(http, "/v2/repository/index")).Item1);
+            Assert.Contains("poll", Json.AssertError(await Json.Post(http, "/v2/repository/models/mnist/load"), 400), StringComparison.OrdinalIgnoreCase);
 
             var clock = Stopwatch.StartNew();
             using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
