@@ -34,6 +34,8 @@ static class Rows
         rows.Add(CnnRow(64));
         rows.Add(LeNetRow(1));
         rows.Add(LeNetRow(64));
+        rows.AddRange(OnnxModelRows.All(threads));
+        rows.AddRange(DecodeRows.All());
         return rows;
     }
 
@@ -203,7 +205,7 @@ static class Rows
         opt.step();
     }
 
-    static SessionOptions OrtOptions(int threads) => new()
+    public static SessionOptions OrtOptions(int threads) => new()
     {
         IntraOpNumThreads = threads,
         InterOpNumThreads = 1,

@@ -2,7 +2,7 @@ using Nabla.Interop.Onnx;
 
 namespace Nabla.Onnx.Tests;
 
-public enum CaseOutcome { Passed, Failed, Unsupported }
+public enum CaseOutcome { Passed, Failed, Unsupported, KnownDeviation }
 
 public sealed record CaseResult(string Case, CaseOutcome Outcome, string Operator, string Message);
 
@@ -13,6 +13,16 @@ public sealed record CaseResult(string Case, CaseOutcome Outcome, string Operato
 public static class ConformanceRunner
 {
     public const double Rtol = 1e-3, Atol = 1e-7;
+
+    /// <summary>
+    /// Cases whose expected output is itself off by more than atol, with the looser atol that Nabla's result meets and
+    /// the reason. Such a case is reported as a known deviation (never as passed); beyond the looser atol it fails.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, (double Atol, string Why)> KnownDeviations = new Dictionary<string, (double, string)>
+    {
+        ["node/test_dft_inverse_opset19"] = (1e-6, "the expected output was computed in float32 (NumPy 2 FFT) and its exactly-zero " +
+            "imaginary parts carry ~2e-7 of round-off, above atol 1e-7; Nabla's DFT accumulates in double and gives ~1e-15"),
+    };
     static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
 
     /// <summary>The folder holding node/, simple/ and models/, or null when this checkout has no shared data.</summary>
@@ -90,6 +100,8 @@ public static class ConformanceRunner
                 return new CaseResult(caseName, CaseOutcome.Failed, op, $"{Path.GetFileName(set)}: {e.GetType().Name}: {e.Message}");
             }
             var why = Compare(actual, expected);
+            if (why is not null && KnownDeviations.TryGetValue(caseName, out var known) && Compare(actual, expected, known.Atol) is null)
+                return new CaseResult(caseName, CaseOutcome.KnownDeviation, op, $"{Path.GetFileName(set)}: {why}; within atol {known.Atol:G2}: {known.Why}");
             if (why is not null) return new CaseResult(caseName, CaseOutcome.Failed, op, $"{Path.GetFileName(set)}: {why}");
         }
         return new CaseResult(caseName, CaseOutcome.Passed, op, "");
@@ -124,7 +136,7 @@ public static class ConformanceRunner
         return "(test) " + (name.StartsWith("test_", StringComparison.Ordinal) ? name[5..] : name);
     }
 
-    public static string? Compare(Tensor[] actual, Tensor[] expected)
+    public static string? Compare(Tensor[] actual, Tensor[] expected, double atol = Atol)
     {
         if (actual.Length != expected.Length) return $"{actual.Length} outputs, expected {expected.Length}";
         for (int i = 0; i < actual.Length; i++)
@@ -139,7 +151,7 @@ public static class ConformanceRunner
                 double x = av[j], y = ev[j];
                 if (double.IsNaN(x) && double.IsNaN(y)) continue;
                 if (x == y) continue;
-                if (!(Math.Abs(x - y) <= Atol + Rtol * Math.Abs(y)))
+                if (!(Math.Abs(x - y) <= atol + Rtol * Math.Abs(y)))
                     return $"output {i}: element {j} is {x}, expected {y} (|diff| {Math.Abs(x - y):G4})";
             }
         }

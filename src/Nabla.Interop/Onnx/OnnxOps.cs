@@ -41,6 +41,14 @@ internal sealed class OnnxOps : IOpResolver
         ReduceOps.Register(r);
         NnOps.Register(r);
         MiscOps.Register(r);
+        LossOps.Register(r);
+        RecurrentOps.Register(r);
+        LoopOps.Register(r);
+        AttentionOps.Register(r);
+        SelectionOps.Register(r);
+        SignalOps.Register(r);
+        GridSampleOps.Register(r);
+        QuantizeOps.Register(r);
         return r;
     }
 }

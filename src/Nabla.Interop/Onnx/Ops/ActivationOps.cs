@@ -41,6 +41,11 @@ internal static class ActivationOps
             double a = c.Node.GetFloat("alpha", 0.2), b = c.Node.GetFloat("beta", 0.5);
             return One(Map(c.Input(0), x => Math.Clamp(a * x + b, 0, 1)));
         });
+        r.Add("Swish", c =>
+        {
+            double alpha = c.Node.GetFloat("alpha", 1);
+            return One(Map(c.Input(0), x => x / (1 + Math.Exp(-alpha * x))));
+        }, since: 24);
         r.Add("HardSwish", c => One(Map(c.Input(0), x => x * Math.Clamp(x / 6 + 0.5, 0, 1))));
         r.Add("Softplus", c => One(Map(c.Input(0), x => x > 30 ? x : Math.Log(1 + Math.Exp(x)))));
         r.Add("Softsign", c => One(Map(c.Input(0), x => x / (1 + Math.Abs(x)))));

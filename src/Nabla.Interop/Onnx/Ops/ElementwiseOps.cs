@@ -49,6 +49,14 @@ internal static class ElementwiseOps
         r.Add("BitwiseOr", c => One(Bitwise(c.Input(0), c.Input(1), (x, y) => x | y)));
         r.Add("BitwiseXor", c => One(Bitwise(c.Input(0), c.Input(1), (x, y) => x ^ y)));
         r.Add("BitwiseNot", c => One(Bitwise(c.Input(0), c.Input(0), (x, _) => ~x)));
+        r.Add("BitShift", c =>
+        {
+            // NOTE: ONNX defines BitShift on unsigned types only; uint8 is Nabla's one unsigned integer type.
+            if (c.Input(0).DType != DType.UInt8) throw Unsupported(c, $"element type {c.Input(0).DType}");
+            var dir = c.Node.GetString("direction", "");
+            if (dir is not ("LEFT" or "RIGHT")) throw Invalid(c, $"direction must be LEFT or RIGHT, got '{dir}'");
+            return One(Bitwise(c.Input(0), c.Input(1), (x, y) => y >= 8 ? 0 : dir == "LEFT" ? (x << (int)y) & 0xFF : x >> (int)y));
+        }, since: 11);
 
         Unary(r, "Abs", Math.Abs, t => t.Abs());
         Unary(r, "Neg", x => -x, t => t.Neg());

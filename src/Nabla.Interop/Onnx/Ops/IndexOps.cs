@@ -3,7 +3,7 @@ using static Nabla.Interop.Onnx.Ops.OpUtil;
 
 namespace Nabla.Interop.Onnx.Ops;
 
-/// <summary>Gather/scatter, Where, TopK, CumSum, NonZero, OneHot, Trilu, Range and friends.</summary>
+/// <summary>Gather/scatter, Where, TopK, CumSum/CumProd, NonZero, OneHot, Trilu, Range and friends.</summary>
 internal static class IndexOps
 {
     public static void Register(OnnxOps r)
@@ -46,28 +46,8 @@ internal static class IndexOps
             return One(FromDoubles(v, [n], s.DType));
         });
         r.Add("TopK", c => TopK(c));
-        r.Add("CumSum", c =>
-        {
-            var x = c.Input(0);
-            int axis = Axis(c, Longs(c.Input(1))[0], x.Dim);
-            bool exclusive = c.Node.GetInt("exclusive", 0) != 0, reverse = c.Node.GetInt("reverse", 0) != 0;
-            var (outer, len, inner) = Split(x.Shape, axis);
-            var v = x.ToDoubleArray();
-            var o = new double[v.Length];
-            for (int a = 0; a < outer; a++)
-                for (int b = 0; b < inner; b++)
-                {
-                    double acc = 0;
-                    for (int k = 0; k < len; k++)
-                    {
-                        int i = reverse ? len - 1 - k : k;
-                        int at = (a * len + i) * inner + b;
-                        if (exclusive) { o[at] = acc; acc += v[at]; }
-                        else { acc += v[at]; o[at] = acc; }
-                    }
-                }
-            return One(FromDoubles(o, x.Shape, x.DType));
-        });
+        r.Add("CumSum", c => One(Cumulative(c, 0, (acc, v) => acc + v)));
+        r.Add("CumProd", c => One(Cumulative(c, 1, (acc, v) => acc * v)), since: 26);
         r.Add("NonZero", c =>
         {
             var x = c.Input(0);
@@ -128,6 +108,30 @@ internal static class IndexOps
             var keep = Enumerable.Range(0, Math.Min(cond.Length, x.Size(axis))).Where(i => cond[i] != 0).Select(i => (long)i).ToArray();
             return One(x.IndexSelect(axis, Tensor.FromArray(keep, keep.Length)));
         });
+    }
+
+    /// <summary>CumSum/CumProd: a running <paramref name="step"/> along the axis input, with exclusive and reverse.</summary>
+    static Tensor Cumulative(OpContext c, double seed, Func<double, double, double> step)
+    {
+        var x = c.Input(0);
+        int axis = Axis(c, Longs(c.Input(1))[0], x.Dim);
+        bool exclusive = c.Node.GetInt("exclusive", 0) != 0, reverse = c.Node.GetInt("reverse", 0) != 0;
+        var (outer, len, inner) = Split(x.Shape, axis);
+        var v = x.ToDoubleArray();
+        var o = new double[v.Length];
+        for (int a = 0; a < outer; a++)
+            for (int b = 0; b < inner; b++)
+            {
+                double acc = seed;
+                for (int k = 0; k < len; k++)
+                {
+                    int i = reverse ? len - 1 - k : k;
+                    int at = (a * len + i) * inner + b;
+                    if (exclusive) { o[at] = acc; acc = step(acc, v[at]); }
+                    else { acc = step(acc, v[at]); o[at] = acc; }
+                }
+            }
+        return FromDoubles(o, x.Shape, x.DType);
     }
 
     public static (int outer, int len, int inner) Split(int[] shape, int axis) =>

@@ -36,6 +36,54 @@ internal static class MiscOps
         });
         r.Add("Resize", c => One(Resize(c)), since: 10);
         r.Add("Upsample", c => One(Resize(c)), max: 9);
+        r.Add("EyeLike", c =>
+        {
+            // (rows, cols): ones where col = row + k.
+            var x = c.Input(0);
+            if (x.Dim != 2) throw Invalid(c, $"input must be rank 2, got [{string.Join(", ", x.Shape)}]");
+            var dtype = c.Node.GetIntOrNull("dtype") is { } dt ? OnnxTypes.TryToDType((int)dt) ?? throw Unsupported(c, $"dtype {OnnxTypes.Name((int)dt)}") : x.DType;
+            long k = c.Node.GetInt("k", 0);
+            int rows = x.Size(0), cols = x.Size(1);
+            var o = new double[rows * cols];
+            for (int i = 0; i < rows; i++)
+                if (i + k >= 0 && i + k < cols) o[i * cols + i + k] = 1;
+            return One(FromDoubles(o, [rows, cols], dtype));
+        }, since: 9);
+        r.Add("Det", c =>
+        {
+            // (..., M, M) → (...): LU with partial pivoting in double.
+            var x = c.Input(0);
+            if (x.Dim < 2 || x.Size(-1) != x.Size(-2)) throw new ShapeMismatchException($"{c.Node.Describe()}: input [{string.Join(", ", x.Shape)}] is not a batch of square matrices");
+            int m = x.Size(-1);
+            var v = x.ToDoubleArray();
+            int count = v.Length / Math.Max(m * m, 1);
+            var det = new double[count];
+            var a = new double[m * m];
+            for (int b = 0; b < count; b++)
+            {
+                Array.Copy(v, b * m * m, a, 0, m * m);
+                double d = 1;
+                for (int col = 0; col < m && d != 0; col++)
+                {
+                    int piv = col;
+                    for (int row = col + 1; row < m; row++) if (Math.Abs(a[row * m + col]) > Math.Abs(a[piv * m + col])) piv = row;
+                    if (a[piv * m + col] == 0) { d = 0; break; }
+                    if (piv != col)
+                    {
+                        for (int j = 0; j < m; j++) (a[col * m + j], a[piv * m + j]) = (a[piv * m + j], a[col * m + j]);
+                        d = -d;
+                    }
+                    d *= a[col * m + col];
+                    for (int row = col + 1; row < m; row++)
+                    {
+                        double f = a[row * m + col] / a[col * m + col];
+                        for (int j = col; j < m; j++) a[row * m + j] -= f * a[col * m + j];
+                    }
+                }
+                det[b] = d;
+            }
+            return One(FromDoubles(det, x.Shape[..^2], x.DType));
+        }, since: 11);
         r.Add("If", c =>
         {
             bool cond = c.Input(0).Reshape(-1).Item() != 0;

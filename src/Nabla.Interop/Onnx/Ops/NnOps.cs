@@ -24,6 +24,18 @@ internal static class NnOps
             return One(y.To(c.Input(0).DType));
         });
         r.Add("Conv", c => One(Conv(c)));
+        r.Add("ConvInteger", c =>
+        {
+            // int32 conv of (x - x_zero_point) and (w - w_zero_point); w_zero_point may be one per output channel.
+            Tensor x = c.Input(0).To(DType.Float64), w = c.Input(1).To(DType.Float64);
+            if (c.OptionalInput(2) is { } xz) x = x.Sub(xz.To(DType.Float64).Reshape([]));
+            if (c.OptionalInput(3) is { } wz)
+            {
+                var z = wz.To(DType.Float64);
+                w = w.Sub(z.Shape.Aggregate(1, (p, d) => p * d) == 1 ? z.Reshape([]) : z.Reshape([z.Size(0), .. Enumerable.Repeat(1, w.Dim - 1)]));
+            }
+            return One(Conv(c, x, w, null).Round().To(DType.Int32));
+        }, since: 10);
         r.Add("ConvTranspose", c => One(ConvTranspose(c)));
         r.Add("MaxPool", c => Pool(c, PoolKind.Max));
         r.Add("AveragePool", c => Pool(c, PoolKind.Average));
@@ -41,10 +53,24 @@ internal static class NnOps
         });
         r.Add("BatchNormalization", c =>
         {
-            if (c.Node.GetInt("training_mode", 0) != 0) throw Unsupported(c, "training_mode=1");
             Tensor x = c.Input(0);
             var bshape = x.Shape.Select((s, i) => i == 1 ? s : 1).ToArray();
             double eps = c.Node.GetFloat("epsilon", 1e-5);
+            if (c.Node.GetInt("training_mode", 0) != 0)
+            {
+                // Batch statistics (biased variance) normalize x; the running estimates move towards them by 1 - momentum.
+                if (c.Opset < 14) throw Unsupported(c, "training_mode before opset 14");
+                double momentum = c.Node.GetFloat("momentum", 0.9);
+                var xd = x.To(DType.Float64);
+                var dims = Enumerable.Range(0, x.Dim).Where(d => d != 1).ToArray();
+                var bm = xd.Mean(dims, true);
+                var bv = xd.Sub(bm).Square().Mean(dims, true);
+                var yt = xd.Sub(bm).Div(bv.Add(eps).Sqrt()).Mul(c.Input(1).To(DType.Float64).Reshape(bshape)).Add(c.Input(2).To(DType.Float64).Reshape(bshape));
+                int ch = x.Size(1);
+                var runMean = c.Input(3).To(DType.Float64).Mul(momentum).Add(bm.Reshape(ch).Mul(1 - momentum));
+                var runVar = c.Input(4).To(DType.Float64).Mul(momentum).Add(bv.Reshape(ch).Mul(1 - momentum));
+                return Outputs(c, yt.To(x.DType), runMean.To(c.Input(3).DType), runVar.To(c.Input(4).DType));
+            }
             Tensor scale = c.Input(1).Reshape(bshape), bias = c.Input(2).Reshape(bshape), mean = c.Input(3).Reshape(bshape), var = c.Input(4).Reshape(bshape);
             var y = x.Sub(mean).Div(var.Add(eps).Sqrt()).Mul(scale).Add(bias);
             return Outputs(c, y.To(x.DType), c.Input(3), c.Input(4));
@@ -76,6 +102,74 @@ internal static class NnOps
             var statType = c.Node.GetInt("stash_type", 1) == 1 ? DType.Float32 : x.DType;
             return Outputs(c, y.To(x.DType), mean.To(statType), inv.To(statType));
         }, since: 17);
+        r.Add("GroupNormalization", c =>
+        {
+            // x (N, C, ...); scale and bias (C) from opset 21, (num_groups) in opset 18.
+            var x = c.Input(0);
+            int groups = (int)(c.Node.GetIntOrNull("num_groups") ?? throw Invalid(c, "attribute 'num_groups' is required"));
+            if (x.Dim < 2 || groups <= 0 || x.Size(1) % groups != 0)
+                throw Invalid(c, $"num_groups {groups} does not divide the channels of input [{string.Join(", ", x.Shape)}]");
+            double eps = c.Node.GetFloat("epsilon", 1e-5);
+            int n = x.Size(0), ch = x.Size(1);
+            var xd = x.To(DType.Float64).Reshape(n, groups, -1);
+            var mean = xd.Mean([2], true);
+            var variance = xd.Sub(mean).Square().Mean([2], true);
+            var y = xd.Sub(mean).Div(variance.Add(eps).Sqrt()).Reshape(x.Shape);
+            Tensor scale = c.Input(1).To(DType.Float64), bias = c.Input(2).To(DType.Float64);
+            if (c.Opset < 21 && scale.Size(0) == groups && groups != ch)
+            {
+                // NOTE: opset 18 gives one scale per group; repeat it over the group's channels.
+                scale = scale.Reshape(groups, 1).Expand(groups, ch / groups).Reshape(ch);
+                bias = bias.Reshape(groups, 1).Expand(groups, ch / groups).Reshape(ch);
+            }
+            if (scale.Size(0) != ch || bias.Size(0) != ch)
+                throw Invalid(c, $"scale [{string.Join(", ", scale.Shape)}] and bias [{string.Join(", ", bias.Shape)}] must have {ch} elements");
+            var bshape = x.Shape.Select((s, i) => i == 1 ? s : 1).ToArray();
+            return One(y.Mul(scale.Reshape(bshape)).Add(bias.Reshape(bshape)).To(x.DType));
+        }, since: 18);
+        r.Add("Col2Im", c =>
+        {
+            // (N, C·∏block, L) → (N, C, image...): each column is one block, summed back into the (padded) image.
+            var x = c.Input(0);
+            var image = Longs(c.Input(1)).Select(v => (int)v).ToArray();
+            var block = Longs(c.Input(2)).Select(v => (int)v).ToArray();
+            int k = image.Length;
+            var strides = IntsAttr(c, "strides", k, 1);
+            var dil = IntsAttr(c, "dilations", k, 1);
+            var pads = c.Node.GetInts("pads") ?? new long[2 * k];
+            int blockSize = block.Aggregate(1, (p, d) => p * d);
+            if (x.Dim != 3 || block.Length != k || pads.Length != 2 * k || x.Size(1) % blockSize != 0)
+                throw new ShapeMismatchException($"{c.Node.Describe()}: input [{string.Join(", ", x.Shape)}] does not fit block [{string.Join(", ", block)}] and image [{string.Join(", ", image)}]");
+            var grid = new int[k];
+            for (int i = 0; i < k; i++) grid[i] = (int)((image[i] + pads[i] + pads[k + i] - (dil[i] * (block[i] - 1) + 1)) / strides[i] + 1);
+            int n = x.Size(0), ch = x.Size(1) / blockSize, l = x.Size(2);
+            if (grid.Aggregate(1, (p, d) => p * d) != l) throw Invalid(c, $"{l} columns, expected {grid.Aggregate(1, (p, d) => p * d)} blocks");
+            int imageSize = image.Aggregate(1, (p, d) => p * d);
+            var v = x.ToDoubleArray();
+            var o = new double[n * ch * imageSize];
+            var gi = new int[k];
+            var ki = new int[k];
+            for (int b = 0; b < n; b++)
+                for (int cc = 0; cc < ch; cc++)
+                    for (int kk = 0; kk < blockSize; kk++)
+                    {
+                        for (int i = k - 1, rest = kk; i >= 0; rest /= block[i], i--) ki[i] = rest % block[i];
+                        for (int col = 0; col < l; col++)
+                        {
+                            for (int i = k - 1, rest = col; i >= 0; rest /= grid[i], i--) gi[i] = rest % grid[i];
+                            int at = 0;
+                            bool inside = true;
+                            for (int i = 0; i < k && inside; i++)
+                            {
+                                long p = (long)gi[i] * strides[i] - pads[i] + (long)ki[i] * dil[i];
+                                inside = p >= 0 && p < image[i];
+                                at = at * image[i] + (int)p;
+                            }
+                            if (inside) o[(b * ch + cc) * imageSize + at] += v[((long)b * x.Size(1) + cc * blockSize + kk) * l + col];
+                        }
+                    }
+            return One(FromDoubles(o, [n, ch, .. image], x.DType));
+        }, since: 18);
         r.Add("RMSNormalization", c =>
         {
             var x = c.Input(0);
@@ -174,10 +268,10 @@ internal static class NnOps
     static int[] IntsAttr(OpContext c, string name, int n, int fallback) =>
         c.Node.GetInts(name)?.Select(v => (int)v).ToArray() ?? Enumerable.Repeat(fallback, n).ToArray();
 
-    static Tensor Conv(OpContext c)
+    static Tensor Conv(OpContext c) => Conv(c, c.Input(0), c.Input(1), c.OptionalInput(2));
+
+    static Tensor Conv(OpContext c, Tensor x, Tensor w, Tensor? bias)
     {
-        Tensor x = c.Input(0), w = c.Input(1);
-        var bias = c.OptionalInput(2);
         int sd = x.Dim - 2;
         var kernel = w.Shape.Skip(2).ToArray();
         var strides = IntsAttr(c, "strides", sd, 1);

@@ -8,6 +8,28 @@ internal static class ShapeOps
 {
     public static void Register(OnnxOps r)
     {
+        r.Add("CenterCropPad", c =>
+        {
+            // Each listed axis is cropped (centered, extra element dropped at the end) or zero-padded (centered, extra at the end).
+            var x = c.Input(0);
+            var target = Longs(c.Input(1));
+            var axes = (c.Node.GetInts("axes") ?? Enumerable.Range(0, x.Dim).Select(a => (long)a).ToArray()).Select(a => Axis(c, a, x.Dim)).ToArray();
+            if (axes.Length != target.Length) throw Invalid(c, $"shape has {target.Length} entries for {axes.Length} axes");
+            var y = x;
+            for (int i = 0; i < axes.Length; i++)
+            {
+                int ax = axes[i], have = y.Size(ax), want = checked((int)target[i]);
+                if (want < have) y = y.Narrow(ax, (have - want) / 2, want);
+                else if (want > have)
+                {
+                    int before = (want - have) / 2;
+                    var beforeShape = y.Shape.ToArray(); beforeShape[ax] = before;
+                    var afterShape = y.Shape.ToArray(); afterShape[ax] = want - have - before;
+                    y = Tensor.Cat([Tensor.Zeros(beforeShape, y.DType), y, Tensor.Zeros(afterShape, y.DType)], ax);
+                }
+            }
+            return One(y.Contiguous());
+        }, since: 18);
         r.Add("Identity", c => One(c.Input(0)));
         r.Add("Dropout", c =>
         {
