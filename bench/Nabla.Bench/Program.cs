@@ -20,6 +20,7 @@ static class Program
     {
         CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+        if (args.Contains("--serving")) return ServingBench.Run(args);
         var opts = Options.Parse(args);
         if (opts.Child) return RunChild(opts);
         return RunParent(opts, args);

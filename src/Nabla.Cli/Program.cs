@@ -22,6 +22,8 @@ var commands = new Dictionary<string, (string summary, string help, Func<string[
     ["serve"] = ("serve ONNX models over REST and gRPC (Open Inference Protocol)", ServeCommands.ServeHelp, ServeCommands.Serve),
     ["run"] = ("run an ONNX model on .npy or .pb inputs and write its outputs as .npy", OnnxCommands.RunHelp, OnnxCommands.Run),
     ["hub"] = ("download a Hugging Face Hub repository into the shared cache", HubCommands.HubHelp, HubCommands.Hub),
+    ["generate"] = ("continue a prompt with a GPT-2 or Llama model, streaming the text", ModelCommands.GenerateHelp, ModelCommands.Generate),
+    ["classify"] = ("classify an image with a ViT or ResNet model folder", ModelCommands.ClassifyHelp, ModelCommands.Classify),
 };
 
 void Usage(TextWriter w)

@@ -73,7 +73,12 @@ public static class NablaServing
             if (h2 != RestApi.IsGrpc(ctx))
             {
                 ctx.Response.StatusCode = h2 ? 404 : 415;
-                return Task.CompletedTask;
+                if (h2) return Task.CompletedTask;
+                // A REST call (HTTP/1.1) with a gRPC content type: answer with the usual {"error"} body.
+                var body = "{\"error\":\"content type application/grpc* is served only on the gRPC port\"}"u8.ToArray();
+                ctx.Response.ContentType = "application/json";
+                ctx.Response.ContentLength = body.Length;
+                return ctx.Response.Body.WriteAsync(body, ctx.RequestAborted).AsTask();
             }
             return next(ctx);
         });

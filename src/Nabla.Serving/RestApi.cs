@@ -270,6 +270,9 @@ public static class RestApi
 
     static JsonDocument ParseJson(ReadOnlyMemory<byte> json, string what)
     {
+        // NOTE: JsonDocument checks UTF-8 only when a string is read (GetString throws InvalidOperationException, a 500),
+        // so the whole JSON text is validated up front (RFC 8259 requires UTF-8).
+        if (!System.Text.Unicode.Utf8.IsValid(json.Span)) throw ServingException.Invalid($"malformed JSON in {what}: the text is not valid UTF-8");
         try { return JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = MaxJsonDepth }); }
         catch (JsonException e) { throw ServingException.Invalid($"malformed JSON in {what}: {e.Message}"); }
         catch (ArgumentException e) { throw ServingException.Invalid($"malformed JSON in {what}: {e.Message}"); }
