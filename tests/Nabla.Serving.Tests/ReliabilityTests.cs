@@ -133,7 +133,9 @@ public sealed class LoadUnloadLeakTests(ServerFixture server, ITestOutputHelper 
 [Collection("Reliability")]
 public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
 {
-    const int C = 32, H = 128, W = 128;
+    // NOTE: about 10 GFLOP per request (8 convolutions of 64 channels on 128×128), so that a request lasts tens of
+    // milliseconds even with the AVX-512 GEMM and the queue of five can be observed before SIGTERM.
+    const int C = 64, H = 128, W = 128;
     readonly string root = Path.Combine(Path.GetTempPath(), "nabla-serving-drain-" + Guid.NewGuid().ToString("N"));
 
     public void Dispose()
@@ -143,7 +145,7 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
 
     void WriteSlowModel()
     {
-        var m = new Sequential(new Conv2d(C, C, 3, padding: 1), new Conv2d(C, C, 3, padding: 1));
+        var m = new Sequential(Enumerable.Range(0, 8).Select(_ => (Module)new Conv2d(C, C, 3, padding: 1)).ToArray());
         var dir = Path.Combine(root, "slow", "1");
         Directory.CreateDirectory(dir);
         File.WriteAllBytes(Path.Combine(dir, "model.onnx"), OnnxExporter.ExportToBytes(m, Tensor.Zeros([1, C, H, W])));

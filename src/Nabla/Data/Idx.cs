@@ -45,7 +45,7 @@ public static class Idx
         var data = raw.AsSpan((int)(4 + 4 * rank));
         switch (type)
         {
-            case 0x08: return Tensor.FromArray(data.ToArray(), shape);
+            case 0x08: return new Tensor(new Storage(data.ToArray(), DType.UInt8), shape);
             case 0x09: return Tensor.FromArray(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(data).ToArray(), shape);
             case 0x0C:
             {

@@ -59,7 +59,8 @@ public static class IdxDatasets
         if (images.Dim != 3) throw new DataFormatException($"{spec.Name}: {img.Name} must hold [N, H, W] images, got shape {ShapeUtil.Format(images.shape)}");
         if (labels.Dim != 1 || labels.Size(0) != images.Size(0))
             throw new DataFormatException($"{spec.Name}: {lab.Name} holds {labels.NumElements} labels for {images.Size(0)} images");
-        var x = images.To(DType.Float32).Div(255.0).Unsqueeze(1);
+        // NOTE: one pass from bytes to [0, 1] floats; converting and then dividing would hold two float copies at once.
+        var x = Transforms.BytesToUnitFloat(images).Unsqueeze(1);
         return new TensorDataset(x, labels.To(DType.Int64));
     }
 

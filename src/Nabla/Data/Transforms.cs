@@ -10,6 +10,16 @@ public static class Transforms
         return image.Dim == 2 ? x.Unsqueeze(0) : x.Permute(2, 0, 1).Contiguous();
     }
 
+    /// <summary>uint8 values → float32 in [0, 1] (v / 255) in a single pass, same shape.</summary>
+    public static Tensor BytesToUnitFloat(Tensor bytes)
+    {
+        if (bytes.DType != DType.UInt8) throw new DTypeException($"bytes_to_unit_float: expects uint8, got {bytes.DType.TorchName()}");
+        var src = bytes.ContiguousData<byte>();
+        var dst = new float[bytes.NumElements];
+        for (int i = 0; i < dst.Length; i++) dst[i] = src[i] / 255f;
+        return new Tensor(new Storage(dst, DType.Float32), bytes.Shape);
+    }
+
     /// <summary>(x - mean[c]) / std[c] per channel.</summary>
     public static Tensor Normalize(Tensor x, double[] mean, double[] std)
     {
