@@ -29,6 +29,9 @@ static class ServeCommands
           --api-key K              require 'X-API-Key: K' on the repository endpoints (index, load, unload)
           --auth-token T           require 'Authorization: Bearer T' there (default: env NABLA_SERVE_TOKEN)
           --auth-all               require the key or token on every endpoint but the health probes
+          --tls-cert PATH          serve both ports over TLS with this certificate (.pfx/.p12, or .pem/.crt)
+          --tls-key PATH           the private key of a PEM certificate, when it is in a separate file
+          --tls-cert-password P    the .pfx password (or env NABLA_TLS_CERT_PASSWORD)
           --quiet                  log warnings and errors only
         """;
 
@@ -36,7 +39,7 @@ static class ServeCommands
     {
         var a = new Args(argv, new HashSet<string> { "--strict-readiness", "--quiet", "--auth-all" },
             new HashSet<string> { "--model-repository", "--http-port", "--grpc-port", "--max-request-mib", "--drain-timeout", "--pre-stop-delay",
-                "--model-control-mode", "--repository-poll-secs", "--api-key", "--auth-token" });
+                "--model-control-mode", "--repository-poll-secs", "--api-key", "--auth-token", "--tls-cert", "--tls-key", "--tls-cert-password" });
         var repo = a.Get("--model-repository") ?? throw new UsageException("--model-repository is required");
         if (!Directory.Exists(repo)) throw new UsageException($"model repository '{repo}' is not a folder");
         int Port(string name, int def)
@@ -69,6 +72,9 @@ static class ServeCommands
             ApiKey = apiKey,
             AuthToken = token,
             AuthAll = a.Has("--auth-all"),
+            TlsCertificatePath = a.Get("--tls-cert"),
+            TlsKeyPath = a.Get("--tls-key"),
+            TlsCertificatePassword = a.Get("--tls-cert-password") ?? Environment.GetEnvironmentVariable("NABLA_TLS_CERT_PASSWORD"),
             ModelRepository = repo,
             HttpPort = Port("--http-port", 8000),
             GrpcPort = Port("--grpc-port", 8001),

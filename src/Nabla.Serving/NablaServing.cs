@@ -61,8 +61,9 @@ public static class NablaServing
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = options.MaxRequestBytes;
-            k.Listen(IPAddress.Loopback, options.HttpPort, l => l.Protocols = HttpProtocols.Http1);
-            k.Listen(IPAddress.Loopback, options.GrpcPort, l => l.Protocols = HttpProtocols.Http2);
+            var cert = LoadCertificate(options);
+            k.Listen(IPAddress.Loopback, options.HttpPort, l => { l.Protocols = HttpProtocols.Http1; if (cert is not null) l.UseHttps(cert); });
+            k.Listen(IPAddress.Loopback, options.GrpcPort, l => { l.Protocols = HttpProtocols.Http2; if (cert is not null) l.UseHttps(cert); });
         });
         builder.Services.AddNablaServing(options);
         var app = builder.Build();
@@ -85,6 +86,23 @@ public static class NablaServing
         app.UseNablaServing();
         app.MapNablaServing();
         return app;
+    }
+
+    static System.Security.Cryptography.X509Certificates.X509Certificate2? LoadCertificate(ServingOptions options)
+    {
+        var path = options.TlsCertificatePath;
+        if (path is null) return null;
+        if (!File.Exists(path)) throw new NablaException($"serve: TLS certificate not found: {path}");
+        try
+        {
+            if (path.EndsWith(".pem", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".crt", StringComparison.OrdinalIgnoreCase))
+                return System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(path, options.TlsKeyPath);
+            return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12FromFile(path, options.TlsCertificatePassword);
+        }
+        catch (System.Security.Cryptography.CryptographicException e)
+        {
+            throw new NablaException($"serve: TLS certificate {path} could not be loaded: {e.Message}");
+        }
     }
 
     /// <summary>The actual (REST, gRPC) ports of a started <see cref="BuildServer"/> app, in listen order.</summary>

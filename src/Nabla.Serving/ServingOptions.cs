@@ -52,6 +52,14 @@ public sealed class ServingOptions
     /// </summary>
     public bool AuthAll { get; set; }
 
+    /// <summary>
+    /// A PKCS#12 (.pfx/.p12) or PEM certificate; when set, both listeners speak TLS (HTTPS and gRPC over TLS) through
+    /// Kestrel's standard certificate support. PEM needs <see cref="TlsKeyPath"/> unless the key is in the same file.
+    /// </summary>
+    public string? TlsCertificatePath { get; set; }
+    public string? TlsCertificatePassword { get; set; }
+    public string? TlsKeyPath { get; set; }
+
     /// <summary>Test hook: awaited inside the model's execution slot, before the graph runs.</summary>
     internal Func<ModelVersion, CancellationToken, Task>? BeforeExecute { get; set; }
 }
