@@ -70,6 +70,8 @@ public static class ConformanceRunner
         try
         {
             model = OnnxModel.Load(Path.Combine(dir, "model.onnx"));
+            // NABLA_ONNX_OPTIMIZE=1 runs every case through the graph passes (constant folding, dead-code elimination).
+            if (Environment.GetEnvironmentVariable("NABLA_ONNX_OPTIMIZE") == "1") model.Optimize();
             op = OperatorOf(model, caseName);
         }
         catch (ModelFormatException e)

@@ -15,7 +15,7 @@ public sealed class OnnxModel
     /// <summary>The highest default-domain opset whose semantics the importer knows.</summary>
     public const long MaxOpset = 26;
 
-    readonly GraphExecutor executor;
+    GraphExecutor executor;
 
     public G Graph { get; }
     public long IrVersion { get; }
@@ -28,6 +28,18 @@ public sealed class OnnxModel
         IrVersion = irVersion;
         ProducerName = producer;
         executor = new GraphExecutor(graph, OnnxOps.Resolver);
+    }
+
+    /// <summary>
+    /// Applies the inference passes (constant folding, dead-code elimination; <see cref="GraphOptimizer"/>) to this
+    /// model's graph. The graph was already checked at load, so errors still name the original nodes.
+    /// </summary>
+    /// <param name="foldOverridableInitializers">also fold weights listed as graph inputs (see <see cref="GraphOptimizer.Optimize"/>)</param>
+    public OptimizationReport Optimize(bool foldOverridableInitializers = false)
+    {
+        var report = GraphOptimizer.Optimize(Graph, OnnxOps.Resolver, foldOverridableInitializers);
+        executor = new GraphExecutor(Graph, OnnxOps.Resolver) { CancellationToken = executor.CancellationToken };
+        return report;
     }
 
     public CancellationToken CancellationToken

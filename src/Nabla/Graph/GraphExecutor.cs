@@ -112,6 +112,9 @@ public sealed class GraphExecutor
         return result;
     }
 
+    /// <summary>A context for running one node's kernel outside a graph run (constant folding).</summary>
+    internal OpContext ContextFor(Node node, long opset, Tensor?[] inputs) => new(this, new Scope(null), node, opset, inputs);
+
     /// <summary>Runs the graph with inputs in declaration order; returns outputs in declaration order.</summary>
     public Tensor[] Run(params Tensor[] inputs) => RunGraph(Graph, inputs, null);
 
