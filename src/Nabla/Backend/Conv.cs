@@ -37,12 +37,12 @@ internal static partial class Cpu
                     int sbase = srcBase + iy * w;
                     if (sw == 1)
                     {
+                        // Stride 1: the valid part of the row is one contiguous run; only the padded edges are zero.
                         int ix0 = -pw + kj * dw;
-                        for (int x = 0; x < ow; x++)
-                        {
-                            int ix = ix0 + x;
-                            dst[d + x] = (uint)ix < (uint)w ? src[sbase + ix] : default!;
-                        }
+                        int x0 = Math.Clamp(-ix0, 0, ow), x1 = Math.Clamp(w - ix0, x0, ow);
+                        if (x0 > 0) Array.Clear(dst, d, x0);
+                        if (x1 > x0) Array.Copy(src, sbase + ix0 + x0, dst, d + x0, x1 - x0);
+                        if (x1 < ow) Array.Clear(dst, d + x1, ow - x1);
                     }
                     else
                     {
@@ -91,6 +91,13 @@ internal static partial class Cpu
                     int iy = y * sh - ph + ki * dh;
                     if (iy < 0 || iy >= h) continue;
                     int s = srcBase + y * ow, dbase = dstBase + iy * w;
+                    if (sw == 1)
+                    {
+                        int ix0 = -pw + kj * dw;
+                        int x0 = Math.Clamp(-ix0, 0, ow), x1 = Math.Clamp(w - ix0, x0, ow);
+                        for (int x = x0; x < x1; x++) dst[dbase + ix0 + x] += src[s + x];
+                        continue;
+                    }
                     for (int x = 0; x < ow; x++)
                     {
                         int ix = x * sw - pw + kj * dw;
