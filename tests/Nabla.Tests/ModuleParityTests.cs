@@ -77,23 +77,8 @@ static class ModuleFixture
         Assert.Equal(ps.Count, count);
     }
 
-    public static void AssertClose(string what, Tensor expected, Tensor actual, double rtol = Rtol, double atol = Atol)
-    {
-        Assert.True(ShapeUtil.Equal(expected.Shape, actual.Shape),
-            $"{what}: shape {ShapeUtil.Format(actual.Shape)}, PyTorch has {ShapeUtil.Format(expected.Shape)}");
-        var e = expected.ToDoubleArray();
-        var a = actual.ToDoubleArray();
-        int worst = -1;
-        double worstExcess = 0;
-        for (int i = 0; i < e.Length; i++)
-        {
-            double err = Math.Abs(a[i] - e[i]), allowed = atol + rtol * Math.Abs(e[i]);
-            bool bad = double.IsNaN(e[i]) ? !double.IsNaN(a[i]) : double.IsInfinity(e[i]) ? a[i] != e[i] : !(err <= allowed);
-            if (bad && (worst < 0 || err - allowed > worstExcess)) { worst = i; worstExcess = err - allowed; }
-        }
-        Assert.True(worst < 0, worst < 0 ? "" :
-            $"{what}: element {worst} is {a[worst].ToString("R", CultureInfo.InvariantCulture)}, PyTorch has {e[worst].ToString("R", CultureInfo.InvariantCulture)} (rtol {rtol}, atol {atol})");
-    }
+    public static void AssertClose(string what, Tensor expected, Tensor actual, double rtol = Rtol, double atol = Atol) =>
+        TensorAssert.Close(what, expected, actual, rtol, atol);
 }
 
 /// <summary>State dict names, shapes and default initialization of the layers, against PyTorch's.</summary>
