@@ -136,17 +136,20 @@ public sealed class MacroPrf : Metric
     public override void Reset() => cm.Reset();
 }
 
-public sealed class MeanAbsoluteError : Metric
+/// <summary>The mean over all elements of a per-element error of predictions against targets.</summary>
+public abstract class MeanElementError(string name) : Metric
 {
     double sum;
     long n;
+
+    protected abstract double Error(double difference);
 
     public override void Update(Tensor predictions, Tensor target)
     {
         var p = predictions.ToDoubleArray();
         var t = target.ToDoubleArray();
-        if (p.Length != t.Length) throw new ShapeMismatchException($"mae: {p.Length} predictions for {t.Length} targets");
-        for (int i = 0; i < p.Length; i++) sum += Math.Abs(p[i] - t[i]);
+        if (p.Length != t.Length) throw new ShapeMismatchException($"{name}: {p.Length} predictions for {t.Length} targets");
+        for (int i = 0; i < p.Length; i++) sum += Error(p[i] - t[i]);
         n += p.Length;
     }
 
@@ -154,20 +157,12 @@ public sealed class MeanAbsoluteError : Metric
     public override void Reset() { sum = 0; n = 0; }
 }
 
-public sealed class MeanSquaredError : Metric
+public sealed class MeanAbsoluteError() : MeanElementError("mae")
 {
-    double sum;
-    long n;
+    protected override double Error(double d) => Math.Abs(d);
+}
 
-    public override void Update(Tensor predictions, Tensor target)
-    {
-        var p = predictions.ToDoubleArray();
-        var t = target.ToDoubleArray();
-        if (p.Length != t.Length) throw new ShapeMismatchException($"mse: {p.Length} predictions for {t.Length} targets");
-        for (int i = 0; i < p.Length; i++) sum += (p[i] - t[i]) * (p[i] - t[i]);
-        n += p.Length;
-    }
-
-    public override double Compute() => n == 0 ? 0 : sum / n;
-    public override void Reset() { sum = 0; n = 0; }
+public sealed class MeanSquaredError() : MeanElementError("mse")
+{
+    protected override double Error(double d) => d * d;
 }
