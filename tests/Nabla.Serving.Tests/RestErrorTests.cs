@@ -99,7 +99,10 @@ public sealed class RestErrorTests(ServerFixture server) : IClassFixture<ServerF
         using var req = new HttpRequestMessage(HttpMethod.Post, "/v2/models/mnist/infer") { Content = new ByteArrayContent(big) };
         req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
         HttpResponseMessage resp;
-        try { resp = await Http.SendAsync(req); }
+        // NOTE: a fresh client per attempt: the server closes the connection after refusing, and a pooled connection
+        // it closed would fail the next request with "response ended prematurely" (a client-side race, not a server error).
+        using var client = new HttpClient { BaseAddress = Http.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        try { resp = await client.SendAsync(req); }
         catch (HttpRequestException e) when (e.InnerException is IOException or SocketException)
         {
             // The server may close the connection while the client is still sending; retry once with a raw socket read.
@@ -112,7 +115,8 @@ public sealed class RestErrorTests(ServerFixture server) : IClassFixture<ServerF
             Assert.Contains("\"error\"", body);
         }
         // The server is still fine.
-        Assert.Equal(200, (await Infer(Mnist.InferJson())).Item1);
+        using var after = new HttpClient { BaseAddress = Http.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        Assert.Equal(200, (await Json.Post(after, "/v2/models/mnist/infer", Mnist.InferJson())).Item1);
     }
 
     /// <summary>Sends only the headers of an oversized request and reads the reply.</summary>
