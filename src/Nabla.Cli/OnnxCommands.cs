@@ -67,7 +67,7 @@ static class OnnxCommands
 
     public static int Inspect(string path)
     {
-        var model = OnnxModel.Load(path);
+        var model = OnnxModel.Load(path, fuse: false);   // show the file's operators, not the fused inference graph
         var g = model.Graph;
         Console.WriteLine($"{path}: IR version {model.IrVersion}, producer '{model.ProducerName}', opsets {string.Join(", ", model.Opsets.Select(kv => (kv.Key.Length == 0 ? "ai.onnx" : kv.Key) + " " + kv.Value))}");
         var inits = g.Initializers.Keys.ToHashSet();

@@ -11,7 +11,7 @@ namespace Nabla;
 /// Large problems are split across threads by rows or columns of C. <see cref="Reference"/> is the plain
 /// triple loop every path is tested against.
 /// </summary>
-internal static unsafe class Gemm
+internal static unsafe partial class Gemm
 {
     const int MR = 6, KC = 256, MC = 120, NC = 3072;
 
@@ -204,6 +204,13 @@ internal static unsafe class Gemm
                 }
                 continue;
             }
+            if (rs == 1 && Avx.IsSupported)
+            {
+                // B is a transposed row-major matrix: transpose 8×8 blocks in registers.
+                PackBTransposed(kc, nr, b, off + j * cs, cs, dst, d);
+                d += kc * NR;
+                continue;
+            }
             if (rs == 1)
             {
                 // B is a transposed row-major matrix: read each column as a contiguous run.
@@ -227,6 +234,79 @@ internal static unsafe class Gemm
                 d += NR;
             }
         }
+    }
+
+    /// <summary>
+    /// Packs one NR-wide micro-panel of a B whose columns are contiguous (rs = 1, column q at src + q·cs): full
+    /// 8-column groups go through an in-register 8×8 transpose, the rest (and the zero padding past nr) element by element.
+    /// </summary>
+    static void PackBTransposed(int kc, int nr, float[] b, int src, int cs, float[] dst, int d)
+    {
+        int nrp = NR;
+        fixed (float* pb = b, pd = dst)
+        {
+            int q0 = 0;
+            for (; q0 + 8 <= nr; q0 += 8)
+            {
+                float* s0 = pb + src + q0 * cs;
+                float* o = pd + d + q0;
+                int p = 0;
+                for (; p + 8 <= kc; p += 8)
+                {
+                    Transpose8x8(s0 + p, cs, o + p * nrp, nrp);
+                }
+                for (; p < kc; p++)
+                    for (int q = 0; q < 8; q++) o[p * nrp + q] = s0[q * cs + p];
+            }
+            for (int q = q0; q < nrp; q++)
+            {
+                float* o = pd + d + q;
+                if (q < nr)
+                {
+                    float* sq = pb + src + q * cs;
+                    for (int p = 0; p < kc; p++) o[p * nrp] = sq[p];
+                }
+                else for (int p = 0; p < kc; p++) o[p * nrp] = 0;
+            }
+        }
+    }
+
+    /// <summary>Writes the transpose of the 8×8 block at <paramref name="s"/> (row stride ls) to <paramref name="o"/> (row stride lo).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose8x8(float* s, int ls, float* o, int lo)
+    {
+        var r0 = Avx.LoadVector256(s);
+        var r1 = Avx.LoadVector256(s + ls);
+        var r2 = Avx.LoadVector256(s + 2 * ls);
+        var r3 = Avx.LoadVector256(s + 3 * ls);
+        var r4 = Avx.LoadVector256(s + 4 * ls);
+        var r5 = Avx.LoadVector256(s + 5 * ls);
+        var r6 = Avx.LoadVector256(s + 6 * ls);
+        var r7 = Avx.LoadVector256(s + 7 * ls);
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(o, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(o + lo, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(o + 2 * lo, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(o + 3 * lo, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(o + 4 * lo, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(o + 5 * lo, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(o + 6 * lo, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(o + 7 * lo, Avx.Permute2x128(u3, u7, 0x31));
     }
 
     static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc)

@@ -43,6 +43,16 @@ public sealed class OpContext
 
     public Tensor? OptionalInput(int i) => i < Inputs.Count ? Inputs[i] : null;
 
+    /// <summary>
+    /// A contiguous tensor for one of this node's outputs, uninitialized: the kernel must write every element. Inside a
+    /// top-level run with buffer reuse on (<see cref="GraphExecutor.ReuseBuffers"/>) it comes from the run's memory plan,
+    /// often the buffer of a value that has died; otherwise it is newly allocated.
+    /// </summary>
+    public Tensor NewOutput(int[] shape, DType dtype) => scope.Pool?.Rent(shape, dtype) ?? Tensor.Empty(shape, dtype);
+
+    /// <summary>The same node and scope with other input values, for a kernel that hands its work to another kernel.</summary>
+    public OpContext WithInputs(Tensor?[] inputs) => new(executor, scope, Node, Opset, inputs);
+
     /// <summary>Runs a subgraph (an If branch or Loop body) with the given inputs; it can read this node's scope.</summary>
     public Tensor[] RunSubgraph(Graph graph, IReadOnlyList<Tensor> inputs) => executor.RunGraph(graph, inputs, scope);
 }
@@ -52,6 +62,9 @@ internal sealed class Scope(Scope? parent)
 {
     public readonly Dictionary<string, Tensor> Values = new();
     readonly Scope? parent = parent;
+
+    /// <summary>The run's buffer pool (top-level runs with reuse on); subgraph scopes have none.</summary>
+    public BufferPool? Pool;
 
     public bool TryGet(string name, out Tensor value)
     {
@@ -65,7 +78,8 @@ internal sealed class Scope(Scope? parent)
 /// <summary>
 /// Runs a <see cref="Graph"/> on tensors. Construction checks the graph (every value defined once, every input
 /// defined, no cycles, every operator supported) and orders the nodes; <see cref="Run"/> executes them in that order
-/// and drops each intermediate value after its last use.
+/// and drops each intermediate value after its last use. Buffers that kernels take from <see cref="OpContext.NewOutput"/>
+/// return to the run's pool when the last value viewing them dies, and later nodes (and later runs) reuse them.
 /// </summary>
 public sealed class GraphExecutor
 {
@@ -79,6 +93,15 @@ public sealed class GraphExecutor
 
     readonly Dictionary<Graph, Plan> plans = new(ReferenceEqualityComparer.Instance);
     readonly IOpResolver resolver;
+    // Idle buffer pools: each Run leases one exclusively, so concurrent runs never share buffers.
+    readonly System.Collections.Concurrent.ConcurrentBag<BufferPool> idlePools = new();
+
+    /// <summary>
+    /// Whether top-level runs reuse the buffers of dead values for the outputs of kernels that ask for them
+    /// (<see cref="OpContext.NewOutput"/>). Each run leases a pool of its own (concurrent runs get different pools);
+    /// between runs a pool keeps the buffers of the sizes its last run used. On by default.
+    /// </summary>
+    public bool ReuseBuffers { get; set; } = true;
 
     public Graph Graph { get; }
 
@@ -106,7 +129,7 @@ public sealed class GraphExecutor
         foreach (var name in inputs.Keys)
             if (!Graph.Inputs.Any(v => v.Name == name))
                 throw new NablaException($"graph '{Graph.Name}': '{name}' is not an input; inputs are {string.Join(", ", Graph.Inputs.Select(v => v.Name))}");
-        var outputs = RunGraph(Graph, ordered, null);
+        var outputs = RunTop(ordered);
         var result = new Dictionary<string, Tensor>();
         for (int i = 0; i < outputs.Length; i++) result[Graph.Outputs[i].Name] = outputs[i];
         return result;
@@ -116,14 +139,28 @@ public sealed class GraphExecutor
     internal OpContext ContextFor(Node node, long opset, Tensor?[] inputs) => new(this, new Scope(null), node, opset, inputs);
 
     /// <summary>Runs the graph with inputs in declaration order; returns outputs in declaration order.</summary>
-    public Tensor[] Run(params Tensor[] inputs) => RunGraph(Graph, inputs, null);
+    public Tensor[] Run(params Tensor[] inputs) => RunTop(inputs);
 
-    internal Tensor[] RunGraph(Graph graph, IReadOnlyList<Tensor> inputs, Scope? parent)
+    Tensor[] RunTop(IReadOnlyList<Tensor> inputs)
+    {
+        if (!ReuseBuffers) return RunGraph(Graph, inputs, null);
+        var pool = idlePools.TryTake(out var p) ? p : new BufferPool();
+        try { return RunGraph(Graph, inputs, null, pool); }
+        finally
+        {
+            pool.EndRun();
+            idlePools.Add(pool);
+        }
+    }
+
+    internal Tensor[] RunGraph(Graph graph, IReadOnlyList<Tensor> inputs, Scope? parent, BufferPool? pool = null)
     {
         var plan = plans[graph];
         if (inputs.Count > graph.Inputs.Count)
             throw new NablaException($"graph '{graph.Name}': {inputs.Count} inputs given, it takes {graph.Inputs.Count}");
-        var scope = new Scope(parent);
+        var scope = new Scope(parent) { Pool = pool };
+        // Live values per pooled buffer: a buffer goes back to the pool when the last value viewing it dies.
+        var refs = pool is null ? null : new Dictionary<Storage, int>(ReferenceEqualityComparer.Instance);
         foreach (var (name, t) in graph.Initializers) scope.Values[name] = t;
         for (int i = 0; i < graph.Inputs.Count; i++)
         {
@@ -166,8 +203,22 @@ public sealed class GraphExecutor
                 if (i >= results.Length || results[i] is null)
                     throw new ModelFormatException($"{node.Describe()}: output {i} ('{node.Outputs[i]}') was not produced");
                 scope.Values[node.Outputs[i]] = results[i]!;
+                if (refs is not null && pool!.IsLent(results[i]!.Storage))
+                    refs[results[i]!.Storage] = refs.GetValueOrDefault(results[i]!.Storage) + 1;
             }
-            foreach (var dead in plan.Frees[step]) scope.Values.Remove(dead);
+            foreach (var dead in plan.Frees[step])
+            {
+                if (refs is not null && scope.Values.TryGetValue(dead, out var t) && refs.TryGetValue(t.Storage, out int count))
+                {
+                    if (count > 1) refs[t.Storage] = count - 1;
+                    else
+                    {
+                        refs.Remove(t.Storage);
+                        pool!.Return(t.Storage);
+                    }
+                }
+                scope.Values.Remove(dead);
+            }
         }
         var outputs = new Tensor[graph.Outputs.Count];
         for (int i = 0; i < outputs.Length; i++)
@@ -294,5 +345,45 @@ public sealed class GraphExecutor
         }
         foreach (var o in g.Outputs) if (!own.Contains(o.Name)) free.Add(o.Name);
         return free;
+    }
+}
+
+/// <summary>
+/// The buffers of one run's memory plan, pooled by element type and length. <see cref="Rent"/> hands out a free buffer
+/// of the exact size or allocates one; the executor returns a buffer when the last value using it dies (its last
+/// consumer ran). Buffers still lent at the end of a run (graph outputs) leave the pool for good. Not thread-safe: a
+/// pool belongs to one run at a time.
+/// </summary>
+internal sealed class BufferPool
+{
+    readonly Dictionary<(DType, int), Stack<Storage>> free = new();
+    readonly HashSet<Storage> lent = new(ReferenceEqualityComparer.Instance);
+    readonly HashSet<(DType, int)> used = new();
+
+    public bool IsLent(Storage s) => lent.Contains(s);
+
+    public Tensor Rent(int[] shape, DType dtype)
+    {
+        int length = ShapeUtil.Numel(shape);
+        used.Add((dtype, length));
+        var s = free.TryGetValue((dtype, length), out var stack) && stack.Count > 0 ? stack.Pop() : Storage.Allocate(dtype, length, uninitialized: true);
+        lent.Add(s);
+        return new Tensor(s, shape);
+    }
+
+    public void Return(Storage s)
+    {
+        if (!lent.Remove(s)) return;
+        var key = (s.DType, s.Length);
+        if (!free.TryGetValue(key, out var stack)) free[key] = stack = new Stack<Storage>();
+        stack.Push(s);
+    }
+
+    /// <summary>Forgets what is still lent (it escaped as outputs) and drops free buffers of sizes this run did not use.</summary>
+    public void EndRun()
+    {
+        lent.Clear();
+        foreach (var key in free.Keys.Where(k => !used.Contains(k)).ToList()) free.Remove(key);
+        used.Clear();
     }
 }

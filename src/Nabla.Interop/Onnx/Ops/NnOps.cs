@@ -40,7 +40,17 @@ internal static class NnOps
         r.Add("MaxPool", c => Pool(c, PoolKind.Max));
         r.Add("AveragePool", c => Pool(c, PoolKind.Average));
         r.Add("LpPool", c => Pool(c, PoolKind.Lp));
-        r.Add("GlobalAveragePool", c => One(Global(c.Input(0), x => x.Mean(Spatial(x), true))));
+        r.Add("GlobalAveragePool", c =>
+        {
+            var x = c.Input(0);
+            if (x.Dim == 4 && x.DType == DType.Float32 && x.Size(2) * x.Size(3) > 0)
+            {
+                var y = c.NewOutput([x.Size(0), x.Size(1), 1, 1], DType.Float32);
+                InferencePool.GlobalAveragePool2d(x, y);
+                return One(y);
+            }
+            return One(Global(x, t => t.Mean(Spatial(t), true)));
+        });
         r.Add("GlobalMaxPool", c => One(Global(c.Input(0), x =>
         {
             var flat = x.Reshape(x.Size(0), x.Size(1), -1).Max(2, true).values;
@@ -450,6 +460,22 @@ internal static class NnOps
         int nc = xs[0] * xs[1];
         int inSize = inSp.Aggregate(1, (a, d) => a * d), outSize = outSp.Aggregate(1, (a, d) => a * d), kSize = k.Aggregate(1, (a, d) => a * d);
         bool colMajor = c.Node.GetInt("storage_order", 0) != 0;
+        if (sd == 2 && x.DType == DType.Float32 && !c.WantsOutput(1))
+        {
+            // Float32 NCHW fast paths (no indices wanted): max pooling, and an average over whole planes.
+            if (kind == PoolKind.Max)
+            {
+                var y = c.NewOutput([xs[0], xs[1], outSp[0], outSp[1]], DType.Float32);
+                InferencePool.MaxPool2d(x, y, (k[0], k[1]), (strides[0], strides[1]), (pb[0], pb[1]), (dil[0], dil[1]));
+                return One(y);
+            }
+            if (kind == PoolKind.Average && outSp[0] == 1 && outSp[1] == 1 && k[0] == inSp[0] && k[1] == inSp[1] && pb.All(v => v == 0) && pe.All(v => v == 0))
+            {
+                var y = c.NewOutput([xs[0], xs[1], 1, 1], DType.Float32);
+                InferencePool.GlobalAveragePool2d(x, y);
+                return One(y);
+            }
+        }
         var xv = x.ToDoubleArray();
         var o = new double[nc * outSize];
         var idx = new long[nc * outSize];

@@ -1,0 +1,116 @@
+using Nabla.Graph;
+using static Nabla.Interop.Onnx.Ops.OpUtil;
+
+namespace Nabla.Interop.Onnx.Ops;
+
+/// <summary>
+/// Nodes that only <see cref="OnnxFusion"/> creates, in the private domain <c>com.nabla</c>. <c>FusedConv</c>: inputs
+/// X, W, optional B, optional residual R; attributes strides, pads (4: top, left, bottom, right), dilations, group,
+/// activation ("" or "Relu"), auto_pad ("NOTSET", or "SAME_UPPER"/"SAME_LOWER": pads computed from the input size); Y = act(conv(X, W) + B + R). Its weights are prepared once (<see cref="PackedConv2d"/>)
+/// the first time the node runs with a given weight tensor, and its output buffer comes from the run's memory plan.
+/// </summary>
+internal static class FusedOps
+{
+    public const string Domain = "com.nabla";
+
+    public static OpKernel Resolve(Node node) => node.OpType switch
+    {
+        "FusedConv" => FusedConv(node),
+        "FusedGemm" => FusedGemm(node),
+        _ => throw new ModelFormatException($"{node.Describe()}: unsupported operator {Domain}.{node.OpType}"),
+    };
+
+    sealed record Packed(Tensor Weight, Tensor? Bias, int H, int W, PackedConv2d Conv);
+
+    static OpKernel FusedConv(Node node)
+    {
+        var strides = node.GetInts("strides") ?? [1, 1];
+        var pads = node.GetInts("pads") ?? [0, 0, 0, 0];
+        var dil = node.GetInts("dilations") ?? [1, 1];
+        int group = (int)node.GetInt("group", 1);
+        var autoPad = node.GetString("auto_pad", "NOTSET");
+        if (autoPad is not ("NOTSET" or "SAME_UPPER" or "SAME_LOWER"))
+            throw new ModelFormatException($"{node.Describe()}: unknown auto_pad '{autoPad}'");
+        var act = node.GetString("activation", "") switch
+        {
+            "" => FusedActivation.None,
+            "Relu" => FusedActivation.Relu,
+            var a => throw new ModelFormatException($"{node.Describe()}: unknown fused activation '{a}'"),
+        };
+        if (strides.Length != 2 || pads.Length != 4 || dil.Length != 2)
+            throw new ModelFormatException($"{node.Describe()}: FusedConv needs 2 strides, 4 pads and 2 dilations");
+        Packed? cache = null;   // immutable; replaced whole, so concurrent runs see either the old or the new one
+        return c =>
+        {
+            Tensor x = c.Input(0), w = c.Input(1);
+            Tensor? b = c.OptionalInput(2), r = c.OptionalInput(3);
+            if (x.DType != DType.Float32 || x.Dim != 4) throw Invalid(c, $"FusedConv expects a 4-D float32 input, got {x.DType} [{string.Join(", ", x.Shape)}]");
+            var p = Volatile.Read(ref cache);
+            bool same = autoPad != "NOTSET";
+            int h = same ? x.Size(2) : 0, wd = same ? x.Size(3) : 0;
+            if (p is null || !ReferenceEquals(p.Weight, w) || !ReferenceEquals(p.Bias, b) || p.H != h || p.W != wd)
+            {
+                var pd = same ? SamePads(autoPad, [h, wd], [w.Size(2), w.Size(3)], strides, dil) : pads;
+                p = new Packed(w, b, h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
+                    ((int)pd[0], (int)pd[1], (int)pd[2], (int)pd[3]), ((int)dil[0], (int)dil[1]), group, act));
+                Volatile.Write(ref cache, p);
+            }
+            var shape = p.Conv.OutputShape(x.Shape);
+            if (r is null || r.DType == DType.Float32 && r.Shape.SequenceEqual(shape))
+            {
+                var y = c.NewOutput(shape, DType.Float32);
+                p.Conv.Run(x, r, y);
+                return One(y);
+            }
+            // A residual that broadcasts: the plain Add semantics, then the activation.
+            var z = c.NewOutput(shape, DType.Float32);
+            p.Conv.Run(x, null, z, FusedActivation.None);
+            var sum = z.Add(r);
+            return One(act == FusedActivation.Relu ? sum.Relu() : sum);
+        };
+    }
+
+    sealed record PackedFc(Tensor Weight, Tensor? Bias, PackedLinear Linear);
+
+    /// <summary>FusedGemm: inputs A [M, K], B ([K, N], or [N, K] with transB), optional C [N]; Y = act(A·B + C).</summary>
+    static OpKernel FusedGemm(Node node)
+    {
+        bool transB = node.GetInt("transB", 0) != 0;
+        var act = node.GetString("activation", "") switch
+        {
+            "" => FusedActivation.None,
+            "Relu" => FusedActivation.Relu,
+            var a => throw new ModelFormatException($"{node.Describe()}: unknown fused activation '{a}'"),
+        };
+        PackedFc? cache = null;
+        return c =>
+        {
+            Tensor a = c.Input(0), w = c.Input(1);
+            var b = c.OptionalInput(2);
+            if (a.DType != DType.Float32 || a.Dim != 2) throw Invalid(c, $"FusedGemm expects a 2-D float32 A, got {a.DType} [{string.Join(", ", a.Shape)}]");
+            var p = Volatile.Read(ref cache);
+            if (p is null || !ReferenceEquals(p.Weight, w) || !ReferenceEquals(p.Bias, b))
+            {
+                p = new PackedFc(w, b, new PackedLinear(w, transB, b, act));
+                Volatile.Write(ref cache, p);
+            }
+            var y = c.NewOutput([a.Size(0), p.Linear.OutFeatures], DType.Float32);
+            p.Linear.Run(a, y);
+            return One(y);
+        };
+    }
+
+    /// <summary>Begin and end pads (top, left, bottom, right) of auto_pad SAME_UPPER / SAME_LOWER for this input size.</summary>
+    static long[] SamePads(string autoPad, int[] input, int[] kernel, long[] strides, long[] dil)
+    {
+        var r = new long[4];
+        for (int i = 0; i < 2; i++)
+        {
+            long outLen = (input[i] + strides[i] - 1) / strides[i];
+            long total = Math.Max(0, (outLen - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - input[i]);
+            long small = total / 2, large = total - small;
+            (r[i], r[i + 2]) = autoPad == "SAME_UPPER" ? (small, large) : (large, small);
+        }
+        return r;
+    }
+}

@@ -1,0 +1,526 @@
+using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nabla;
+
+/// <summary>Activation applied in a fused kernel's epilogue.</summary>
+public enum FusedActivation { None, Relu }
+
+/// <summary>
+/// An inference-only float32 2-D convolution (NCHW) with its weights prepared once: reshaped to the
+/// [O, C/groups·kh·kw] GEMM operand (with any folded BatchNorm already applied by the caller), and an epilogue that
+/// adds the bias, an optional residual of the output's shape and applies an activation in one pass over each output
+/// row while it is still in cache. The path is chosen by shape: stride-1, undilated, ungrouped convolutions with few
+/// taps (C·kh·kw ≤ 32) run directly (<see cref="Direct"/>); 1×1 stride-1 unpadded convolutions read the input as
+/// the GEMM operand; the others go through im2col into a per-thread scratch buffer that is reused across calls, with the
+/// images of a batch side by side when each has few output positions. Batch 1 runs one (threaded) GEMM per group;
+/// larger batches split the images over threads. Records no autograd. Immutable after construction, so one instance
+/// may serve concurrent calls.
+/// </summary>
+public sealed class PackedConv2d
+{
+    readonly float[]? weight;  // [O, Cg·kh·kw], kept only without the fast path (else only the packed copy is kept)
+    readonly float[]? bias;    // [O]
+    readonly PackedA[]? packed; // one per group, in the GEMM's A layout (null without the FMA fast path)
+    readonly bool direct;       // few input taps (C·kh·kw ≤ DirectMaxK), stride and dilation 1, no groups: direct convolution
+    readonly float[]? directWeight; // [O, C·kh·kw]
+
+    /// <summary>Largest C·kh·kw that runs as a direct convolution: first layers on 1–3 channels, where im2col would move
+    /// more data than the GEMM computes on.</summary>
+    const int DirectMaxK = 32;
+
+    public int OutChannels { get; }
+    public int InChannels { get; }
+    public int Groups { get; }
+    public int KernelH { get; }
+    public int KernelW { get; }
+    public (int H, int W) Stride { get; }
+    public (int H, int W) Dilation { get; }
+    /// <summary>Padding at the start (top, left) and end (bottom, right) of each spatial dimension.</summary>
+    public (int Top, int Left, int Bottom, int Right) Padding { get; }
+    public FusedActivation Activation { get; }
+
+    /// <param name="weight">[O, C/groups, kh, kw] float32</param>
+    /// <param name="bias">[O] float32, or null</param>
+    public PackedConv2d(Tensor weight, Tensor? bias, (int H, int W) stride, (int Top, int Left, int Bottom, int Right) padding,
+        (int H, int W) dilation, int groups, FusedActivation activation)
+    {
+        if (weight.Dim != 4 || weight.DType != DType.Float32)
+            throw new ShapeMismatchException($"packed conv2d: weight must be a 4-D float32 [O, C/groups, kh, kw], got {weight.DType} {ShapeUtil.Format(weight.shape)}");
+        int o = weight.shape[0];
+        if (groups < 1 || o % groups != 0)
+            throw new ShapeMismatchException($"packed conv2d: groups {groups} must divide the {o} output channels");
+        if (bias is not null && (bias.DType != DType.Float32 || bias.NumElements != o))
+            throw new ShapeMismatchException($"packed conv2d: bias must be float32 with {o} elements, got {bias.DType} {ShapeUtil.Format(bias.shape)}");
+        if (stride.H < 1 || stride.W < 1 || dilation.H < 1 || dilation.W < 1)
+            throw new NablaException($"packed conv2d: strides {stride} and dilations {dilation} must be positive");
+        if (padding.Top < 0 || padding.Left < 0 || padding.Bottom < 0 || padding.Right < 0)
+            throw new NablaException($"packed conv2d: padding {padding} must not be negative");
+        var w = weight.Contiguous().ToArray<float>();
+        this.bias = bias?.Contiguous().ToArray<float>();
+        OutChannels = o;
+        InChannels = weight.shape[1] * groups;
+        Groups = groups;
+        KernelH = weight.shape[2];
+        KernelW = weight.shape[3];
+        Stride = stride;
+        Padding = padding;
+        Dilation = dilation;
+        Activation = activation;
+        if (Gemm.UseFastPath)
+        {
+            int og = o / groups, kdim = weight.shape[1] * KernelH * KernelW;
+            packed = new PackedA[groups];
+            for (int g = 0; g < groups; g++) packed[g] = Gemm.PackAOnce(og, kdim, w, g * og * kdim, kdim, 1);
+        }
+        else this.weight = w;
+        direct = groups == 1 && stride == (1, 1) && dilation == (1, 1) && weight.shape[1] * KernelH * KernelW <= DirectMaxK
+                 && Vector256.IsHardwareAccelerated;
+        if (direct) directWeight = w;
+    }
+
+    /// <summary>The output shape for an input of shape <paramref name="x"/>; throws naming the mismatch.</summary>
+    public int[] OutputShape(IReadOnlyList<int> x)
+    {
+        if (x.Count != 4)
+            throw new ShapeMismatchException($"packed conv2d: expects a 4-D input [N, C, H, W], got rank {x.Count}");
+        if (x[1] != InChannels)
+            throw new ShapeMismatchException($"packed conv2d: input has {x[1]} channels, the weight expects {InChannels}");
+        int oh = (x[2] + Padding.Top + Padding.Bottom - Dilation.H * (KernelH - 1) - 1) / Stride.H + 1;
+        int ow = (x[3] + Padding.Left + Padding.Right - Dilation.W * (KernelW - 1) - 1) / Stride.W + 1;
+        if (oh <= 0 || ow <= 0)
+            throw new ShapeMismatchException($"packed conv2d: kernel {KernelH}x{KernelW} does not fit input [{string.Join(", ", x)}] with padding {Padding}");
+        return [x[0], OutChannels, oh, ow];
+    }
+
+    /// <summary>Computes act(conv(x) + bias + residual) into a new tensor.</summary>
+    public Tensor Run(Tensor x, Tensor? residual = null)
+    {
+        var y = Tensor.Empty(OutputShape(x.shape), DType.Float32);
+        Run(x, residual, y);
+        return y;
+    }
+
+    /// <summary>Computes act(conv(x) + bias + residual) into <paramref name="output"/> (contiguous, of <see cref="OutputShape"/>).</summary>
+    public void Run(Tensor x, Tensor? residual, Tensor output) => Run(x, residual, output, Activation);
+
+    /// <summary>As <see cref="Run(Tensor, Tensor?, Tensor)"/> with another activation than the one it was built with.</summary>
+    public void Run(Tensor x, Tensor? residual, Tensor output, FusedActivation activation)
+    {
+        if (x.DType != DType.Float32) throw new DTypeException($"packed conv2d: input must be float32, got {x.DType}");
+        var shape = OutputShape(x.shape);
+        if (!ShapeUtil.Equal(output.shape, shape) || output.DType != DType.Float32 || !output.IsContiguous)
+            throw new ShapeMismatchException($"packed conv2d: output must be a contiguous float32 {ShapeUtil.Format(shape)}, got {output.DType} {ShapeUtil.Format(output.shape)}");
+        if (residual is not null && (!ShapeUtil.Equal(residual.shape, shape) || residual.DType != DType.Float32))
+            throw new ShapeMismatchException($"packed conv2d: residual must be float32 {ShapeUtil.Format(shape)}, got {residual.DType} {ShapeUtil.Format(residual.shape)}");
+        var (xa, xo) = Flat(x);
+        float[]? ra = null;
+        int ro = 0;
+        if (residual is not null) (ra, ro) = Flat(residual);
+        var ya = output.storage.As<float>();
+        int yo = output.offset;
+        int n = shape[0], h = x.shape[2], w = x.shape[3], oh = shape[2], ow = shape[3], l = oh * ow;
+        if (direct)
+        {
+            if (n > 1 && Gemm.Threads > 1)
+                Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
+            else
+                for (int b = 0; b < n; b++) Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+            return;
+        }
+        if (n > 1 && packed is not null && Groups == 1 && l < FoldColumns / 2)
+        {
+            // Small images: several images share one GEMM (their im2col columns side by side), so the register tiles
+            // and packing work on thousands of columns instead of a few dozen.
+            int nb = Math.Max(1, FoldColumns / l), chunks = (n + nb - 1) / nb;
+            int threads = Math.Min(Gemm.Threads, chunks);
+            if (threads > 1)
+                Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                    q => Folded(q * nb, Math.Min(nb, n - q * nb), xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, 1));
+            else
+                for (int q = 0; q < chunks; q++) Folded(q * nb, Math.Min(nb, n - q * nb), xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, Gemm.Threads);
+            return;
+        }
+        if (n > 1 && Gemm.Threads > 1)
+            Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
+        else
+            for (int b = 0; b < n; b++) Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: false);
+    }
+
+    [ThreadStatic] static float[]? scratch, foldOut, padded;
+
+    /// <summary>
+    /// Direct convolution of one image: the input is copied once into zero-bordered planes, then each output row is
+    /// accumulated 32 columns at a time in four 8-wide registers over all C·kh·kw taps, and the epilogue runs per row.
+    /// </summary>
+    unsafe void Direct(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation)
+    {
+        int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, ph = Padding.Top, pw = Padding.Left, l = oh * ow;
+        int blocks = (ow + 31) / 32, wp = blocks * 32 + kw - 1, hp = oh + kh - 1, kdim = c * kh * kw;
+        int need = c * hp * wp;
+        if (padded is null || padded.Length < need) padded = GC.AllocateUninitializedArray<float>(Math.Max(need, padded?.Length * 2 ?? 0));
+        var pad = padded;
+        var wts = directWeight!;
+        int yBase = yo + b * o * l;
+        fixed (float* px = xa, pp = pad, pw8 = wts, py = ya)
+        {
+            for (int ci = 0; ci < c; ci++)
+                for (int r = 0; r < hp; r++)
+                {
+                    float* dst = pp + ((long)ci * hp + r) * wp;
+                    int iy = r - ph;
+                    if ((uint)iy >= (uint)h) { new Span<float>(dst, wp).Clear(); continue; }
+                    float* src = px + xo + ((long)(b * c + ci) * h + iy) * w;
+                    for (int q = 0; q < wp; q++)
+                    {
+                        int ix = q - pw;
+                        dst[q] = (uint)ix < (uint)w ? src[ix] : 0f;
+                    }
+                }
+            float* tmp = stackalloc float[32];
+            for (int oc = 0; oc < o; oc++)
+            {
+                float* wrow = pw8 + (long)oc * kdim;
+                for (int y = 0; y < oh; y++)
+                {
+                    float* orow = py + yBase + ((long)oc * oh + y) * ow;
+                    for (int xb = 0; xb < blocks; xb++)
+                    {
+                        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+                        int t = 0;
+                        for (int ci = 0; ci < c; ci++)
+                            for (int ki = 0; ki < kh; ki++)
+                            {
+                                float* prow = pp + ((long)ci * hp + y + ki) * wp + xb * 32;
+                                for (int kj = 0; kj < kw; kj++, t++)
+                                {
+                                    var wv = Vector256.Create(wrow[t]);
+                                    float* p = prow + kj;
+                                    a0 = Mad(Vector256.Load(p), wv, a0);
+                                    a1 = Mad(Vector256.Load(p + 8), wv, a1);
+                                    a2 = Mad(Vector256.Load(p + 16), wv, a2);
+                                    a3 = Mad(Vector256.Load(p + 24), wv, a3);
+                                }
+                            }
+                        int x0 = xb * 32, len = Math.Min(32, ow - x0);
+                        float* dst = len == 32 ? orow + x0 : tmp;
+                        a0.Store(dst);
+                        a1.Store(dst + 8);
+                        a2.Store(dst + 16);
+                        a3.Store(dst + 24);
+                        if (len < 32) new Span<float>(tmp, len).CopyTo(new Span<float>(orow + x0, len));
+                    }
+                }
+            }
+        }
+        EpilogueRows(b, 0, o, l, ya, yBase, ra, ro, activation);
+    }
+
+    static Vector256<float> Mad(Vector256<float> a, Vector256<float> b, Vector256<float> c) =>
+        Fma.IsSupported ? Fma.MultiplyAdd(a, b, c) : a * b + c;
+
+    /// <summary>Columns per GEMM when images are folded together.</summary>
+    const int FoldColumns = 3072;
+
+    /// <summary>Images [b0, b0 + nb) as one GEMM: im2col columns of image i at i·l, then the result rows scattered to NCHW.</summary>
+    void Folded(int b0, int nb, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, int threads)
+    {
+        int cg = InChannels, o = OutChannels, l = oh * ow, kdim = cg * KernelH * KernelW, ncols = nb * l;
+        int need = kdim * ncols;
+        if (scratch is null || scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(Math.Max(need, scratch?.Length * 2 ?? 0));
+        if (foldOut is null || foldOut.Length < o * ncols) foldOut = GC.AllocateUninitializedArray<float>(Math.Max(o * ncols, foldOut?.Length * 2 ?? 0));
+        var cols = scratch;
+        var tmp = foldOut;
+        for (int i = 0; i < nb; i++) Im2Col(xa, xo + (b0 + i) * InChannels * h * w, 0, cg, h, w, cols, oh, ow, ncols, i * l);
+        Gemm.SgemmPacked(packed![0], ncols, cols, 0, ncols, 1, tmp, 0, ncols, false, threads);
+        for (int i = 0; i < nb; i++)
+            for (int oc = 0; oc < o; oc++)
+            {
+                int dst = yo + ((b0 + i) * o + oc) * l;
+                var row = ya.AsSpan(dst, l);
+                tmp.AsSpan(oc * ncols + i * l, l).CopyTo(row);
+                Epilogue(row, bias?[oc] ?? 0f, ra is null ? default : ra.AsSpan(ro + ((b0 + i) * o + oc) * l, l), ra is not null, activation);
+            }
+    }
+
+    void Image(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
+    {
+        int g = Groups, cg = InChannels / g, og = OutChannels / g, kh = KernelH, kw = KernelW, l = oh * ow, kdim = cg * kh * kw;
+        bool pointwise = kh == 1 && kw == 1 && Stride == (1, 1) && Padding == (0, 0, 0, 0);
+        for (int gi = 0; gi < g; gi++)
+        {
+            int xBase = xo + (b * InChannels + gi * cg) * h * w;
+            float[] cols;
+            int colOff;
+            if (pointwise)
+            {
+                cols = xa;
+                colOff = xBase;
+            }
+            else
+            {
+                int need = kdim * l;
+                if (scratch is null || scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(Math.Max(need, scratch?.Length * 2 ?? 0));
+                cols = scratch;
+                colOff = 0;
+                int parts = serial ? 1 : Math.Min(Gemm.Threads, cg);
+                if (parts > 1 && need >= 1 << 16)
+                {
+                    // Batch 1 on several threads: split the im2col rows by input channel so it is not the serial part.
+                    var buf = cols;
+                    Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts },
+                        q => Im2Col(xa, xBase, cg * q / parts, cg * (q + 1) / parts, h, w, buf, oh, ow, l, 0));
+                }
+                else Im2Col(xa, xBase, 0, cg, h, w, cols, oh, ow, l, 0);
+            }
+            int yBase = yo + (b * OutChannels + gi * og) * l;
+            if (packed is not null) Gemm.SgemmPacked(packed[gi], l, cols, colOff, l, 1, ya, yBase, l, false, serial ? 1 : Gemm.Threads);
+            else if (serial) Gemm.SgemmSerial(og, l, kdim, weight!, gi * og * kdim, kdim, 1, cols, colOff, l, 1, ya, yBase, l, false);
+            else Gemm.Sgemm(og, l, kdim, weight!, gi * og * kdim, kdim, 1, cols, colOff, l, 1, ya, yBase, l, false);
+            EpilogueRows(b, gi, og, l, ya, yBase, ra, ro, activation);
+        }
+    }
+
+    void EpilogueRows(int b, int gi, int og, int l, float[] ya, int yBase, float[]? ra, int ro, FusedActivation activation)
+    {
+        for (int oc = 0; oc < og; oc++)
+        {
+            int oAbs = gi * og + oc;
+            var row = ya.AsSpan(yBase + oc * l, l);
+            Epilogue(row, bias?[oAbs] ?? 0f, ra is null ? default : ra.AsSpan(ro + (b * OutChannels + oAbs) * l, l), ra is not null, activation);
+        }
+    }
+
+    internal static void Epilogue(Span<float> row, float bias, ReadOnlySpan<float> residual, bool hasResidual, FusedActivation act)
+    {
+        if (hasResidual) TensorPrimitives.Add(row, residual, row);
+        if (bias != 0f) TensorPrimitives.Add(row, bias, row);
+        if (act == FusedActivation.Relu) TensorPrimitives.Max(row, 0f, row);
+    }
+
+    /// <summary>
+    /// im2col of input channels [chFrom, chTo) of one image's group: row (c, ki, kj) at colOff + row·ld in
+    /// <paramref name="dst"/>, its oh·ow columns the output positions; zero in the padding.
+    /// </summary>
+    unsafe void Im2Col(float[] src, int srcBase, int chFrom, int chTo, int h, int w, float[] dst, int oh, int ow, int ld, int colOff)
+    {
+        int kh = KernelH, kw = KernelW, sh = Stride.H, sw = Stride.W, dh = Dilation.H, dw = Dilation.W, ph = Padding.Top, pw = Padding.Left;
+        fixed (float* ps = src, pd = dst)
+        {
+            int r = chFrom * kh * kw;
+            for (int ch = chFrom; ch < chTo; ch++)
+            {
+                float* plane = ps + srcBase + ch * h * w;
+                for (int ki = 0; ki < kh; ki++)
+                    for (int kj = 0; kj < kw; kj++, r++)
+                    {
+                        float* d = pd + colOff + (long)r * ld;
+                        int ix0 = kj * dw - pw;
+                        // Output columns whose input column lies inside [0, w).
+                        int x0 = ix0 >= 0 ? 0 : Math.Min(ow, (-ix0 + sw - 1) / sw);
+                        int x1 = w - ix0 <= 0 ? x0 : Math.Clamp((w - ix0 + sw - 1) / sw, x0, ow);
+                        for (int y = 0; y < oh; y++, d += ow)
+                        {
+                            int iy = y * sh - ph + ki * dh;
+                            if ((uint)iy >= (uint)h)
+                            {
+                                for (int q = 0; q < ow; q++) d[q] = 0;
+                                continue;
+                            }
+                            float* s = plane + iy * w + ix0;
+                            for (int q = 0; q < x0; q++) d[q] = 0;
+                            if (sw == 1)
+                            {
+                                int len = x1 - x0;
+                                if (len >= 32) Buffer.MemoryCopy(s + x0, d + x0, len * 4L, len * 4L);
+                                else for (int q = x0; q < x1; q++) d[q] = s[q];
+                            }
+                            else if (sw == 2) for (int q = x0; q < x1; q++) d[q] = s[2 * q];
+                            else for (int q = x0; q < x1; q++) d[q] = s[q * sw];
+                            for (int q = x1; q < ow; q++) d[q] = 0;
+                        }
+                    }
+            }
+        }
+    }
+
+    static (float[] data, int offset) Flat(Tensor t) =>
+        t.IsContiguous ? (t.storage.As<float>(), t.offset) : (t.ContiguousData<float>(), 0);
+}
+
+/// <summary>
+/// An inference-only float32 fully connected layer y = act(x·W + b) for x [M, K], with W given as [K, N] or, with
+/// <c>transposed</c>, as [N, K] (ONNX Gemm with transB, nn.Linear). The weight is copied once into the [K, N] row-major
+/// layout the GEMM packs fastest; the bias and activation run as an epilogue over each output row. Immutable.
+/// </summary>
+public sealed class PackedLinear
+{
+    readonly float[] weight;   // [K, N]
+    readonly float[]? bias;    // [N]
+
+    public int InFeatures { get; }
+    public int OutFeatures { get; }
+    public FusedActivation Activation { get; }
+
+    public PackedLinear(Tensor weight, bool transposed, Tensor? bias, FusedActivation activation)
+    {
+        if (weight.Dim != 2 || weight.DType != DType.Float32)
+            throw new ShapeMismatchException($"packed linear: weight must be a 2-D float32 matrix, got {weight.DType} {ShapeUtil.Format(weight.shape)}");
+        var w = transposed ? weight.Transpose(0, 1) : weight;
+        InFeatures = w.shape[0];
+        OutFeatures = w.shape[1];
+        if (bias is not null && (bias.DType != DType.Float32 || bias.NumElements != OutFeatures))
+            throw new ShapeMismatchException($"packed linear: bias must be float32 with {OutFeatures} elements, got {bias.DType} {ShapeUtil.Format(bias.shape)}");
+        this.weight = w.Contiguous().ToArray<float>();
+        this.bias = bias?.Contiguous().ToArray<float>();
+        Activation = activation;
+    }
+
+    /// <summary>Computes act(x·W + b) into <paramref name="output"/> ([M, N], contiguous float32).</summary>
+    public void Run(Tensor x, Tensor output)
+    {
+        if (x.Dim != 2 || x.DType != DType.Float32 || x.shape[1] != InFeatures)
+            throw new ShapeMismatchException($"packed linear: input must be float32 [M, {InFeatures}], got {x.DType} {ShapeUtil.Format(x.shape)}");
+        int m = x.shape[0], n = OutFeatures, k = InFeatures;
+        if (output.Dim != 2 || output.shape[0] != m || output.shape[1] != n || output.DType != DType.Float32 || !output.IsContiguous)
+            throw new ShapeMismatchException($"packed linear: output must be a contiguous float32 [{m}, {n}], got {output.DType} {ShapeUtil.Format(output.shape)}");
+        var (xa, xo) = x.IsContiguous ? (x.storage.As<float>(), x.offset) : (x.ContiguousData<float>(), 0);
+        var ya = output.storage.As<float>();
+        int yo = output.offset;
+        if (m == 0) return;
+        Gemm.Sgemm(m, n, k, xa, xo, k, 1, weight, 0, n, 1, ya, yo, n, false);
+        for (int i = 0; i < m; i++)
+        {
+            var row = ya.AsSpan(yo + i * n, n);
+            if (bias is not null) TensorPrimitives.Add(row, bias, row);
+            if (Activation == FusedActivation.Relu) TensorPrimitives.Max(row, 0f, row);
+        }
+    }
+}
+
+/// <summary>Inference-only float32 pooling kernels over NCHW, writing into a caller-given contiguous output.</summary>
+public static class InferencePool
+{
+    /// <summary>
+    /// Max pooling: out[n, c, y, x] = max over the window at (y·sh − top + i·dh, x·sw − left + j·dw) of the positions
+    /// inside the input; NaN propagates. The output's spatial size is taken from <paramref name="output"/> (so ceil-mode
+    /// windows past the end are allowed); a window with no input position gives -inf.
+    /// </summary>
+    public static void MaxPool2d(Tensor x, Tensor output, (int H, int W) kernel, (int H, int W) stride, (int Top, int Left) padding, (int H, int W) dilation)
+    {
+        var (xa, xo, ya, yo, planes, h, w, oh, ow) = Check("max_pool2d", x, output);
+        int kh = kernel.H, kw = kernel.W, sh = stride.H, sw = stride.W, ph = padding.Top, pw = padding.Left, dh = dilation.H, dw = dilation.W;
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1)
+            throw new NablaException($"max_pool2d: kernel {kernel}, stride {stride} and dilation {dilation} must be positive");
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 && Avx2.IsSupported && ow >= 8)
+        {
+            void Plane2(int p) => MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow);
+            if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow > 1 << 16)
+                Parallel.For(0, planes, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, Plane2);
+            else for (int p = 0; p < planes; p++) Plane2(p);
+            return;
+        }
+        // Output columns whose whole window row lies inside [0, w): no bounds checks there.
+        int xIn0 = Math.Min(ow, (pw + sw - 1) / sw), xIn1 = Math.Max(xIn0, Math.Min(ow, (w - 1 - (kw - 1) * dw + pw) / sw + 1));
+        if (w - 1 - (kw - 1) * dw + pw < 0) xIn1 = xIn0;
+        unsafe void Plane(int p)
+        {
+            fixed (float* px = xa, py = ya)
+            {
+                float* src = px + xo + (long)p * h * w, dst = py + yo + (long)p * oh * ow;
+                for (int y = 0; y < oh; y++, dst += ow)
+                {
+                    int iy0 = y * sh - ph;
+                    for (int xq = 0; xq < ow; xq++) dst[xq] = float.NegativeInfinity;
+                    for (int i = 0; i < kh; i++)
+                    {
+                        int iy = iy0 + i * dh;
+                        if ((uint)iy >= (uint)h) continue;
+                        float* row = src + iy * w;
+                        // MathF.Max returns NaN when either argument is NaN, so NaN propagates.
+                        for (int xq = 0; xq < xIn0; xq++) dst[xq] = MaxChecked(row, xq * sw - pw, kw, dw, w, dst[xq]);
+                        for (int xq = xIn0; xq < xIn1; xq++)
+                        {
+                            float* r = row + xq * sw - pw;
+                            float m = dst[xq];
+                            for (int j = 0; j < kw; j++) m = MathF.Max(m, r[j * dw]);
+                            dst[xq] = m;
+                        }
+                        for (int xq = xIn1; xq < ow; xq++) dst[xq] = MaxChecked(row, xq * sw - pw, kw, dw, w, dst[xq]);
+                    }
+                }
+            }
+        }
+        if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow * kh * kw > 1 << 16)
+            Parallel.For(0, planes, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, Plane);
+        else for (int p = 0; p < planes; p++) Plane(p);
+    }
+
+    /// <summary>
+    /// 2×2 stride-2 max pooling of one plane: eight windows at a time (vertical max of two rows, then the even/odd
+    /// columns of the result); <see cref="Vector256.Max{T}"/> propagates NaN like the scalar rule. Windows that reach
+    /// past the input (ceil mode) take the scalar path.
+    /// </summary>
+    static unsafe void MaxPool2x2(float[] xa, int src, float[] ya, int dst, int h, int w, int oh, int ow)
+    {
+        fixed (float* px = xa, py = ya)
+        {
+            for (int y = 0; y < oh; y++)
+            {
+                float* r0 = px + src + 2 * y * w, r1 = r0 + w, d = py + dst + y * ow;
+                bool second = 2 * y + 1 < h;
+                int xq = 0;
+                if (second)
+                    for (; xq + 8 <= ow && 2 * xq + 16 <= w; xq += 8)
+                    {
+                        var m0 = Vector256.Max(Vector256.Load(r0 + 2 * xq), Vector256.Load(r1 + 2 * xq));
+                        var m1 = Vector256.Max(Vector256.Load(r0 + 2 * xq + 8), Vector256.Load(r1 + 2 * xq + 8));
+                        var even = Avx.Shuffle(m0, m1, 0x88);   // lanes: m0[0,2], m1[0,2], m0[4,6], m1[4,6]
+                        var odd = Avx.Shuffle(m0, m1, 0xDD);
+                        var m = Vector256.Max(even, odd);
+                        Avx2.Permute4x64(m.AsDouble(), 0xD8).AsSingle().Store(d + xq);
+                    }
+                for (; xq < ow; xq++)
+                {
+                    int ix = 2 * xq;
+                    float m = float.NegativeInfinity;
+                    if (ix < w) m = MathF.Max(m, r0[ix]);
+                    if (ix + 1 < w) m = MathF.Max(m, r0[ix + 1]);
+                    if (second && ix < w) m = MathF.Max(m, r1[ix]);
+                    if (second && ix + 1 < w) m = MathF.Max(m, r1[ix + 1]);
+                    d[xq] = m;
+                }
+            }
+        }
+    }
+
+    static unsafe float MaxChecked(float* row, int ix0, int kw, int dw, int w, float m)
+    {
+        for (int j = 0; j < kw; j++)
+        {
+            int ix = ix0 + j * dw;
+            if ((uint)ix < (uint)w) m = MathF.Max(m, row[ix]);
+        }
+        return m;
+    }
+
+    /// <summary>Mean over each whole H×W plane into output [N, C, 1, 1].</summary>
+    public static void GlobalAveragePool2d(Tensor x, Tensor output)
+    {
+        var (xa, xo, ya, yo, planes, h, w, oh, ow) = Check("global_average_pool2d", x, output);
+        if (oh != 1 || ow != 1) throw new ShapeMismatchException($"global_average_pool2d: output must be [N, C, 1, 1], got {ShapeUtil.Format(output.shape)}");
+        int hw = h * w;
+        for (int p = 0; p < planes; p++) ya[yo + p] = TensorPrimitives.Sum(xa.AsSpan(xo + p * hw, hw)) / hw;
+    }
+
+    static (float[] xa, int xo, float[] ya, int yo, int planes, int h, int w, int oh, int ow) Check(string op, Tensor x, Tensor output)
+    {
+        if (x.Dim != 4 || x.DType != DType.Float32)
+            throw new ShapeMismatchException($"{op}: expects a 4-D float32 input [N, C, H, W], got {x.DType} {ShapeUtil.Format(x.shape)}");
+        if (output.Dim != 4 || output.DType != DType.Float32 || !output.IsContiguous || output.shape[0] != x.shape[0] || output.shape[1] != x.shape[1])
+            throw new ShapeMismatchException($"{op}: output must be a contiguous float32 [{x.shape[0]}, {x.shape[1]}, oh, ow], got {output.DType} {ShapeUtil.Format(output.shape)}");
+        var (xa, xo) = x.IsContiguous ? (x.storage.As<float>(), x.offset) : (x.ContiguousData<float>(), 0);
+        return (xa, xo, output.storage.As<float>(), output.offset, x.shape[0] * x.shape[1], x.shape[2], x.shape[3], output.shape[2], output.shape[3]);
+    }
+}

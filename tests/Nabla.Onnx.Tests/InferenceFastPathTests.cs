@@ -1,0 +1,321 @@
+using Nabla.Graph;
+using Nabla.Interop.Onnx;
+using Xunit;
+
+namespace Nabla.Onnx.Tests;
+
+/// <summary>
+/// The inference fast paths against the reference paths: <see cref="PackedConv2d"/> against eager
+/// <see cref="Functional.Conv2d"/>, <see cref="InferencePool"/> against <see cref="Functional.MaxPool2d"/>, the load-time
+/// fusion pass (<see cref="OnnxFusion"/>) against the unfused graph, and the executor's buffer reuse against runs
+/// without it.
+/// </summary>
+public class InferenceFastPathTests
+{
+    static void Close(Tensor expected, Tensor actual, double tol = 1e-4)
+    {
+        Assert.Equal(expected.Shape, actual.Shape);
+        var e = expected.Contiguous().ToArray<float>();
+        var a = actual.Contiguous().ToArray<float>();
+        for (int i = 0; i < e.Length; i++)
+            Assert.True(Math.Abs(e[i] - a[i]) <= tol * Math.Max(1, Math.Abs(e[i])), $"element {i}: expected {e[i]}, got {a[i]}");
+    }
+
+    // n, c, h, w, o, k, stride, pad (t, l, b, r), dilation, groups
+    public static TheoryData<int, int, int, int, int, int, int, int[], int, int> ConvCases() => new()
+    {
+        { 1, 3, 9, 11, 5, 3, 1, new[] { 1, 1, 1, 1 }, 1, 1 },
+        { 2, 4, 8, 8, 6, 1, 1, new[] { 0, 0, 0, 0 }, 1, 1 },     // pointwise: the input is the GEMM operand
+        { 1, 4, 9, 9, 8, 1, 2, new[] { 0, 0, 0, 0 }, 1, 1 },     // strided 1x1 (ResNet downsample)
+        { 3, 3, 17, 15, 7, 5, 2, new[] { 2, 1, 0, 3 }, 1, 1 },   // asymmetric padding, stride 2, batch 3
+        { 1, 6, 10, 10, 6, 3, 1, new[] { 2, 2, 2, 2 }, 2, 3 },   // dilation and groups
+        { 1, 40, 9, 9, 130, 3, 1, new[] { 1, 1, 1, 1 }, 1, 1 },  // K = 360 > one K block, M = 130 > one M block
+        { 2, 300, 5, 5, 250, 1, 1, new[] { 0, 0, 0, 0 }, 1, 1 }, // pointwise with K and M across blocks, batch 2
+        { 1, 3, 23, 23, 4, 7, 3, new[] { 3, 3, 3, 3 }, 1, 1 },   // stride 3
+        { 1, 3, 61, 59, 9, 3, 1, new[] { 1, 1, 1, 1 }, 1, 1 },   // oh·ow = 3599 columns: more than one column block
+        { 2, 2, 70, 50, 3, 3, 1, new[] { 0, 2, 1, 0 }, 2, 1 },   // batch 2, > one column block, asymmetric padding, dilation
+        { 37, 6, 14, 14, 18, 5, 1, new[] { 0, 0, 0, 0 }, 1, 1 }, // K = 150 on 10x10 maps: images folded into shared GEMMs, chunks of 30 and 7
+        { 37, 30, 10, 10, 5, 3, 1, new[] { 1, 1, 1, 1 }, 1, 1 }, // K = 270, padded, folded in chunks of 30 and 7
+        { 3, 7, 20, 37, 5, 5, 1, new[] { 2, 0, 1, 3 }, 1, 1 },   // K = 175, asymmetric padding, 555 columns per image, folded
+        { 2, 1, 30, 70, 3, 5, 1, new[] { 2, 2, 2, 2 }, 1, 1 },   // direct (K = 25), 70 columns: two 32-column blocks and a tail
+        { 9, 8, 7, 7, 10, 3, 2, new[] { 1, 1, 1, 1 }, 1, 1 },    // 16 columns per image, all nine folded into one GEMM
+        { 5, 12, 6, 6, 7, 1, 1, new[] { 0, 0, 0, 0 }, 1, 1 },    // pointwise, folded
+    };
+
+    [Theory]
+    [MemberData(nameof(ConvCases))]
+    public void PackedConvMatchesEagerConvWithBiasResidualAndRelu(int n, int c, int h, int w, int o, int k, int stride, int[] pad, int dil, int groups)
+    {
+        var gen = new Generator(7);
+        var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
+        var weight = Tensor.Randn([o, c / groups, k, k], DType.Float32, gen).Mul(0.2);
+        var bias = Tensor.Randn([o], DType.Float32, gen);
+        var conv = new PackedConv2d(weight, bias, (stride, stride), (pad[0], pad[1], pad[2], pad[3]), (dil, dil), groups, FusedActivation.Relu);
+        // Reference: explicit zero padding (F.pad order: left, right, top, bottom), then the eager convolution.
+        var reference = Functional.Conv2d(Functional.Pad(x, [pad[1], pad[3], pad[0], pad[2]]), weight, bias, (stride, stride), (0, 0), (dil, dil), groups);
+        var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
+        Assert.Equal(reference.Shape, conv.OutputShape(x.Shape));
+        Close(reference.Add(residual).Relu(), conv.Run(x, residual));
+        Close(reference.Relu(), conv.Run(x));
+        var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
+        conv.Run(x, null, y, FusedActivation.None);
+        Close(reference, y);
+    }
+
+    [Fact]
+    public void PackedConvReadsAStridedView()
+    {
+        var gen = new Generator(3);
+        var x = Tensor.Randn([3, 2, 8, 8], DType.Float32, gen).Permute(1, 0, 2, 3);   // [2, 3, 8, 8], not contiguous
+        var weight = Tensor.Randn([4, 3, 3, 3], DType.Float32, gen);
+        var conv = new PackedConv2d(weight, null, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.None);
+        Close(Functional.Conv2d(x, weight, null, (1, 1), (1, 1)), conv.Run(x));
+    }
+
+    [Fact]
+    public void PackedConvRejectsBadShapes()
+    {
+        var conv = new PackedConv2d(Tensor.Randn(4, 3, 3, 3), null, (1, 1), (0, 0, 0, 0), (1, 1), 1, FusedActivation.None);
+        Assert.Throws<ShapeMismatchException>(() => conv.Run(Tensor.Randn(1, 2, 8, 8)));
+        Assert.Throws<ShapeMismatchException>(() => conv.Run(Tensor.Randn(1, 3, 2, 2)));
+        Assert.Throws<ShapeMismatchException>(() => conv.Run(Tensor.Randn(1, 3, 8, 8), null, Tensor.Randn(1, 4, 5, 5)));
+        Assert.Throws<ShapeMismatchException>(() => new PackedConv2d(Tensor.Randn(4, 3, 3), null, (1, 1), (0, 0, 0, 0), (1, 1), 1, FusedActivation.None));
+        Assert.Throws<ShapeMismatchException>(() => new PackedConv2d(Tensor.Randn(4, 3, 3, 3), null, (1, 1), (0, 0, 0, 0), (1, 1), 3, FusedActivation.None));
+    }
+
+    [Theory]
+    [InlineData(3, 2, 1, 1, false)]
+    [InlineData(2, 2, 0, 1, false)]
+    [InlineData(3, 1, 1, 2, false)]
+    [InlineData(3, 2, 1, 1, true)]
+    public void MaxPoolMatchesEagerMaxPool(int k, int s, int p, int d, bool ceil)
+    {
+        var x = Tensor.Randn([2, 3, 13, 12], DType.Float32, new Generator(5));
+        var reference = Functional.MaxPool2d(x, (k, k), (s, s), (p, p), (d, d), ceil);
+        var y = Tensor.Full(reference.Shape, float.NaN);
+        InferencePool.MaxPool2d(x, y, (k, k), (s, s), (p, p), (d, d));
+        Close(reference, y, 0);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void MaxPool2x2MatchesEagerMaxPoolOnWideRowsWithNaN(bool ceil)
+    {
+        // Wide enough for the eight-window vector path; odd sizes leave a scalar tail (and, in ceil mode, a cut window).
+        var x = Tensor.Randn([2, 3, 13, 41], DType.Float32, new Generator(6));
+        var data = x.ToArray<float>();
+        data[5] = float.NaN;           // plane 0, row 0, vector part
+        data[41 * 2 + 39] = float.NaN; // plane 0, row 2, scalar tail
+        x = Tensor.FromArray(data, 2, 3, 13, 41);
+        var reference = Functional.MaxPool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), ceil);
+        var y = Tensor.Full(reference.Shape, 7f);
+        InferencePool.MaxPool2d(x, y, (2, 2), (2, 2), (0, 0), (1, 1));
+        var e = reference.ToArray<float>();
+        var a = y.ToArray<float>();
+        for (int i = 0; i < e.Length; i++)
+            Assert.True(e[i].Equals(a[i]), $"element {i}: expected {e[i]}, got {a[i]}");   // Equals: NaN equals NaN
+        Assert.True(float.IsNaN(a[2]) && float.IsNaN(a[ceil ? 21 + 19 : 20 + 19]));
+    }
+
+    [Fact]
+    public void MaxPoolPropagatesNaNAndAveragePoolAverages()
+    {
+        var data = Enumerable.Range(0, 16).Select(i => (float)i).ToArray();
+        data[5] = float.NaN;
+        var x = Tensor.FromArray(data, 1, 1, 4, 4);
+        var y = Tensor.Zeros(1, 1, 2, 2);
+        InferencePool.MaxPool2d(x, y, (2, 2), (2, 2), (0, 0), (1, 1));
+        var v = y.ToArray<float>();
+        Assert.True(float.IsNaN(v[0]));
+        Assert.Equal(new float[] { 7, 13, 15 }, v[1..]);
+        var avg = Tensor.Zeros(1, 1, 1, 1);
+        InferencePool.GlobalAveragePool2d(Tensor.FromArray(new float[] { 1, 2, 3, 6 }, 1, 1, 2, 2), avg);
+        Assert.Equal(3f, avg.ToArray<float>()[0]);
+    }
+
+    static NodeAttribute Ints(string name, params long[] v) => new() { Name = name, Kind = AttributeKind.Ints, Ints = v };
+    static NodeAttribute Float(string name, double v) => new() { Name = name, Kind = AttributeKind.Float, Float = v };
+
+    /// <summary>
+    /// A small residual block: y = Relu(BN2(Conv2(Relu(BN1(Conv1(x))))) + Conv3(x) + b3), plus a side output that
+    /// reshapes the first activation (a view that must keep its buffer alive), and a MaxPool and GlobalAveragePool.
+    /// </summary>
+    static Graph.Graph Block(bool weightsAreInputs)
+    {
+        var gen = new Generator(11);
+        Tensor R(params int[] s) => Tensor.Randn(s, DType.Float32, gen);
+        Tensor Pos(int n) => Tensor.Rand([n], DType.Float32, gen).Add(0.5);
+        var init = new Dictionary<string, Tensor>
+        {
+            ["w1"] = R(8, 3, 3, 3).Mul(0.3), ["w2"] = R(8, 8, 3, 3).Mul(0.2), ["w3"] = R(8, 3, 1, 1), ["b3"] = R(8, 1, 1),
+            ["g1"] = Pos(8), ["be1"] = R(8), ["m1"] = R(8), ["v1"] = Pos(8),
+            ["g2"] = Pos(8), ["be2"] = R(8), ["m2"] = R(8), ["v2"] = Pos(8),
+            ["shape"] = Tensor.FromArray(new long[] { 2, -1 }),
+        };
+        var inputs = new List<ValueInfo> { new("x", DType.Float32, [SymbolicDim.Symbol("N"), SymbolicDim.Fixed(3), SymbolicDim.Symbol("H"), SymbolicDim.Symbol("W")]) };
+        if (weightsAreInputs) inputs.AddRange(init.Keys.Select(k => new ValueInfo(k, init[k].DType, null)));
+        return new Graph.Graph
+        {
+            Name = "block",
+            Opsets = new() { [""] = 13 },
+            Inputs = inputs,
+            Outputs = [new ValueInfo("pooled", DType.Float32, null), new ValueInfo("side", DType.Float32, null), new ValueInfo("avg", DType.Float32, null)],
+            Initializers = init,
+            Nodes =
+            [
+                new Node { OpType = "Conv", Name = "c1", Inputs = ["x", "w1"], Outputs = ["c1"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+                new Node { OpType = "BatchNormalization", Inputs = ["c1", "g1", "be1", "m1", "v1"], Outputs = ["bn1"], Attributes = new() { ["epsilon"] = Float("epsilon", 1e-3) } },
+                new Node { OpType = "Relu", Inputs = ["bn1"], Outputs = ["r1"] },
+                new Node { OpType = "Reshape", Inputs = ["r1", "shape"], Outputs = ["flat"] },
+                new Node { OpType = "Conv", Name = "c2", Inputs = ["r1", "w2"], Outputs = ["c2"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+                new Node { OpType = "BatchNormalization", Inputs = ["c2", "g2", "be2", "m2", "v2"], Outputs = ["bn2"] },
+                new Node { OpType = "Conv", Name = "c3", Inputs = ["x", "w3"], Outputs = ["c3"] },
+                new Node { OpType = "Add", Inputs = ["c3", "b3"], Outputs = ["c3b"] },
+                new Node { OpType = "Add", Inputs = ["c3b", "bn2"], Outputs = ["sum"] },
+                new Node { OpType = "Relu", Inputs = ["sum"], Outputs = ["y"] },
+                new Node { OpType = "MaxPool", Inputs = ["y"], Outputs = ["pooled"], Attributes = new() { ["kernel_shape"] = Ints("kernel_shape", 3, 3), ["strides"] = Ints("strides", 2, 2), ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+                new Node { OpType = "Exp", Inputs = ["flat"], Outputs = ["side"] },
+                new Node { OpType = "GlobalAveragePool", Inputs = ["y"], Outputs = ["avg"] },
+            ],
+        };
+    }
+
+    [Fact]
+    public void FusionFoldsBatchNormBiasResidualAndReluAndKeepsTheResult()
+    {
+        var x = Tensor.Randn([2, 3, 10, 10], DType.Float32, new Generator(2));
+        var reference = new GraphExecutor(Block(false), OnnxOps.Resolver) { ReuseBuffers = false }.Run(x);
+        var g = Block(false);
+        var report = OnnxFusion.Apply(g, irVersion: 8);
+        Assert.Equal(new FusionReport(FusedConvs: 3, FoldedBatchNorms: 2, FoldedBiasAdds: 1, FusedResidualAdds: 1, FusedRelus: 2), report);
+        Assert.Equal(3, g.Nodes.Count(n => n.OpType == "FusedConv"));
+        Assert.DoesNotContain(g.Nodes, n => n.OpType is "BatchNormalization" or "Conv" or "Relu");
+        Assert.DoesNotContain("m1", g.Initializers.Keys);     // statistics only the folded BatchNorm read are gone
+        var fused = new GraphExecutor(g, OnnxOps.Resolver).Run(x);
+        for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
+    }
+
+    [Fact]
+    public void OverridableWeightsAreNotFoldedFromIrVersion4()
+    {
+        var g = Block(weightsAreInputs: true);
+        var report = OnnxFusion.Apply(g, irVersion: 7);
+        Assert.Equal(0, report.FusedConvs);
+        var old = Block(weightsAreInputs: true);
+        Assert.Equal(3, OnnxFusion.Apply(old, irVersion: 3).FusedConvs);   // before IR 4 every initializer was listed
+    }
+
+    [Fact]
+    public void BufferReuseKeepsOutputsAndViewsIntactAndAllocatesLess()
+    {
+        var g = Block(false);
+        OnnxFusion.Apply(g, irVersion: 8);
+        var x = Tensor.Randn([2, 3, 32, 32], DType.Float32, new Generator(4));
+        var plain = new GraphExecutor(g, OnnxOps.Resolver) { ReuseBuffers = false };
+        var pooled = new GraphExecutor(g, OnnxOps.Resolver);
+        var expected = plain.Run(x).Select(t => t.ToArray<float>()).ToArray();
+        var first = pooled.Run(x);
+        var firstCopy = first.Select(t => t.ToArray<float>()).ToArray();
+        for (int r = 0; r < 3; r++)
+        {
+            var again = pooled.Run(Tensor.Randn([2, 3, 32, 32], DType.Float32, new Generator((ulong)(100 + r))));   // different data through the same buffers
+            Assert.Equal(3, again.Length);
+        }
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.Equal(expected[i], firstCopy[i]);
+            Assert.Equal(firstCopy[i], first[i].ToArray<float>());   // outputs of an earlier run are never reused
+        }
+
+        long Allocated(GraphExecutor e)
+        {
+            e.Run(x);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 5; i++) e.Run(x);
+            return (GC.GetAllocatedBytesForCurrentThread() - before) / 5;
+        }
+        long withReuse = Allocated(pooled), without = Allocated(plain);
+        // The three fused convolutions' [2, 8, 32, 32] outputs (64 KiB each) come from the pool; what remains is the
+        // graph outputs, the Exp side branch and bookkeeping (under 1 KiB more with the pool).
+        Assert.True(without - withReuse >= 3 * 65536 - 1024, $"with reuse {withReuse} B per run, without {without} B");
+    }
+
+    [Fact]
+    public void ConcurrentRunsOfOneExecutorAgree()
+    {
+        var g = Block(false);
+        OnnxFusion.Apply(g, irVersion: 8);
+        var executor = new GraphExecutor(g, OnnxOps.Resolver);
+        var inputs = Enumerable.Range(0, 8).Select(i => Tensor.Randn([2, 3, 10, 10], DType.Float32, new Generator((ulong)(50 + i)))).ToArray();
+        var expected = inputs.Select(t => new GraphExecutor(g, OnnxOps.Resolver) { ReuseBuffers = false }.Run(t)[0].ToArray<float>()).ToArray();
+        Parallel.For(0, 64, new ParallelOptions { MaxDegreeOfParallelism = 4 }, j =>
+        {
+            int i = j % inputs.Length;
+            var y = executor.Run(inputs[i])[0].ToArray<float>();
+            Assert.Equal(expected[i], y);
+        });
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(5)]
+    [InlineData(70)]
+    public void GemmFusionMatchesTheUnfusedGraph(int batch)
+    {
+        var gen = new Generator(21);
+        Graph.Graph Mlp() => new()
+        {
+            Name = "mlp",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = [new ValueInfo("y", DType.Float32, null)],
+            Initializers = new()
+            {
+                ["w1"] = Tensor.Randn([40, 300], DType.Float32, new Generator(1)), ["b1"] = Tensor.Randn([40], DType.Float32, new Generator(2)),
+                ["w2"] = Tensor.Randn([40, 7], DType.Float32, new Generator(3)), ["b2"] = Tensor.Randn([1, 7], DType.Float32, new Generator(4)),
+            },
+            Nodes =
+            [
+                new Node { OpType = "Gemm", Inputs = ["x", "w1", "b1"], Outputs = ["h"], Attributes = new() { ["transB"] = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = 1 } } },
+                new Node { OpType = "Relu", Inputs = ["h"], Outputs = ["r"] },
+                new Node { OpType = "Gemm", Inputs = ["r", "w2", "b2"], Outputs = ["y"] },
+            ],
+        };
+        var x = Tensor.Randn([batch, 300], DType.Float32, gen);
+        var expected = new GraphExecutor(Mlp(), OnnxOps.Resolver).Run(x)[0];
+        var g = Mlp();
+        var report = OnnxFusion.Apply(g, irVersion: 8);
+        Assert.Equal(2, report.FusedGemms);
+        Assert.Equal(1, report.FusedRelus);
+        Assert.Equal(2, g.Nodes.Count);
+        Close(expected, new GraphExecutor(g, OnnxOps.Resolver).Run(x)[0]);
+    }
+
+    [Fact]
+    public void Mnist8FusesItsConvolutionsAndGivesTheSameOutput()
+    {
+        var path = Path.Combine(AppContext.BaseDirectory, "fixtures", "mnist-8", "model.onnx");
+        var bytes = File.ReadAllBytes(path);
+        var fused = OnnxModel.Load(bytes, null, "mnist-8", fuse: true);
+        var plain = OnnxModel.Load(bytes, null, "mnist-8", fuse: false);
+        Assert.Equal(2, fused.Graph.Nodes.Count(n => n.OpType == "FusedConv"));
+        Assert.Equal(2, plain.Graph.Nodes.Count(n => n.OpType == "Conv"));
+        var x = Tensor.Rand([1, 1, 28, 28], DType.Float32, new Generator(9));
+        Close(plain.Run(x)[0], fused.Run(x)[0]);
+    }
+
+    [Fact]
+    public void ResNet18FusesEveryConvolutionAndMatchesTheUnfusedGraph()
+    {
+        Assert.True(File.Exists(RealModelTests.ResNet18Path), $"{RealModelTests.ResNet18Path} is missing");
+        var bytes = File.ReadAllBytes(RealModelTests.ResNet18Path);
+        var fused = OnnxModel.Load(bytes, null, "ResNet18", fuse: true);
+        var plain = OnnxModel.Load(bytes, null, "ResNet18", fuse: false);
+        int convs = plain.Graph.Nodes.Count(n => n.OpType == "Conv");
+        Assert.Equal(convs, fused.Graph.Nodes.Count(n => n.OpType == "FusedConv"));
+        Assert.DoesNotContain(fused.Graph.Nodes, n => n.OpType is "BatchNormalization" or "Relu" or "Add");
+        var x = Tensor.Randn([1, 3, 224, 224], DType.Float32, new Generator(8));
+        Close(plain.Run(x)[0], fused.Run(x)[0], 1e-3);
+    }
+}
