@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Nabla.Interop.Onnx;
 
 namespace Nabla.Serving;
 
@@ -11,7 +12,9 @@ sealed record BatchOutcome(Dictionary<string, Tensor> Outputs, long QueueTicks, 
 /// (same inputs, same shapes after dim 0) along dim 0, runs one execution and splits the outputs back.
 /// A batch leaves at once when it reaches max_batch_size or a preferred size, otherwise when the oldest request has
 /// waited max_queue_delay_microseconds. A full queue rejects at once; a request whose queue timeout passes, or whose
-/// caller cancels (disconnect, deadline), is dropped while still queued and never computed.
+/// caller cancels (disconnect, deadline), is dropped while still queued and never computed. Batches are formed only
+/// while an instance is free (the version's <see cref="ModelVersion.Gate"/>), so with N instances up to N batches run
+/// at once and requests arriving meanwhile gather into the next one.
 /// </summary>
 sealed class DynamicBatcher
 {
@@ -45,6 +48,7 @@ sealed class DynamicBatcher
     readonly SemaphoreSlim signal = new(0);
     readonly CancellationTokenSource stop = new();
     readonly Task loop;
+    readonly List<Task> running = [];
     int live;
     volatile bool stopping;
 
@@ -72,7 +76,7 @@ sealed class DynamicBatcher
         signal.Release();
     }
 
-    /// <summary>Completes when the loop ended (after <see cref="Stop"/>).</summary>
+    /// <summary>Completes when the loop ended and its last executions finished (after <see cref="Stop"/>).</summary>
     public Task Completion => loop;
 
     /// <summary>Queues one request of <paramref name="batch"/> elements.</summary>
@@ -126,23 +130,55 @@ sealed class DynamicBatcher
 
     async Task RunAsync()
     {
-        while (true)
+        try
         {
-            List<Request>? batch;
-            TimeSpan wait;
-            lock (gate)
+            while (true)
             {
-                queue.RemoveAll(p => Volatile.Read(ref p.State) != 0);
-                if (queue.Count == 0 && stopping) return;
-                batch = Form(out wait);
-            }
-            if (batch is null)
-            {
-                try { await signal.WaitAsync(wait, stop.Token).ConfigureAwait(false); }
+                // An instance first: the batch is formed when it can start, so it takes every request that arrived meanwhile.
+                try { await mv.Gate.WaitAsync(stop.Token).ConfigureAwait(false); }
                 catch (OperationCanceledException) { return; }
-                continue;
+                bool handed = false;
+                try
+                {
+                    while (true)
+                    {
+                        List<Request>? batch;
+                        TimeSpan wait;
+                        lock (gate)
+                        {
+                            queue.RemoveAll(p => Volatile.Read(ref p.State) != 0);
+                            if (queue.Count == 0 && stopping) return;
+                            batch = Form(out wait);
+                        }
+                        if (batch is null)
+                        {
+                            try { await signal.WaitAsync(wait, stop.Token).ConfigureAwait(false); }
+                            catch (OperationCanceledException) { return; }
+                            continue;
+                        }
+                        if (batch.Count == 0) continue;
+                        handed = true;
+                        var run = Task.Run(async () =>
+                        {
+                            try { await ExecuteAsync(batch).ConfigureAwait(false); }
+                            finally { mv.Gate.Release(); }
+                        });
+                        lock (running)
+                        {
+                            running.RemoveAll(t => t.IsCompleted);
+                            running.Add(run);
+                        }
+                        break;
+                    }
+                }
+                finally { if (!handed) mv.Gate.Release(); }
             }
-            if (batch.Count > 0) await ExecuteAsync(batch).ConfigureAwait(false);
+        }
+        finally
+        {
+            Task[] last;
+            lock (running) last = [.. running];
+            await Task.WhenAll(last).ConfigureAwait(false);
         }
     }
 
@@ -201,10 +237,12 @@ sealed class DynamicBatcher
             {
                 feeds = new Dictionary<string, Tensor>(StringComparer.Ordinal);
                 foreach (var name in batch[0].Feeds.Keys)
-                    feeds[name] = Tensor.Cat([.. batch.Select(p => p.Feeds[name])], 0);
+                    feeds[name] = StringTensor.IsCarrier(batch[0].Feeds[name])
+                        ? StringTensor.Cat0([.. batch.Select(p => StringTensor.FromCarrier(p.Feeds[name])!)]).ToCarrier()
+                        : Tensor.Cat([.. batch.Select(p => p.Feeds[name])], 0);
             }
             long t1 = Stopwatch.GetTimestamp();
-            var (results, inferTicks) = await InferenceEngine.ExecuteAsync(mv, feeds, stop.Token).ConfigureAwait(false);
+            var (results, inferTicks) = await InferenceEngine.ExecuteAsync(mv, feeds, stop.Token, gateHeld: true).ConfigureAwait(false);
             long t2 = Stopwatch.GetTimestamp();
             var slices = batch.Select(_ => new Dictionary<string, Tensor>(StringComparer.Ordinal)).ToList();
             foreach (var (name, t) in results)
@@ -214,9 +252,12 @@ sealed class DynamicBatcher
                         $"model '{mv.ModelName}' version {mv.Version}: output '{name}' has shape [{string.Join(", ", t.Shape)}], not a batch of {total} along dim 0, so a merged batch cannot be split")
                     { Reason = FailureReason.Backend };
                 int offset = 0;
+                var strings = StringTensor.FromCarrier(t);
                 for (int i = 0; i < batch.Count; i++)
                 {
-                    slices[i][name] = batch.Count == 1 ? t : t.Narrow(0, offset, batch[i].Batch);
+                    slices[i][name] = batch.Count == 1 ? t
+                        : strings is not null ? strings.Narrow0(offset, batch[i].Batch).ToCarrier()
+                        : t.Narrow(0, offset, batch[i].Batch);
                     offset += batch[i].Batch;
                 }
             }

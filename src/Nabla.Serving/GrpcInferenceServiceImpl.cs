@@ -134,6 +134,7 @@ public sealed class GrpcInferenceServiceImpl(ModelRepository repository, ServerS
         };
         foreach (var t in c.Inputs) m.Input.Add(new ModelInput { Name = t.Name, DataType = ConfigType(t.Datatype), Dims = { t.Dims } });
         foreach (var t in c.Outputs) m.Output.Add(new ModelOutput { Name = t.Name, DataType = ConfigType(t.Datatype), Dims = { t.Dims } });
+        m.InstanceGroup.Add(new ModelInstanceGroup { Name = c.Name, Count = c.InstanceCount, Kind = ModelInstanceGroup.Types.Kind.Cpu });
         if (c.DynamicBatching is { } b)
         {
             var db = new ModelDynamicBatching { MaxQueueDelayMicroseconds = (ulong)b.MaxQueueDelayMicroseconds, PreserveOrdering = b.PreserveOrdering, PreferredBatchSize = { b.PreferredBatchSizes } };

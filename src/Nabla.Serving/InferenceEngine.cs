@@ -3,8 +3,9 @@ using System.Diagnostics;
 namespace Nabla.Serving;
 
 /// <summary>One request input as a transport parsed it; <see cref="Decode"/> turns its data into a tensor once the shape and datatype are checked.</summary>
-/// <param name="Decode">(dtype, checked shape, description for errors) → tensor; throws <see cref="ServingException"/> on bad data</param>
-public sealed record InferInput(string Name, string Datatype, IReadOnlyList<long> Shape, Func<DType, int[], string, Tensor> Decode);
+/// <param name="Decode">(wire datatype, checked shape, description for errors) → tensor (a <see cref="Nabla.Interop.Onnx.StringTensor"/>
+/// carrier for BYTES); throws <see cref="ServingException"/> on bad data</param>
+public sealed record InferInput(string Name, string Datatype, IReadOnlyList<long> Shape, Func<string, int[], string, Tensor> Decode);
 
 /// <summary>An output the client asked for; <paramref name="Binary"/> asks for raw bytes (REST binary extension).</summary>
 public sealed record RequestedOutput(string Name, bool? Binary);
@@ -54,9 +55,9 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
                     ?? throw ServingException.Invalid($"unknown input '{WireTypes.Clip(input.Name)}' for model '{mv.ModelName}'; its inputs are {string.Join(", ", config.Inputs.Select(t => t.Name))}");
                 if (feeds.ContainsKey(input.Name)) throw ServingException.Invalid($"input '{input.Name}' is given twice");
                 var what = $"input '{input.Name}'";
-                var dtype = WireTypes.Parse(input.Datatype, what);
-                if (input.Datatype != spec.Datatype)
-                    throw ServingException.Invalid($"{what}: datatype {input.Datatype} does not match the model's {spec.Datatype}");
+                // NOTE: a known type the model does not take (UINT16 for an FP32 input, say) is named as a mismatch first.
+                if (!WireTypes.IsKnown(input.Datatype) || input.Datatype == spec.Datatype) WireTypes.Check(input.Datatype, what);
+                else throw ServingException.Invalid($"{what}: datatype {input.Datatype} does not match the model's {spec.Datatype}");
                 var dims = TensorCodec.CheckShape(input.Shape, what);
                 CheckShape(config, spec, dims, what);
                 if (config.MaxBatchSize > 0)
@@ -65,7 +66,7 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
                         throw ServingException.Invalid($"{what}: batch size {dims[0]} differs from the other inputs' {batch}");
                     batch = dims[0];
                 }
-                feeds[input.Name] = input.Decode(dtype, dims, what);
+                feeds[input.Name] = input.Decode(input.Datatype, dims, what);
             }
             var missing = config.Inputs.Where(t => !feeds.ContainsKey(t.Name)).Select(t => t.Name).ToList();
             if (missing.Count > 0) throw ServingException.Invalid($"missing input{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing.Select(n => $"'{n}'"))} for model '{mv.ModelName}'");
@@ -106,7 +107,7 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
             {
                 if (!results.TryGetValue(spec.Name, out var t))
                     throw new ServingException(ServingErrorKind.Internal, $"model '{mv.ModelName}' produced no output '{spec.Name}'") { Reason = FailureReason.Backend };
-                outs.Add(new InferOutput(spec.Name, WireTypes.FromDType(t.DType), [.. t.Shape.Select(d => (long)d)], t, binary));
+                outs.Add(new InferOutput(spec.Name, WireTypes.Of(t), [.. t.Shape.Select(d => (long)d)], t, binary));
             }
             long done = Stopwatch.GetTimestamp();
             if (mv.Batcher is null) stats.Execution((int)batch, prepared - start, inferTicks, done - ran);
@@ -134,8 +135,8 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
     }
 
     /// <summary>
-    /// One model execution: takes the version's execution slot (unless the caller holds it), runs the test hook and
-    /// the graph. Returns the outputs and the ticks the graph took.
+    /// One model execution: takes one of the version's execution slots (unless the caller holds one), rents an idle
+    /// instance, runs the test hook and the graph on it. Returns the outputs and the ticks the graph took.
     /// </summary>
     internal static async Task<(Dictionary<string, Tensor> Results, long InferTicks)> ExecuteAsync(ModelVersion mv,
         Dictionary<string, Tensor> feeds, CancellationToken ct, bool gateHeld = false)
@@ -144,16 +145,22 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
         try
         {
             if (mv.Options?.BeforeExecute is { } hook) await hook(mv, ct).ConfigureAwait(false);
+            var instance = mv.RentInstance();
             long began = Stopwatch.GetTimestamp();
-            mv.Model.CancellationToken = ct;
-            try { return (mv.Model.Run(feeds), Stopwatch.GetTimestamp() - began); }
+            // NOTE: the token lives on the instance's executor; no other execution uses this instance until it is returned.
+            instance.CancellationToken = ct;
+            try { return (instance.Run(feeds), Stopwatch.GetTimestamp() - began); }
             catch (OperationCanceledException) { throw; }
             catch (NablaException e)
             {
                 throw new ServingException(ServingErrorKind.InvalidArgument, $"model '{mv.ModelName}' version {mv.Version} failed on this input: {e.Message}")
                 { Reason = FailureReason.Backend };
             }
-            finally { mv.Model.CancellationToken = default; }
+            finally
+            {
+                instance.CancellationToken = default;
+                mv.ReturnInstance(instance);
+            }
         }
         finally { if (!gateHeld) mv.Gate.Release(); }
     }

@@ -56,6 +56,14 @@ public sealed class ModelConfig
     public DynamicBatchingSettings? DynamicBatching { get; init; }
     public string DefaultModelFilename { get; init; } = "model.onnx";
     public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
+    /// <summary>
+    /// How many executions of one version may run at once (Triton's <c>instance_group</c> counts summed, or a plain
+    /// <c>instance_count</c>; default 1). Each instance is its own executor over the shared graph and weights.
+    /// </summary>
+    public int InstanceCount { get; init; } = 1;
+
+    /// <summary>The most instances a version may have (each runs on its own thread while busy).</summary>
+    public const int MaxInstances = 64;
 
     /// <summary>The shape clients see: <c>[-1] + dims</c> for batching models, else dims.</summary>
     public long[] ExposedShape(TensorSpec t) => MaxBatchSize > 0 ? [-1, .. t.Dims] : t.Dims;
@@ -97,8 +105,42 @@ public sealed class ModelConfig
                 DynamicBatching = Batching(root, directoryName, (int)maxBatch),
                 DefaultModelFilename = file,
                 Parameters = parameters,
+                InstanceCount = Instances(root, directoryName),
             };
         }
+    }
+
+    /// <summary>
+    /// <c>"instance_count": N</c>, or Triton's <c>"instance_group": [{"count": N, "kind": "KIND_CPU"}, ...]</c> (counts
+    /// add up; a group without count has 1). Only CPU instances exist: KIND_GPU and KIND_MODEL are refused.
+    /// </summary>
+    static int Instances(JsonElement root, string model)
+    {
+        bool hasCount = root.TryGetProperty("instance_count", out var ic) && ic.ValueKind != JsonValueKind.Null;
+        bool hasGroups = root.TryGetProperty("instance_group", out var groups) && groups.ValueKind != JsonValueKind.Null;
+        if (hasCount && hasGroups) throw Err(model, "give either instance_count or instance_group, not both");
+        long total;
+        if (hasCount) total = AsLong(ic) ?? throw Err(model, "'instance_count' must be an integer");
+        else if (hasGroups)
+        {
+            if (groups.ValueKind != JsonValueKind.Array) throw Err(model, "instance_group must be an array");
+            total = 0;
+            foreach (var g in groups.EnumerateArray())
+            {
+                if (g.ValueKind != JsonValueKind.Object) throw Err(model, "each instance_group entry must be an object");
+                var kind = Str(g, "kind", model) ?? "KIND_CPU";
+                if (kind is not ("KIND_CPU" or "KIND_AUTO"))
+                    throw Err(model, $"instance_group kind '{kind}' is not available; Nabla serves on the CPU (KIND_CPU)");
+                long n = Int(g, "count", model) ?? 1;
+                if (n < 1) throw Err(model, $"instance_group count {n} must be at least 1");
+                total += n;
+                if (total > MaxInstances) break;
+            }
+            if (total == 0) total = 1;
+        }
+        else return 1;
+        if (total is < 1 or > MaxInstances) throw Err(model, $"the instance count {total} must be in [1, {MaxInstances}]");
+        return (int)total;
     }
 
     static ModelFormatException Err(string model, string what) => new($"config.json of '{model}': {what}");
@@ -141,7 +183,7 @@ public sealed class ModelConfig
             if (list.Any(x => x.Name == name)) throw Err(model, $"{key} '{name}' is declared twice");
             var typeName = Str(t, "data_type", model) ?? Str(t, "datatype", model) ?? throw Err(model, $"{key} '{name}' has no data_type");
             var wire = WireTypes.FromConfigName(typeName) ?? throw Err(model, $"{key} '{name}': unknown data_type '{typeName}'");
-            if (WireTypes.ToDType(wire) is null) throw Err(model, $"{key} '{name}': data_type {typeName} is not supported by Nabla");
+            if (!WireTypes.IsSupported(wire)) throw Err(model, $"{key} '{name}': data_type {typeName} is not supported by Nabla");
             if (!t.TryGetProperty("dims", out var dimsEl) && !t.TryGetProperty("shape", out dimsEl))
                 throw Err(model, $"{key} '{name}' has no dims");
             if (dimsEl.ValueKind != JsonValueKind.Array) throw Err(model, $"{key} '{name}': dims must be an array");
@@ -240,6 +282,13 @@ public sealed class ModelConfig
         w.WriteNumber("max_batch_size", MaxBatchSize);
         WriteTensors(w, "input", Inputs);
         WriteTensors(w, "output", Outputs);
+        w.WriteStartArray("instance_group");
+        w.WriteStartObject();
+        w.WriteString("name", Name);
+        w.WriteNumber("count", InstanceCount);
+        w.WriteString("kind", "KIND_CPU");
+        w.WriteEndObject();
+        w.WriteEndArray();
         if (DynamicBatching is { } b)
         {
             w.WriteStartObject("dynamic_batching");

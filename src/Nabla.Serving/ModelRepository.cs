@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
@@ -17,9 +18,11 @@ public sealed record IndexEntry(string Name, string? Version, ModelState State, 
 }
 
 /// <summary>
-/// A loaded, runnable model version. Executions are serialized by <see cref="Gate"/> (one instance); with a
-/// dynamic_batching block, requests go through <see cref="Batcher"/>. A version replaced or unloaded is retired: it
-/// finishes the requests it holds, then stops its batcher and is left to the GC (<see cref="Freed"/>).
+/// A loaded, runnable model version with <see cref="ModelConfig.InstanceCount"/> instances: <see cref="Gate"/> admits
+/// that many executions at once, and each takes an instance of its own (<see cref="RentInstance"/>), so no two runs
+/// share an executor. With a dynamic_batching block, requests go through <see cref="Batcher"/>. A version replaced or
+/// unloaded is retired: it finishes the requests it holds, then stops its batcher and is left to the GC
+/// (<see cref="Freed"/>).
 /// </summary>
 public sealed class ModelVersion
 {
@@ -27,8 +30,27 @@ public sealed class ModelVersion
     public required long Version { get; init; }
     /// <summary>The configuration this version runs with: the declared one, completed from the model file.</summary>
     public required ModelConfig Config { get; init; }
+    /// <summary>The first instance (the one loaded from the file); the others share its graph and weights.</summary>
     public required OnnxModel Model { get; init; }
-    public SemaphoreSlim Gate { get; } = new(1, 1);
+    /// <summary>Admits as many executions as there are instances; hold it while an instance is rented.</summary>
+    public SemaphoreSlim Gate { get; private set; } = new(1, 1);
+    readonly ConcurrentBag<OnnxModel> idle = [];
+    public int InstanceCount { get; private set; } = 1;
+
+    /// <summary>Creates the instances (before the version takes traffic).</summary>
+    internal void CreateInstances(int count)
+    {
+        InstanceCount = count;
+        Gate = new SemaphoreSlim(count, count);
+        idle.Add(Model);
+        for (int i = 1; i < count; i++) idle.Add(Model.NewInstance());
+    }
+
+    /// <summary>An idle instance; the caller holds <see cref="Gate"/>, so one is always there.</summary>
+    internal OnnxModel RentInstance() =>
+        idle.TryTake(out var m) ? m : throw new InvalidOperationException($"model '{ModelName}' version {Version}: no idle instance although the gate admitted the execution");
+
+    internal void ReturnInstance(OnnxModel m) => idle.Add(m);
     public VersionStats Stats { get; } = new();
     public string VersionString => Version.ToString(CultureInfo.InvariantCulture);
     internal DynamicBatcher? Batcher { get; set; }
@@ -396,8 +418,9 @@ public sealed partial class ModelRepository
         {
             if (!File.Exists(file)) throw new ModelFormatException($"{declared.DefaultModelFilename} not found in version folder {v}");
             var model = OnnxModel.Load(file);
-            var config = Complete(declared, model.Graph);
+            var config = Complete(declared, model.Graph, model.StringValues);
             var mv = new ModelVersion { ModelName = name, Version = v, Config = config, Model = model, Options = options };
+            mv.CreateInstances(config.InstanceCount);
             try { Warmup(mv); }
             catch (Exception e) when (e is NablaException or ServingException or ArgumentException or InvalidOperationException)
             {
@@ -413,8 +436,8 @@ public sealed partial class ModelRepository
     }
 
     /// <summary>
-    /// Runs one zero-filled request of the configuration's shape (batch 1, variable dims 1) before the version takes
-    /// traffic; skipped when an input's rank is unknown. Not counted in the statistics.
+    /// Runs one zero-filled request of the configuration's shape (batch 1, variable dims 1; BYTES elements "0") before the
+    /// version takes traffic; skipped when an input's rank is unknown. Not counted in the statistics.
     /// </summary>
     static void Warmup(ModelVersion mv)
     {
@@ -423,8 +446,14 @@ public sealed partial class ModelRepository
         var feeds = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var t in c.Inputs)
         {
-            var dtype = WireTypes.ToDType(t.Datatype) ?? throw new ModelFormatException($"input '{t.Name}': datatype {t.Datatype} is not supported");
             var shape = c.ExposedShape(t).Select(d => d < 0 ? 1 : checked((int)d)).ToArray();
+            if (t.Datatype == WireTypes.Bytes)
+            {
+                // NOTE: "0" rather than empty strings, so graphs that parse numbers (Cast to a number) warm up too.
+                feeds[t.Name] = new StringTensor([.. Enumerable.Range(0, (int)TensorCodec.Numel(shape)).Select(_ => "0"u8.ToArray())], shape).ToCarrier();
+                continue;
+            }
+            var dtype = WireTypes.ToDType(t.Datatype) ?? throw new ModelFormatException($"input '{t.Name}': datatype {t.Datatype} is not supported");
             feeds[t.Name] = Tensor.Zeros(shape, dtype);
         }
         mv.Model.Run(feeds);
@@ -443,16 +472,17 @@ public sealed partial class ModelRepository
     }
 
     /// <summary>Checks the declared inputs and outputs against the graph and fills in what the config leaves out.</summary>
-    internal static ModelConfig Complete(ModelConfig c, Graph.Graph g)
+    internal static ModelConfig Complete(ModelConfig c, Graph.Graph g, IReadOnlySet<string>? strings = null)
     {
+        strings ??= new HashSet<string>();
         var graphInputs = g.Inputs.Where(v => !g.Initializers.ContainsKey(v.Name)).ToList();
-        var inputs = c.Inputs.Count > 0 ? c.Inputs : [.. graphInputs.Select(v => FromGraph(v, c.MaxBatchSize))];
-        var outputs = c.Outputs.Count > 0 ? c.Outputs : [.. g.Outputs.Select(v => FromGraph(v, c.MaxBatchSize))];
+        var inputs = c.Inputs.Count > 0 ? c.Inputs : [.. graphInputs.Select(v => FromGraph(v, c.MaxBatchSize, strings))];
+        var outputs = c.Outputs.Count > 0 ? c.Outputs : [.. g.Outputs.Select(v => FromGraph(v, c.MaxBatchSize, strings))];
         foreach (var t in inputs)
         {
             var v = g.Inputs.FirstOrDefault(x => x.Name == t.Name)
                 ?? throw new ModelFormatException($"config input '{t.Name}' is not an input of the model; its inputs are {string.Join(", ", graphInputs.Select(x => x.Name))}");
-            Match(c, t, v, "input");
+            Match(c, t, v, "input", strings);
         }
         foreach (var v in graphInputs)
             if (!inputs.Any(t => t.Name == v.Name)) throw new ModelFormatException($"model input '{v.Name}' is not declared in the config");
@@ -460,33 +490,37 @@ public sealed partial class ModelRepository
         {
             var v = g.Outputs.FirstOrDefault(x => x.Name == t.Name)
                 ?? throw new ModelFormatException($"config output '{t.Name}' is not an output of the model; its outputs are {string.Join(", ", g.Outputs.Select(x => x.Name))}");
-            Match(c, t, v, "output");
+            Match(c, t, v, "output", strings);
         }
         return new ModelConfig
         {
             Name = c.Name, Platform = c.Platform, MaxBatchSize = c.MaxBatchSize, Inputs = inputs, Outputs = outputs,
             VersionPolicy = c.VersionPolicy, DynamicBatching = c.DynamicBatching, DefaultModelFilename = c.DefaultModelFilename,
-            Parameters = c.Parameters,
+            Parameters = c.Parameters, InstanceCount = c.InstanceCount,
         };
     }
 
-    static TensorSpec FromGraph(ValueInfo v, int maxBatch)
+    /// <summary>The wire type of a graph value: BYTES for an ONNX STRING, else its dtype's name; null when unknown.</summary>
+    static string? WireOf(ValueInfo v, IReadOnlySet<string> strings) =>
+        strings.Contains(v.Name) ? WireTypes.Bytes : v.DType is { } dt ? WireTypes.FromDType(dt) : null;
+
+    static TensorSpec FromGraph(ValueInfo v, int maxBatch, IReadOnlySet<string> strings)
     {
-        if (v.DType is not { } dt) throw new ModelFormatException($"model tensor '{v.Name}' has no element type; declare it in config.json");
-        if (v.Shape is null) return new TensorSpec(v.Name, WireTypes.FromDType(dt), [], AnyRank: true);
+        if (WireOf(v, strings) is not { } wire) throw new ModelFormatException($"model tensor '{v.Name}' has no element type; declare it in config.json");
+        if (v.Shape is null) return new TensorSpec(v.Name, wire, [], AnyRank: true);
         var dims = v.Shape.Select(d => d.Value ?? -1).ToArray();
         if (maxBatch > 0)
         {
             if (dims.Length == 0) throw new ModelFormatException($"model tensor '{v.Name}' is a scalar, but max_batch_size > 0 needs a batch dimension");
             dims = dims[1..];
         }
-        return new TensorSpec(v.Name, WireTypes.FromDType(dt), dims);
+        return new TensorSpec(v.Name, wire, dims);
     }
 
-    static void Match(ModelConfig c, TensorSpec t, ValueInfo v, string kind)
+    static void Match(ModelConfig c, TensorSpec t, ValueInfo v, string kind, IReadOnlySet<string> strings)
     {
-        if (v.DType is { } dt && WireTypes.FromDType(dt) != t.Datatype)
-            throw new ModelFormatException($"config {kind} '{t.Name}' is {t.Datatype}, but the model's is {WireTypes.FromDType(dt)}");
+        if (WireOf(v, strings) is { } wire && wire != t.Datatype)
+            throw new ModelFormatException($"config {kind} '{t.Name}' is {t.Datatype}, but the model's is {wire}");
         if (v.Shape is null || t.AnyRank) return;
         var want = c.ExposedShape(t);
         if (v.Shape.Length != want.Length)

@@ -257,7 +257,28 @@ public static class RestApi
         if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = options.MaxRequestBytes;
         if (ctx.Request.ContentLength is long declared && declared > options.MaxRequestBytes)
             throw new ServingException(ServingErrorKind.PayloadTooLarge, $"request body of {declared} bytes is larger than the limit of {options.MaxRequestBytes} bytes");
-        using var ms = new MemoryStream((int)Math.Min(ctx.Request.ContentLength ?? 0, options.MaxRequestBytes));
+        if (ctx.Request.ContentLength is long length)
+        {
+            // NOTE: the common case: read straight into an array of the announced size (one copy, no MemoryStream).
+            var buffer = GC.AllocateUninitializedArray<byte>((int)length);
+            int read = 0;
+            try
+            {
+                while (read < buffer.Length)
+                {
+                    int n = await ctx.Request.Body.ReadAsync(buffer.AsMemory(read), ctx.RequestAborted);
+                    if (n == 0) break;
+                    read += n;
+                }
+            }
+            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
+            {
+                throw new ServingException(ServingErrorKind.PayloadTooLarge, $"request body is larger than the limit of {options.MaxRequestBytes} bytes");
+            }
+            if (read < buffer.Length) throw ServingException.Invalid($"the body ended after {read} of the {length} bytes its Content-Length announced");
+            return buffer;
+        }
+        using var ms = new MemoryStream();
         try { await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted); }
         catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
         {
@@ -387,7 +408,10 @@ public static class RestApi
         if (config.Inputs.Count != 1) throw ServingException.Invalid($"a raw binary request needs a model with exactly one input; '{mv.ModelName}' has {config.Inputs.Count}");
         var spec = config.Inputs[0];
         if (spec.AnyRank) throw ServingException.Invalid($"input '{spec.Name}' has no declared shape, so a raw binary request cannot be shaped");
-        var dtype = WireTypes.Parse(spec.Datatype, $"input '{spec.Name}'");
+        WireTypes.Check(spec.Datatype, $"input '{spec.Name}'");
+        if (spec.Datatype == WireTypes.Bytes)
+            throw ServingException.Invalid($"input '{spec.Name}' is BYTES, whose elements have no fixed size, so a raw binary request cannot be shaped; send a JSON header with binary_data_size");
+        var dtype = WireTypes.ToDType(spec.Datatype)!.Value;
         var shape = config.ExposedShape(spec).ToArray();
         if (config.MaxBatchSize > 0) shape[0] = 1;
         int variable = shape.Count(d => d == -1);
@@ -515,7 +539,7 @@ public static class RestApi
                 else
                 {
                     w.WritePropertyName("data");
-                    TensorCodec.WriteJson(w, o.Value);
+                    TensorCodec.WriteJson(w, o.Value, $"output '{o.Name}'");
                 }
                 w.WriteEndObject();
             }
@@ -531,8 +555,11 @@ public static class RestApi
         }
         else ctx.Response.ContentType = "application/json";
         ctx.Response.ContentLength = header.WrittenCount + binaryLength;
-        await ctx.Response.Body.WriteAsync(header.WrittenMemory, ctx.RequestAborted);
+        // NOTE: header and tensors go into Kestrel's pipe and leave with one flush (one send for a small reply).
+        var writer = ctx.Response.BodyWriter;
+        writer.Write(header.WrittenSpan);
         foreach (var r in raw)
-            if (r is not null) await ctx.Response.Body.WriteAsync(r, ctx.RequestAborted);
+            if (r is not null) writer.Write(r);
+        await writer.FlushAsync(ctx.RequestAborted);
     }
 }

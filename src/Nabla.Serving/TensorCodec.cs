@@ -1,5 +1,8 @@
+using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Text;
 using System.Text.Json;
+using Nabla.Interop.Onnx;
 using Nabla.Serving.Grpc;
 
 namespace Nabla.Serving;
@@ -47,12 +50,17 @@ internal static class TensorCodec
 
     // ---- raw bytes ----
 
-    public static Tensor FromRaw(ReadOnlySpan<byte> bytes, DType dtype, int[] shape, string what)
+    /// <summary>The wire's dtype; BYTES has none (its tensors are <see cref="StringTensor"/> carriers).</summary>
+    static DType DTypeOf(string datatype) => WireTypes.ToDType(datatype) ?? throw new InvalidOperationException($"no Nabla dtype for {datatype}");
+
+    public static Tensor FromRaw(ReadOnlySpan<byte> bytes, string datatype, int[] shape, string what)
     {
+        if (datatype == WireTypes.Bytes) return FromLengthPrefixed(bytes, shape, what).ToCarrier();
+        var dtype = DTypeOf(datatype);
         long n = Numel(shape);
         long expected = n * dtype.ElementSize();
         if (bytes.Length != expected)
-            throw ServingException.Invalid($"{what}: {bytes.Length} bytes of data, but shape [{string.Join(", ", shape)}] of {WireTypes.FromDType(dtype)} needs {expected}");
+            throw ServingException.Invalid($"{what}: {bytes.Length} bytes of data, but shape [{string.Join(", ", shape)}] of {datatype} needs {expected}");
         return dtype switch
         {
             DType.Bool => Make(Bools(bytes), shape),
@@ -77,7 +85,50 @@ internal static class TensorCodec
     // NOTE: the wire is little-endian; every machine .NET runs Nabla on today is too, so the bytes are the elements.
     static T[] Le<T>(ReadOnlySpan<byte> bytes) where T : struct => MemoryMarshal.Cast<byte, T>(bytes).ToArray();
 
-    public static byte[] ToRaw(Tensor t) => t.DType switch
+    /// <summary>
+    /// BYTES in raw form: each element is a 4-byte little-endian length followed by that many bytes. The element count
+    /// is checked against the shape before any element is copied, and every length against the bytes left.
+    /// </summary>
+    public static StringTensor FromLengthPrefixed(ReadOnlySpan<byte> bytes, int[] shape, string what)
+    {
+        long n = Numel(shape);
+        if (n * 4 > bytes.Length)
+            throw ServingException.Invalid($"{what}: {bytes.Length} bytes of BYTES data cannot hold the {n} length-prefixed elements of shape [{string.Join(", ", shape)}] (4 bytes of length each at least)");
+        var data = new byte[n][];
+        int pos = 0;
+        for (int i = 0; i < data.Length; i++)
+        {
+            if (bytes.Length - pos < 4)
+                throw ServingException.Invalid($"{what}: BYTES data ends inside the length of element {i} (shape [{string.Join(", ", shape)}] needs {n} elements)");
+            uint len = BinaryPrimitives.ReadUInt32LittleEndian(bytes[pos..]);
+            pos += 4;
+            if (len > (uint)(bytes.Length - pos))
+                throw ServingException.Invalid($"{what}: BYTES element {i} claims {len} bytes, but only {bytes.Length - pos} are left");
+            data[i] = bytes.Slice(pos, (int)len).ToArray();
+            pos += (int)len;
+        }
+        if (pos != bytes.Length)
+            throw ServingException.Invalid($"{what}: {bytes.Length - pos} bytes left over after the {n} BYTES elements of shape [{string.Join(", ", shape)}]");
+        return new StringTensor(data, shape);
+    }
+
+    public static byte[] ToLengthPrefixed(StringTensor s)
+    {
+        long total = 0;
+        foreach (var e in s.Data) total += 4 + e.Length;
+        if (total > Array.MaxLength) throw new ServingException(ServingErrorKind.Internal, $"a BYTES output of {total} bytes is too large to send");
+        var r = GC.AllocateUninitializedArray<byte>((int)total);
+        int pos = 0;
+        foreach (var e in s.Data)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(r.AsSpan(pos), (uint)e.Length);
+            e.CopyTo(r, pos + 4);
+            pos += 4 + e.Length;
+        }
+        return r;
+    }
+
+    public static byte[] ToRaw(Tensor t) => StringTensor.FromCarrier(t) is { } s ? ToLengthPrefixed(s) : t.DType switch
     {
         DType.Bool => t.ToArray<bool>().Select(b => b ? (byte)1 : (byte)0).ToArray(),
         DType.UInt8 => t.ToArray<byte>(),
@@ -93,15 +144,19 @@ internal static class TensorCodec
     // ---- JSON ----
 
     /// <summary>Decodes nested or flat JSON <paramref name="data"/>; the leaves are counted before anything is allocated.</summary>
-    public static Tensor FromJson(JsonElement data, DType dtype, int[] shape, string what)
+    public static Tensor FromJson(JsonElement data, string datatype, int[] shape, string what)
     {
         long n = Numel(shape);
+        if (datatype == "FP32" && FlatFloats(data, n) is { } floats) return Make(floats, shape);
         long count = CountLeaves(data, what);
         if (count != n)
             throw ServingException.Invalid($"{what}: {count} data elements, but shape [{string.Join(", ", shape)}] has {n}");
         var leaves = new List<JsonElement>((int)count);
         Flatten(data, leaves);
-        return dtype switch
+        // NOTE: BYTES elements in JSON are strings, sent as their UTF-8 bytes (the protocol's JSON form has no other).
+        if (datatype == WireTypes.Bytes)
+            return new StringTensor(Convert(leaves, what, "a string", e => e.ValueKind == JsonValueKind.String ? Encoding.UTF8.GetBytes(e.GetString()!) : throw Bad()), shape).ToCarrier();
+        return DTypeOf(datatype) switch
         {
             DType.Bool => Make(Convert(leaves, what, "a boolean", ReadBool), shape),
             DType.UInt8 => Make(Convert(leaves, what, "an integer in [0, 255]", e => e.TryGetByte(out var v) ? v : throw Bad()), shape),
@@ -113,6 +168,23 @@ internal static class TensorCodec
             DType.Float32 => Make(Convert(leaves, what, "a number", e => (float)ReadDouble(e)), shape),
             _ => Make(Convert(leaves, what, "a number", ReadDouble), shape),
         };
+    }
+
+    /// <summary>
+    /// The fast path for the most common request: a flat array of exactly <paramref name="n"/> JSON numbers for FP32.
+    /// Null when the data is anything else (nested, strings, wrong count); the general path then decides and explains.
+    /// </summary>
+    static float[]? FlatFloats(JsonElement data, long n)
+    {
+        if (data.ValueKind != JsonValueKind.Array || data.GetArrayLength() != n) return null;
+        var r = GC.AllocateUninitializedArray<float>((int)n);
+        int i = 0;
+        foreach (var e in data.EnumerateArray())
+        {
+            if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out var d)) return null;
+            r[i++] = (float)d;
+        }
+        return r;
     }
 
     static FormatException Bad() => new();
@@ -181,9 +253,20 @@ internal static class TensorCodec
     }
 
     /// <summary>Writes the elements as one flat JSON array; NaN and infinities become the strings "NaN", "Infinity", "-Infinity".</summary>
-    public static void WriteJson(Utf8JsonWriter w, Tensor t)
+    public static void WriteJson(Utf8JsonWriter w, Tensor t, string what)
     {
         w.WriteStartArray();
+        if (StringTensor.FromCarrier(t) is { } s)
+        {
+            for (int i = 0; i < s.Count; i++)
+            {
+                if (!System.Text.Unicode.Utf8.IsValid(s.Data[i]))
+                    throw ServingException.Invalid($"{what}: BYTES element {i} is not UTF-8 text, so JSON cannot carry it; request it with binary_data");
+                w.WriteStringValue(s.Data[i]);
+            }
+            w.WriteEndArray();
+            return;
+        }
         switch (t.DType)
         {
             case DType.Bool: foreach (var v in t.ToArray<bool>()) w.WriteBooleanValue(v); break;
@@ -214,10 +297,12 @@ internal static class TensorCodec
     // ---- gRPC typed contents ----
 
     /// <summary>Decodes <see cref="InferTensorContents"/>: exactly the field the datatype calls for may be filled.</summary>
-    public static Tensor FromContents(InferTensorContents c, DType dtype, int[] shape, string what)
+    public static Tensor FromContents(InferTensorContents c, string datatype, int[] shape, string what)
     {
         long n = Numel(shape);
-        string field = dtype switch
+        bool bytes = datatype == WireTypes.Bytes;
+        var dtype = bytes ? DType.UInt8 : DTypeOf(datatype);
+        string field = bytes ? "bytes_contents" : dtype switch
         {
             DType.Bool => "bool_contents",
             DType.UInt8 => "uint_contents",
@@ -225,7 +310,7 @@ internal static class TensorCodec
             DType.Int64 => "int64_contents",
             DType.Float32 => "fp32_contents",
             DType.Float64 => "fp64_contents",
-            _ => throw ServingException.Invalid($"{what}: {WireTypes.FromDType(dtype)} data must be sent in raw_input_contents"),
+            _ => throw ServingException.Invalid($"{what}: {datatype} data must be sent in raw_input_contents"),
         };
         var filled = new List<(string name, int count)>();
         if (c.BoolContents.Count > 0) filled.Add(("bool_contents", c.BoolContents.Count));
@@ -237,9 +322,10 @@ internal static class TensorCodec
         if (c.Fp64Contents.Count > 0) filled.Add(("fp64_contents", c.Fp64Contents.Count));
         if (c.BytesContents.Count > 0) filled.Add(("bytes_contents", c.BytesContents.Count));
         foreach (var (name, _) in filled)
-            if (name != field) throw ServingException.Invalid($"{what}: {WireTypes.FromDType(dtype)} data belongs in {field}, but {name} is filled");
+            if (name != field) throw ServingException.Invalid($"{what}: {datatype} data belongs in {field}, but {name} is filled");
         int count = filled.Count == 0 ? 0 : filled[0].count;
         if (count != n) throw ServingException.Invalid($"{what}: {count} elements in {field}, but shape [{string.Join(", ", shape)}] has {n}");
+        if (bytes) return new StringTensor([.. c.BytesContents.Select(b => b.ToByteArray())], shape).ToCarrier();
         return dtype switch
         {
             DType.Bool => Make(c.BoolContents.ToArray(), shape),

@@ -9,7 +9,7 @@ public static class WireTypes
 
     public static bool IsKnown(string name) => All.Contains(name);
 
-    /// <summary>The Nabla dtype of a wire name, or null for a known name Nabla has no tensors of (UINT16, UINT32, UINT64, INT16, BYTES).</summary>
+    /// <summary>The Nabla dtype of a wire name, or null for a known name Nabla has no tensors of (UINT16, UINT32, UINT64, INT16) and for BYTES.</summary>
     public static DType? ToDType(string name) => name switch
     {
         "BOOL" => DType.Bool,
@@ -37,13 +37,22 @@ public static class WireTypes
         _ => "FP64",
     };
 
+    /// <summary>BYTES: strings, carried as <see cref="Nabla.Interop.Onnx.StringTensor"/>s rather than Nabla tensors.</summary>
+    public const string Bytes = "BYTES";
+
+    /// <summary>Whether Nabla can serve tensors of this wire type: every type with a Nabla dtype, and BYTES.</summary>
+    public static bool IsSupported(string name) => name == Bytes || ToDType(name) is not null;
+
     /// <summary>Checks a request's datatype string: 400 for a name outside the protocol or one Nabla cannot hold.</summary>
-    public static DType Parse(string name, string what)
+    public static void Check(string name, string what)
     {
         if (!IsKnown(name))
             throw ServingException.Invalid($"{what}: unknown datatype '{Clip(name)}'; expected one of {string.Join(", ", All)}");
-        return ToDType(name) ?? throw ServingException.Invalid($"{what}: datatype {name} is not supported by Nabla");
+        if (!IsSupported(name)) throw ServingException.Invalid($"{what}: datatype {name} is not supported by Nabla");
     }
+
+    /// <summary>The wire type of a value a model produced: BYTES for a string tensor's carrier, else its dtype's name.</summary>
+    public static string Of(Tensor t) => Nabla.Interop.Onnx.StringTensor.IsCarrier(t) ? Bytes : FromDType(t.DType);
 
     /// <summary>TYPE_FP32 for FP32; BYTES is TYPE_STRING in model configurations.</summary>
     public static string ConfigName(string wire) => "TYPE_" + (wire == "BYTES" ? "STRING" : wire);
@@ -55,7 +64,7 @@ public static class WireTypes
         {
             var rest = name[5..];
             if (rest == "STRING") return "BYTES";
-            return IsKnown(rest) && rest != "BYTES" ? rest : null;
+            return IsKnown(rest) && rest != Bytes ? rest : null;
         }
         return IsKnown(name) ? name : null;
     }

@@ -1,3 +1,4 @@
+using System.Text;
 using Nabla.Interop.Onnx;
 
 namespace Nabla.Onnx.Tests;
@@ -144,6 +145,17 @@ public static class ConformanceRunner
         for (int i = 0; i < actual.Length; i++)
         {
             Tensor a = actual[i], e = expected[i];
+            // NOTE: STRING tensors arrive as StringTensor carriers (UInt8 placeholders): compare their strings, not the placeholders.
+            if (StringTensor.FromCarrier(e) is { } es)
+            {
+                if (StringTensor.FromCarrier(a) is not { } s) return $"output {i}: {a.DType} tensor, expected strings";
+                if (!s.Shape.SequenceEqual(es.Shape)) return $"output {i}: shape [{string.Join(", ", s.Shape)}], expected [{string.Join(", ", es.Shape)}]";
+                for (int j = 0; j < s.Count; j++)
+                    if (!s.Data[j].AsSpan().SequenceEqual(es.Data[j]))
+                        return $"output {i}: element {j} is '{Encoding.UTF8.GetString(s.Data[j])}', expected '{Encoding.UTF8.GetString(es.Data[j])}'";
+                continue;
+            }
+            if (StringTensor.IsCarrier(a)) return $"output {i}: strings, expected {e.DType}";
             if (a.DType != e.DType) return $"output {i}: dtype {a.DType}, expected {e.DType}";
             if (!a.Shape.SequenceEqual(e.Shape)) return $"output {i}: shape [{string.Join(", ", a.Shape)}], expected [{string.Join(", ", e.Shape)}]";
             var av = a.ToDoubleArray();

@@ -123,6 +123,29 @@ public sealed class DatatypeTests(IdentityServerFixture server) : IClassFixture<
         Json.AssertError(body, 400);
     }
 
+    [Theory]
+    [InlineData("UINT16", "[0,1,2,3,4,65535]")]
+    [InlineData("UINT32", "[0,1,2,3,4,4294967295]")]
+    [InlineData("UINT64", "[0,1,2,3,4,18446744073709551615]")]
+    [InlineData("INT16", "[0,1,2,3,4,-32768]")]
+    public async Task TypesNablaCannotHoldAre400NamingTheInput(string wire, string data)
+    {
+        // Sent to an FP32 input: the mismatch is named (with the input) before anything is decoded.
+        var json = $$"""{"inputs":[{"name":"in_FP32","shape":[2,3],"datatype":"{{wire}}","data":{{data}}}],"outputs":[{"name":"out_FP32"}]}""";
+        var msg = Json.AssertError(await Json.Post(server.Http, "/v2/models/identity/infer", json), 400);
+        Assert.Contains("input 'in_FP32'", msg);
+        Assert.Contains($"datatype {wire} does not match the model's FP32", msg);
+        // And the same over gRPC with raw contents.
+        var client = new GRPCInferenceService.GRPCInferenceServiceClient(server.Channel);
+        var req = new ModelInferRequest { ModelName = "identity" };
+        req.Inputs.Add(new ModelInferRequest.Types.InferInputTensor { Name = "in_FP32", Datatype = wire, Shape = { 2, 3 } });
+        req.RawInputContents.Add(ByteString.CopyFrom(new byte[6 * (wire is "UINT16" or "INT16" ? 2 : wire == "UINT32" ? 4 : 8)]));
+        var e = await Assert.ThrowsAsync<global::Grpc.Core.RpcException>(async () => await client.ModelInferAsync(req));
+        Assert.Equal(global::Grpc.Core.StatusCode.InvalidArgument, e.StatusCode);
+        Assert.Contains("input 'in_FP32'", e.Status.Detail);
+        Assert.Contains(wire, e.Status.Detail);
+    }
+
     [Fact]
     public async Task BatchOverMaxIs400()
     {

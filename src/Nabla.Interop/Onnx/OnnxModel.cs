@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Nabla.Graph;
+using Nabla.Interop.Onnx.Ops;
 using Nabla.Interop.Onnx.Proto;
 using G = Nabla.Graph.Graph;
 
@@ -16,19 +17,32 @@ public sealed class OnnxModel
     public const long MaxOpset = 26;
 
     GraphExecutor executor;
+    readonly IOpResolver resolver;
 
     public G Graph { get; }
     public long IrVersion { get; }
     public string ProducerName { get; }
     public IReadOnlyDictionary<string, long> Opsets => Graph.Opsets;
 
-    OnnxModel(G graph, long irVersion, string producer)
+    /// <summary>Names of the graph's inputs and outputs whose element type is STRING (carried as <see cref="StringTensor"/>s).</summary>
+    public IReadOnlySet<string> StringValues { get; }
+
+    OnnxModel(G graph, long irVersion, string producer, IReadOnlySet<string> stringValues, IOpResolver resolver)
     {
         Graph = graph;
         IrVersion = irVersion;
         ProducerName = producer;
-        executor = new GraphExecutor(graph, OnnxOps.Resolver);
+        StringValues = stringValues;
+        this.resolver = resolver;
+        executor = new GraphExecutor(graph, resolver);
     }
+
+    /// <summary>
+    /// Another runnable instance of this model: the same graph and weights (read-only, shared), its own executor, so
+    /// instances can run at the same time. Each instance runs one call at a time (its <see cref="CancellationToken"/> is
+    /// per instance); <see cref="Optimize"/> rewrites the shared graph, so call it before making instances.
+    /// </summary>
+    public OnnxModel NewInstance() => new(Graph, IrVersion, ProducerName, StringValues, resolver);
 
     /// <summary>
     /// Applies the inference passes (constant folding, dead-code elimination; <see cref="GraphOptimizer"/>) to this
@@ -37,8 +51,8 @@ public sealed class OnnxModel
     /// <param name="foldOverridableInitializers">also fold weights listed as graph inputs (see <see cref="GraphOptimizer.Optimize"/>)</param>
     public OptimizationReport Optimize(bool foldOverridableInitializers = false)
     {
-        var report = GraphOptimizer.Optimize(Graph, OnnxOps.Resolver, foldOverridableInitializers);
-        executor = new GraphExecutor(Graph, OnnxOps.Resolver) { CancellationToken = executor.CancellationToken };
+        var report = GraphOptimizer.Optimize(Graph, resolver, foldOverridableInitializers);
+        executor = new GraphExecutor(Graph, resolver) { CancellationToken = executor.CancellationToken };
         return report;
     }
 
@@ -48,16 +62,25 @@ public sealed class OnnxModel
         set => executor.CancellationToken = value;
     }
 
-    public static OnnxModel Load(string path)
+    public static OnnxModel Load(string path) => Load(path, FuseAtLoad);
+
+    /// <param name="fuse">apply the inference fusions (<see cref="OnnxFusion"/>); off keeps the file's graph node for node,
+    /// as inspection and export checks want</param>
+    public static OnnxModel Load(string path, bool fuse)
     {
         byte[] bytes;
         try { bytes = File.ReadAllBytes(path); }
         catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
-        return Load(bytes, Path.GetDirectoryName(Path.GetFullPath(path)), path);
+        return Load(bytes, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse);
     }
 
     /// <param name="baseDir">Folder that external tensor data paths are relative to; null forbids external data.</param>
-    public static OnnxModel Load(byte[] bytes, string? baseDir = null, string name = "model.onnx")
+    public static OnnxModel Load(byte[] bytes, string? baseDir = null, string name = "model.onnx") => Load(bytes, baseDir, name, FuseAtLoad);
+
+    /// <summary>Whether loading applies <see cref="OnnxFusion"/> (Conv+BatchNorm+bias+residual+Relu); NABLA_ONNX_FUSE=0 turns it off.</summary>
+    internal static readonly bool FuseAtLoad = Environment.GetEnvironmentVariable("NABLA_ONNX_FUSE") != "0";
+
+    internal static OnnxModel Load(byte[] bytes, string? baseDir, string name, bool fuse)
     {
         ModelProto proto;
         try { proto = ModelProto.Parser.ParseFrom(bytes); }
@@ -75,7 +98,12 @@ public sealed class OnnxModel
         if (opsets.TryGetValue("", out var v) && v > MaxOpset)
             throw new ModelFormatException($"{name}: unsupported opset ai.onnx {v} (Nabla knows up to {MaxOpset})");
         var graph = new Importer(baseDir, name, opsets).ImportGraph(proto.Graph, outerNames: null);
-        return new OnnxModel(graph, proto.IrVersion, proto.ProducerName);
+        if (fuse) OnnxFusion.Apply(graph, proto.IrVersion);
+        // NOTE: only models that use strings get the string-aware resolver, so numeric models run the plain kernels.
+        bool strings = StringOps.Uses(proto.Graph);
+        var stringValues = proto.Graph.Input.Concat(proto.Graph.Output)
+            .Where(v => v.Type?.TensorType?.ElemType == OnnxTypes.String).Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
+        return new OnnxModel(graph, proto.IrVersion, proto.ProducerName, stringValues, strings ? StringOps.Wrap(OnnxOps.Resolver) : OnnxOps.Resolver);
     }
 
     /// <summary>Runs the model with inputs in declaration order (inputs that have initializers may be left out).</summary>
@@ -111,7 +139,7 @@ public sealed class OnnxModel
                 if (vi.Kind != ValueKind.Tensor && vi.Kind != ValueKind.Unknown)
                     throw new ModelFormatException($"{where}: unsupported value kind {vi.Kind} for '{vi.Name}'");
             foreach (var vi in g.Input.Concat(g.Output))
-                if (vi.Type?.TensorType is { } tt && tt.ElemType != 0 && OnnxTypes.TryToDType(tt.ElemType) is null)
+                if (vi.Type?.TensorType is { } tt && tt.ElemType != 0 && tt.ElemType != OnnxTypes.String && OnnxTypes.TryToDType(tt.ElemType) is null)
                     throw new ModelFormatException($"{where}: unsupported element type {OnnxTypes.Name(tt.ElemType)} for '{vi.Name}'");
             foreach (var n in g.Node) graph.Nodes.Add(ImportNode(n, where));
             return graph;

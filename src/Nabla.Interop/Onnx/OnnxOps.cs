@@ -19,6 +19,7 @@ internal sealed class OnnxOps : IOpResolver
 
     public OpKernel Resolve(Node node, long opset)
     {
+        if (node.Domain == FusedOps.Domain) return FusedOps.Resolve(node);
         if (node.Domain.Length > 0)
             throw new ModelFormatException($"{node.Describe()}: unsupported operator {node.Domain}.{node.OpType} (domain '{node.Domain}' opset {opset})");
         if (!ops.TryGetValue(node.OpType, out var def))

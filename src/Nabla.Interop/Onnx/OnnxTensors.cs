@@ -81,6 +81,12 @@ internal static class OnnxTensors
             numel *= d;
             if (numel > Array.MaxLength) throw new ModelFormatException($"{where}: {numel}+ elements are too many for one tensor");
         }
+        if (p.DataType == OnnxTypes.String)
+        {
+            if (p.StringData.Count != numel)
+                throw new ModelFormatException($"{where}: string_data has {p.StringData.Count} values, shape {Format(shape)} needs {numel}");
+            return new StringTensor([.. p.StringData.Select(b => b.ToByteArray())], shape).ToCarrier();
+        }
         var dtype = OnnxTypes.ToDType(p.DataType, where);
         int n = (int)numel;
         int size = dtype.ElementSize();
