@@ -19,6 +19,8 @@ static class OnnxExportCommands
           --num-classes N     classes (default 10)
           --opset N           ai.onnx opset to write, 13..21 (default 17)
           --static-batch      fix the batch dimension to 1 instead of a symbolic "batch"
+          --trace             export by tracing the forward pass (opset 17..21) instead of by module type; the
+                              traced graph is replayed and checked against the model before it is written
         """;
 
     /// <summary>True when convert should export to ONNX (some positional argument is an .onnx file).</summary>
@@ -26,7 +28,7 @@ static class OnnxExportCommands
 
     public static int Convert(string[] argv)
     {
-        var a = new Args(argv, new HashSet<string> { "--static-batch" },
+        var a = new Args(argv, new HashSet<string> { "--static-batch", "--trace" },
             new HashSet<string> { "--model", "--in-channels", "--image-size", "--num-classes", "--opset" });
         if (a.Positionals.Count != 2) throw new UsageException("expects CHECKPOINT and OUT.onnx");
         var (input, output) = (a.Positionals[0], a.Positionals[1]);
@@ -43,8 +45,14 @@ static class OnnxExportCommands
         task.LoadStateDict(weights);
         int opset = a.Int("--opset", 17);
         bool dynamicBatch = !a.Has("--static-batch");
-        OnnxExporter.Export(net, output, Tensor.Zeros([1, inChannels, imageSize, imageSize]), dynamicBatch, opset);
-        Console.WriteLine($"wrote {output}: {modelName}, opset {opset}, input [{(dynamicBatch ? "batch" : "1")}, {inChannels}, {imageSize}, {imageSize}], {net.NumParameters():N0} parameters");
+        if (a.Has("--trace"))
+        {
+            // A random example: zeros would leave ties (ReLU at 0, equal maxima) that hide tracing errors from the check.
+            var example = Tensor.Randn([1, inChannels, imageSize, imageSize], generator: new Generator(0));
+            net.ExportOnnx(output, [example], dynamicBatch ? null : new Dictionary<int, int>(), opset);
+        }
+        else OnnxExporter.Export(net, output, Tensor.Zeros([1, inChannels, imageSize, imageSize]), dynamicBatch, opset);
+        Console.WriteLine($"wrote {output}: {modelName}, opset {opset}{(a.Has("--trace") ? ", traced" : "")}, input [{(dynamicBatch ? "batch" : "1")}, {inChannels}, {imageSize}, {imageSize}], {net.NumParameters():N0} parameters");
         return 0;
     }
 }

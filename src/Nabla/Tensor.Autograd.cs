@@ -10,6 +10,7 @@ public sealed partial class Tensor
     /// </summary>
     internal static Tensor Record(Tensor result, string op, Tensor[] inputs, Func<Tensor, Tensor?[]> backward, params Tensor[] saved)
     {
+        if (Graph.Tracer.Active is not null) Graph.Tracer.OnRecord(result, op, inputs);   // graph tracing (Graph/Tracer.cs)
         if (!GradMode.IsEnabled) return result;
         bool any = false;
         foreach (var t in inputs) any |= t.requiresGrad;

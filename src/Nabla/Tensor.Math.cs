@@ -60,6 +60,12 @@ public sealed partial class Tensor
 
     static Tensor CmpRaw<TOp>(string op, Tensor a, Tensor b) where TOp : ICmpOp
     {
+        if (Graph.Tracer.Active is { } trace)   // graph tracing: comparisons record no gradient, so they report here
+        {
+            Tensor traced;
+            using (Graph.Tracer.Suspend()) traced = CmpRaw<TOp>(op, a, b);
+            return Graph.Tracer.Compare(trace, op, a, b, traced);
+        }
         var dt = ResultType(a, b);
         if (dt == DType.Bool) dt = DType.UInt8;
         var ct = ComputeType(dt);
@@ -250,6 +256,7 @@ public sealed partial class Tensor
         var ae = a.Detach().Expand(s).ContiguousCopyRaw();
         var be = b.Detach().Expand(s).ContiguousCopyRaw();
         WhereKernel(ce, ae, be, r);
+        if (Graph.Tracer.Active is { } trace) Graph.Tracer.Where(trace, condition, a, b, r);   // the condition is not a Record input
         return Record(r, "where", [a, b], g =>
         {
             var z = ZerosLike(g);

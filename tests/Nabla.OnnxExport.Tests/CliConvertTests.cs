@@ -76,6 +76,31 @@ public sealed class CliConvertTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("lenet")]
+    [InlineData("resnet")]
+    public void ConvertsByTracingWhenAsked(string name)
+    {
+        var ckpt = WriteCheckpoint(name, out var net);
+        var output = Path.Combine(dir, name + "-traced.onnx");
+        var (code, stdout, stderr) = Nabla(dir, "convert", ckpt, output, "--model", name, "--trace");
+        Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        Assert.Contains("traced", stdout);
+        net.Eval();
+        using var session = new InferenceSession(output);
+        foreach (int n in new[] { 1, 4 })
+        {
+            var x = Images(1, 28, 230)(n);
+            Tensor expected;
+            using (GradMode.NoGrad()) expected = net.Forward(x);
+            AssertClose(expected, RunOrt(session, x), $"{name} traced, batch {n}");
+        }
+        // Opsets below 17 are refused by the traced export with a message naming the opset.
+        var (code2, _, stderr2) = Nabla(dir, "convert", ckpt, Path.Combine(dir, "old.onnx"), "--model", name, "--trace", "--opset", "13");
+        Assert.Equal(1, code2);
+        Assert.Contains("opset 13", stderr2);
+    }
+
     [Fact]
     public void ModelDefaultsToTheCheckpointsArchitecture()
     {

@@ -32,6 +32,10 @@ internal static class ExportCheck
         return path;
     }
 
+    /// <summary>The graph as written in the file: loaded without the load-time fusion (which renames and folds weights).</summary>
+    public static Nabla.Graph.Graph FileGraph(string path) =>
+        OnnxModel.Load(File.ReadAllBytes(path), Path.GetDirectoryName(path), Path.GetFileName(path), fuse: false).Graph;
+
     public static Tensor RunOrt(InferenceSession session, Tensor x)
     {
         var shape = x.Shape.Select(d => (long)d).ToArray();

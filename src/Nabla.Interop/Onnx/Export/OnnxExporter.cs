@@ -17,7 +17,8 @@ public delegate OnnxValue OnnxModuleConverter(OnnxGraphBuilder builder, Module m
 /// <remarks>
 /// The export has eval-mode semantics: Dropout becomes Identity and batch norm uses its running statistics.
 /// A module type the exporter does not know throws <see cref="NablaException"/> naming the type and its path;
-/// <see cref="Register{TModule}"/> adds converters for custom modules.
+/// <see cref="Register{TModule}"/> adds converters for custom modules. <see cref="TracedOnnxExporter"/> exports any
+/// model built from traceable ops (the model zoo included) without converters; docs/onnx-export.md compares the two.
 /// </remarks>
 public static class OnnxExporter
 {
