@@ -11,18 +11,29 @@ static class InteropCommands
         The formats follow the extensions: .safetensors, or a PyTorch checkpoint (.pt, .pth, .bin).
         A PyTorch input is loaded safely (no code runs); its state dict is found at the top level or under
         state_dict / model_state_dict / model. A PyTorch output is a torch.save zip archive (an OrderedDict).
+        IN may also be a sharded model.safetensors.index.json.
+        --max-shard-size SIZE: OUT is a folder; write model-0000i-of-0000N.safetensors shards of at most SIZE
+        (bytes, or with KB/MB/GB, powers of 1000 as transformers counts) and model.safetensors.index.json.
         """ + "\n\n" + OnnxExportCommands.Help;
 
     public static int Convert(string[] argv)
     {
         if (OnnxExportCommands.Wants(argv)) return OnnxExportCommands.Convert(argv);
-        var a = new Args(argv, new HashSet<string>(), new HashSet<string>());
+        var a = new Args(argv, new HashSet<string>(), new HashSet<string> { "--max-shard-size" });
         if (a.Positionals.Count != 2) throw new UsageException("expects IN and OUT");
         var (input, output) = (a.Positionals[0], a.Positionals[1]);
         if (!File.Exists(input)) throw new ModelFormatException($"convert: file not found: {input}");
-        foreach (var p in new[] { input, output })
-            if (!CheckpointFiles.IsSafeTensors(p) && !CheckpointFiles.IsPyTorch(p))
-                throw new UsageException($"unknown format of '{p}': use .safetensors, .pt, .pth or .bin");
+        if (!CheckpointFiles.IsSafeTensors(input) && !CheckpointFiles.IsPyTorch(input) && !CheckpointFiles.IsSafeTensorsIndex(input))
+            throw new UsageException($"unknown format of '{input}': use .safetensors, .safetensors.index.json, .pt, .pth or .bin");
+        if (a.Get("--max-shard-size") is { } sizeText)
+        {
+            long max = CheckpointFiles.ParseShardSize(sizeText) ?? throw new UsageException($"option '--max-shard-size' expects a size such as 5GB, 500MB or 1000000, got '{sizeText}'");
+            var files = CheckpointFiles.ConvertSharded(input, output, max);
+            Console.WriteLine($"wrote {files.Count} file(s) in {output}: {string.Join(", ", files.Select(Path.GetFileName))}");
+            return 0;
+        }
+        if (!CheckpointFiles.IsSafeTensors(output) && !CheckpointFiles.IsPyTorch(output))
+            throw new UsageException($"unknown format of '{output}': use .safetensors, .pt, .pth or .bin");
         var tensors = CheckpointFiles.LoadTensors(input);
         CheckpointFiles.SaveTensors(output, tensors);
         long elements = tensors.Values.Sum(t => (long)t.NumElements);

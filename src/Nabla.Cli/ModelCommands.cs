@@ -104,7 +104,15 @@ static class ModelCommands
             throw new ModelFormatException($"the tokenizer produced id {bad[0]} outside the model's vocabulary [0, {model.VocabSize}); do the tokenizer and model belong together?");
 
         var eos = model.EosTokenIds;
+        // NOTE: decode the prompt and the new tokens together and print what follows the decoded prompt: a
+        // SentencePiece tokenizer drops the leading space of the first token it decodes, so decoding the new tokens
+        // alone would glue the first new word to the prompt.
+        var promptInts = promptIds.Select(i => (int)i).ToList();
+        string promptText = tokenizer.Decode(promptInts);
         var generated = new List<int>();
+        string DecodeNew() =>
+            tokenizer.Decode(promptInts.Concat(generated)) is var full && full.StartsWith(promptText, StringComparison.Ordinal)
+                ? full[promptText.Length..] : tokenizer.Decode(generated);
         var stdout = Console.Out;
         int printed = 0;
         var clock = Stopwatch.StartNew();
@@ -115,7 +123,7 @@ static class ModelCommands
             long id = chosen[0];
             if (eos.Contains(id)) return; // the EOS token ends the text; it is not part of it
             generated.Add((int)id);
-            var text = tokenizer.Decode(generated);
+            var text = DecodeNew();
             // NOTE: a byte-level token can end inside a multi-byte character, which decodes to U+FFFD until the
             // next token completes it; hold such a tail back rather than print a replacement character.
             int end = text.Length;
@@ -152,7 +160,7 @@ static class ModelCommands
         }
         var all = output.ToArray<long>();
         var newIds = all.Skip(promptIds.Count).ToArray();
-        var finalText = tokenizer.Decode(generated);
+        var finalText = DecodeNew();
         if (finalText.Length > printed) stdout.Write(finalText[printed..]);
         stdout.WriteLine();
         stdout.Flush();

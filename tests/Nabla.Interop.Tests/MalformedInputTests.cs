@@ -113,6 +113,10 @@ public class MalformedInputTests
         var patched = pkl[..at].Concat(new byte[] { (byte)'J', 0, 0, 0x10, 0 }).Concat(pkl[(at + 2)..]).ToArray();
         var e = LoadFails(Zip(entries.Select(x => x.Name.EndsWith("data.pkl", StringComparison.Ordinal) ? (x.Name, patched) : x).ToArray()));
         Assert.Contains("past the end of storage", e.Message);
+        // The error names the tensor by its key in the state dict: one of dtypes.pt's tensors of size (2, 3).
+        var candidates = PyTorchCheckpoint.LoadStateDict(Fixtures.Generated("dtypes.pt")).Where(kv => kv.Value.Shape.SequenceEqual([2, 3])).Select(kv => kv.Key).ToList();
+        Assert.NotEmpty(candidates);
+        Assert.Contains(candidates, name => e.Message.Contains($"bad.pt: tensor '{name}': ", StringComparison.Ordinal));
     }
 
     [Fact]

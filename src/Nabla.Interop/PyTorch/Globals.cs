@@ -231,8 +231,13 @@ internal static class Globals
                 last += (s - 1) * st;
                 if (last > long.MaxValue / 4) throw new GlobalCallException("stride is out of range");
             }
+            // NOTE: reported when the tensor is materialized, where its name in the checkpoint is known.
             if (last >= storageElements)
-                throw new GlobalCallException($"tensor of size ({string.Join(", ", size)}), stride ({string.Join(", ", stride)}) and offset {offset} reaches element {last}, past the end of storage '{storage.Key}' ({storageElements} elements)");
+                return new TensorRef
+                {
+                    Storage = storage, DType = dtype, Offset = offset, Size = size, Stride = stride,
+                    Invalid = $"size ({string.Join(", ", size)}), stride ({string.Join(", ", stride)}) and offset {offset} reach element {last}, past the end of storage '{storage.Key}' ({storageElements} elements)",
+                };
         }
         return new TensorRef { Storage = storage, DType = dtype, Offset = offset, Size = size, Stride = stride };
     }

@@ -51,6 +51,11 @@ public sealed class PyDict : IEnumerable<KeyValuePair<object?, object?>>
         foreach (var k in keys) { var pk = new PyKey(k); values[pk] = map(values[pk]); }
     }
 
+    internal void ReplaceValues(Func<object?, object?, object?> mapWithKey)
+    {
+        foreach (var k in keys) { var pk = new PyKey(k); values[pk] = mapWithKey(k, values[pk]); }
+    }
+
     /// <summary>Whether <paramref name="key"/> can be a dict key; tuples nested deeper than 32 are refused.</summary>
     internal static bool IsHashable(object? key) => IsHashable(key, 0);
 

@@ -334,26 +334,49 @@ public static partial class PyTorchCheckpoint
 
     // ---------------------------------------------------------------- materialization
 
-    /// <summary>Replaces every tensor and storage reference in the tree by a Nabla tensor (one per reference).</summary>
+    /// <summary>
+    /// Replaces every tensor and storage reference in the tree by a Nabla tensor (one per reference). A tensor that
+    /// cannot be read throws <see cref="ModelFormatException"/> naming the file and the tensor's path in the tree
+    /// (dotted dict keys, [i] for list items: <c>model_state_dict.fc.weight</c>).
+    /// </summary>
     static object? Materialize(object? root, string file)
     {
         var built = new Dictionary<object, Tensor>(ReferenceEqualityComparer.Instance);
         var visited = new HashSet<object>(ReferenceEqualityComparer.Instance);
 
-        object? Visit(object? v, int depth)
+        Tensor Named(string path, Func<Tensor> build)
+        {
+            try
+            {
+                return build();
+            }
+            catch (ModelFormatException e) when (path.Length > 0)
+            {
+                string reason = e.Message.StartsWith(file + ": ", StringComparison.Ordinal) ? e.Message[(file.Length + 2)..] : e.Message;
+                throw new ModelFormatException($"{file}: tensor '{path}': {reason}", e);
+            }
+        }
+
+        static string Child(string path, object? key) => key switch
+        {
+            string s => path.Length == 0 ? s : path + "." + s,
+            _ => path + "[" + PyRepr.Of(key) + "]",
+        };
+
+        object? Visit(object? v, int depth, string path)
         {
             if (depth > MaxDepth) throw new ModelFormatException($"{file}: objects nested more than {MaxDepth} deep");
             switch (v)
             {
                 case TensorRef tr:
-                    if (!built.TryGetValue(tr, out var t)) built[tr] = t = Build(tr, file);
+                    if (!built.TryGetValue(tr, out var t)) built[tr] = t = Named(path, () => Build(tr, file));
                     return t;
                 case StorageRef sr:
                     if (!built.TryGetValue(sr, out var st))
                     {
                         if (sr.DType is not DType dt) throw new ModelFormatException($"{file}: {sr.Unsupported ?? $"untyped storage '{sr.Key}' cannot be loaded on its own"}");
                         if (sr.Numel > int.MaxValue) throw new ModelFormatException($"{file}: storage '{sr.Key}' has too many elements");
-                        built[sr] = st = Build(new TensorRef { Storage = sr, DType = dt, Offset = 0, Size = [(int)sr.Numel], Stride = [1] }, file);
+                        built[sr] = st = Named(path, () => Build(new TensorRef { Storage = sr, DType = dt, Offset = 0, Size = [(int)sr.Numel], Stride = [1] }, file));
                     }
                     return st;
                 case PyGlobal g:
@@ -361,29 +384,50 @@ public static partial class PyTorchCheckpoint
                 case PyDict d:
                     if (visited.Add(d))
                     {
-                        d.ReplaceValues(x => Visit(x, depth + 1));
-                        foreach (var k in d.Attributes.Keys.ToList()) d.Attributes[k] = Visit(d.Attributes[k], depth + 1);
+                        d.ReplaceValues((k, x) => Visit(x, depth + 1, Child(path, k)));
+                        foreach (var k in d.Attributes.Keys.ToList()) d.Attributes[k] = Visit(d.Attributes[k], depth + 1, Child(path, k));
                     }
                     return d;
                 case PyList l:
-                    if (visited.Add(l)) for (int i = 0; i < l.Count; i++) l[i] = Visit(l[i], depth + 1);
+                    if (visited.Add(l)) for (int i = 0; i < l.Count; i++) l[i] = Visit(l[i], depth + 1, Child(path, (long)i));
                     return l;
                 case PySet s:
-                    if (visited.Add(s)) for (int i = 0; i < s.Count; i++) s[i] = Visit(s[i], depth + 1);
+                    if (visited.Add(s)) for (int i = 0; i < s.Count; i++) s[i] = Visit(s[i], depth + 1, Child(path, (long)i));
                     return s;
                 case PyTuple tu:
-                    if (visited.Add(tu)) for (int i = 0; i < tu.Items.Length; i++) tu.Items[i] = Visit(tu.Items[i], depth + 1);
+                    if (visited.Add(tu)) for (int i = 0; i < tu.Items.Length; i++) tu.Items[i] = Visit(tu.Items[i], depth + 1, Child(path, (long)i));
                     return tu;
                 default:
                     return v;
             }
         }
-        return Visit(root, 0);
+        return Visit(root, 0, "");
     }
 
-    /// <summary>Copies a (possibly strided) view of a storage into a new contiguous tensor.</summary>
+    /// <summary>
+    /// Copies a (possibly strided) view of a storage into a new contiguous tensor. A dimension with stride 0 (an
+    /// expanded tensor) is not copied out: the tensor is the copy without it, expanded again as a stride-0 view, so
+    /// the memory it takes is bounded by its storage, whose size the file vouches for. A view whose other strides
+    /// overlap so that it holds more bytes than its storage is refused.
+    /// </summary>
     static Tensor Build(TensorRef tr, string file)
     {
+        if (tr.Invalid is not null) throw new ModelFormatException($"{file}: {tr.Invalid}");
+        if (tr.Size.Where((s, d) => s > 1 && tr.Stride[d] == 0).Any())
+        {
+            var reduced = new TensorRef
+            {
+                Storage = tr.Storage, DType = tr.DType, Offset = tr.Offset, Stride = tr.Stride,
+                Size = tr.Size.Select((s, d) => tr.Stride[d] == 0 && s > 1 ? 1 : s).ToArray(),
+            };
+            return Build(reduced, file).Expand(tr.Size);
+        }
+        {
+            long n = 1;
+            foreach (var s in tr.Size) n *= s;
+            if (n * tr.DType.ElementSize() > tr.Storage.ByteLength)
+                throw new ModelFormatException($"{file}: a view of size ({string.Join(", ", tr.Size)}) and stride ({string.Join(", ", tr.Stride)}) overlaps itself and holds more than its storage '{tr.Storage.Key}' ({tr.Storage.ByteLength} bytes); such views are not supported");
+        }
         int es = tr.DType.ElementSize();
         ReadOnlySpan<byte> src;
         try

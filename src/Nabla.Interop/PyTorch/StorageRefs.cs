@@ -50,4 +50,7 @@ internal sealed class TensorRef
     public required long Offset { get; init; }
     public required int[] Size { get; init; }
     public required long[] Stride { get; init; }
+
+    /// <summary>Why the view cannot be read (it reaches past its storage); thrown when it is materialized, where its name is known.</summary>
+    public string? Invalid { get; init; }
 }

@@ -7,8 +7,9 @@ namespace Nabla.Models;
 
 /// <summary>
 /// Reads Hugging Face tokenizer files into Microsoft.ML.Tokenizers objects: a <c>tokenizer.json</c> whose model is BPE
-/// (byte-level like GPT-2, RoBERTa, Llama 3, Qwen; or plain) or WordPiece (BERT), a BERT <c>vocab.txt</c>, or a GPT-2
-/// <c>vocab.json</c> + <c>merges.txt</c>.
+/// (byte-level like GPT-2, RoBERTa, Llama 3, Qwen2, SmolLM; SentencePiece-style with "▁" and byte fallback like Llama 2
+/// and Mistral, as <see cref="SentencePieceBpeTokenizer"/>; or plain) or WordPiece (BERT), a BERT <c>vocab.txt</c>, or a
+/// GPT-2 <c>vocab.json</c> + <c>merges.txt</c>.
 /// </summary>
 public static class Tokenizers
 {
@@ -89,17 +90,20 @@ public static class Tokenizers
         var vocab = ReadVocab(model, path);
         var merges = ReadMerges(model, path);
         var added = ReadAddedTokens(root);
-        if (Bool(model, "byte_fallback") == true)
-            throw new ModelFormatException($"{path}: BPE with byte_fallback (SentencePiece-style, e.g. Llama 2) is not supported; byte-level BPE is");
-
         var pre = root.TryGetProperty("pre_tokenizer", out var p) ? p : default;
         var norm = root.TryGetProperty("normalizer", out var n) ? n : default;
-        bool byteLevel = FindByType(pre, "ByteLevel") is not null || FindByType(root.TryGetProperty("decoder", out var d) ? d : default, "ByteLevel") is not null;
-        if (FindByType(pre, "Metaspace") is not null)
-            throw new ModelFormatException($"{path}: the Metaspace pre-tokenizer (SentencePiece-style BPE) is not supported; byte-level BPE is");
+        var decoder = root.TryGetProperty("decoder", out var d) ? d : default;
+        bool byteLevel = FindByType(pre, "ByteLevel") is not null || FindByType(decoder, "ByteLevel") is not null;
 
         var steps = new List<Func<string, string>>();
         AddNormalizerSteps(norm, steps, path);
+        if (!byteLevel && (Bool(model, "byte_fallback") == true || FindByType(pre, "Metaspace") is not null
+            || FindByType(decoder, "Metaspace") is not null || FindByType(decoder, "ByteFallback") is not null))
+            return CreateSentencePieceBpe(root, model, pre, decoder, vocab, merges, added, steps, path);
+        if (Bool(model, "byte_fallback") == true)
+            throw new ModelFormatException($"{path}: BPE with byte_fallback and a ByteLevel pre-tokenizer or decoder is not supported");
+        if (FindByType(pre, "Metaspace") is not null)
+            throw new ModelFormatException($"{path}: a Metaspace pre-tokenizer together with ByteLevel is not supported");
         string? pattern = null;
         if (FindByType(pre, "Split") is { } split)
         {
@@ -109,6 +113,13 @@ public static class Tokenizers
         {
             if (Bool(bl, "add_prefix_space") == true) steps.Add(t => t.Length > 0 && t[0] != ' ' ? " " + t : t);
             if (pattern is null && Bool(bl, "use_regex") != false) pattern = Gpt2Pattern;
+        }
+        if (FindByType(pre, "Digits") is { } digits && Bool(digits, "individual_digits") == true)
+        {
+            // Digits(individual_digits) before ByteLevel (StarCoder, SmolLM): every digit is a word of its own.
+            if (pattern == Gpt2Pattern) pattern = Gpt2Pattern.Replace(@" ?\p{N}+", @"\p{N}", StringComparison.Ordinal);
+            else if (pattern is null) pattern = @"\p{N}|[^\p{N}]+";
+            else throw new ModelFormatException($"{path}: a Digits pre-tokenizer together with a Split regex is not supported");
         }
         if (pattern is null && FindByType(pre, "Whitespace") is not null) pattern = @"\w+|[^\w\s]+";
         if (pattern is null && FindByType(pre, "WhitespaceSplit") is not null) pattern = @"\S+";
@@ -131,6 +142,46 @@ public static class Tokenizers
         };
         return BpeTokenizer.Create(options);
     }
+
+    static SentencePieceBpeTokenizer CreateSentencePieceBpe(JsonElement root, JsonElement model, JsonElement pre, JsonElement decoder,
+        List<KeyValuePair<string, int>> vocab, List<string> merges, List<AddedToken> added, List<Func<string, string>> steps, string path)
+    {
+        if (model.TryGetProperty("dropout", out var dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() > 0)
+            throw new ModelFormatException($"{path}: BPE dropout is not supported");
+        var meta = FindByType(pre, "Metaspace");
+        string replacement = "\u2581";
+        var scheme = SentencePieceBpeTokenizer.PrependScheme.Never;
+        bool split = false;
+        if (meta is { } m)
+        {
+            replacement = Str(m, "replacement") ?? replacement;
+            scheme = MetaspaceScheme(m, path);
+            split = Bool(m, "split") ?? true;
+        }
+        else if (pre.ValueKind == JsonValueKind.Object)
+            throw new ModelFormatException($"{path}: pre-tokenizer '{Str(pre, "type")}' is not supported with SentencePiece-style BPE (Metaspace or none is)");
+        int strip = FindByType(decoder, "Strip") is { } st && Str(st, "content") is null or " " && st.TryGetProperty("start", out var start)
+            && start.TryGetInt32(out int s0) && s0 > 0 ? s0 : 0;
+        bool metaDecoder = FindByType(decoder, "Metaspace") is { } md && MetaspaceScheme(md, path) != SentencePieceBpeTokenizer.PrependScheme.Never;
+        var (first, last) = PostProcessorTokens(root);
+        var ids = vocab.GroupBy(kv => kv.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First().Value, StringComparer.Ordinal);
+        foreach (var a in added) ids.TryAdd(a.Content, a.Id);
+        int[] Ids(string? token) => token is null ? [] : ids.TryGetValue(token, out int id) ? [id]
+            : throw new ModelFormatException($"{path}: the post-processor's token '{token}' is not in the vocab");
+        Func<string, string>? normalizer = steps.Count == 0 ? null : t => { foreach (var step in steps) t = step(t); return t; };
+        return new SentencePieceBpeTokenizer(vocab, merges, added.Select(a => (a.Content, a.Id, a.Special)),
+            Str(model, "unk_token"), Bool(model, "byte_fallback") ?? false, Bool(model, "fuse_unk") ?? false, Bool(model, "ignore_merges") ?? false,
+            meta is not null, replacement, scheme, split, normalizer, strip, metaDecoder, Ids(first), Ids(last), path);
+    }
+
+    static SentencePieceBpeTokenizer.PrependScheme MetaspaceScheme(JsonElement m, string path) => Str(m, "prepend_scheme") switch
+    {
+        "always" => SentencePieceBpeTokenizer.PrependScheme.Always,
+        "first" => SentencePieceBpeTokenizer.PrependScheme.First,
+        "never" => SentencePieceBpeTokenizer.PrependScheme.Never,
+        null => Bool(m, "add_prefix_space") == false ? SentencePieceBpeTokenizer.PrependScheme.Never : SentencePieceBpeTokenizer.PrependScheme.Always,
+        var other => throw new ModelFormatException($"{path}: Metaspace prepend_scheme '{other}' is not one of always, first, never"),
+    };
 
     static Tokenizer CreateWordPiece(JsonElement root, JsonElement model, string path)
     {

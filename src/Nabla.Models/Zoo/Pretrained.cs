@@ -132,7 +132,7 @@ public static class PretrainedWeights
         string file = path;
         if (Directory.Exists(path))
         {
-            file = WeightFileNames.Select(n => Path.Combine(path, n)).FirstOrDefault(File.Exists)
+            file = WeightFile(path)
                 ?? throw new FileNotFoundException($"no weights in {path}: expected one of {string.Join(", ", WeightFileNames)}");
         }
         else if (!File.Exists(path)) throw new FileNotFoundException($"weights not found: {path}", path);
@@ -148,23 +148,49 @@ public static class PretrainedWeights
         return tensors;
     }
 
+    /// <summary>The weight file <see cref="Load"/> reads from a model folder (the first of <see cref="WeightFileNames"/>), or null.</summary>
+    public static string? WeightFile(string directory) =>
+        WeightFileNames.Select(n => Path.Combine(directory, n)).FirstOrDefault(File.Exists);
+
     static Dictionary<string, Tensor> LoadSharded(string indexPath)
     {
         if (indexPath.EndsWith(".safetensors.index.json", StringComparison.OrdinalIgnoreCase))
             return SafeTensors.LoadSharded(indexPath).Tensors;
         // pytorch_model.bin.index.json: {"weight_map": {name: shard file}}
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
-        if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
-            throw new ModelFormatException($"{indexPath}: sharded index has no 'weight_map' object");
-        string dir = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
-        var result = new Dictionary<string, Tensor>();
-        foreach (var shard in map.EnumerateObject().Select(p => p.Value.GetString()).Distinct())
+        JsonDocument doc;
+        try
         {
-            if (string.IsNullOrEmpty(shard) || shard.Contains("..", StringComparison.Ordinal) || Path.IsPathRooted(shard))
-                throw new ModelFormatException($"{indexPath}: bad shard file name '{shard}'");
-            foreach (var (k, v) in CheckpointFiles.LoadTensors(Path.Combine(dir, shard))) result[k] = v;
+            doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
         }
-        return result;
+        catch (JsonException e)
+        {
+            throw new ModelFormatException($"{indexPath}: sharded index is not valid JSON: {e.Message}", e);
+        }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException($"{indexPath}: sharded index has no 'weight_map' object");
+            string dir = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
+            var byShard = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+            foreach (var p in map.EnumerateObject())
+            {
+                string? shard = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString() : null;
+                if (string.IsNullOrEmpty(shard) || shard.Contains('/') || shard.Contains('\\') || shard.Contains("..", StringComparison.Ordinal) || Path.IsPathRooted(shard))
+                    throw new ModelFormatException($"{indexPath}: tensor '{p.Name}': shard '{(shard ?? p.Value.GetRawText())}' is not a plain file name in the index's folder");
+                if (!byShard.TryGetValue(shard, out var names)) byShard[shard] = names = [];
+                names.Add(p.Name);
+            }
+            var result = new Dictionary<string, Tensor>();
+            foreach (var (shard, names) in byShard)
+            {
+                var tensors = CheckpointFiles.LoadTensors(Path.Combine(dir, shard));
+                foreach (var name in names)
+                    if (!tensors.ContainsKey(name))
+                        throw new ModelFormatException($"{indexPath}: tensor '{name}': the weight_map places it in shard '{shard}', which has no such tensor");
+                foreach (var (k, v) in tensors) result[k] = v;
+            }
+            return result;
+        }
     }
 
     /// <summary>
@@ -177,6 +203,8 @@ public static class PretrainedWeights
     public static List<string> LoadInto(Module model, IReadOnlyDictionary<string, Tensor> weights, string source,
         string basePrefix = "", Func<string, string?>? rename = null, Func<string, bool>? allowMissing = null)
     {
+        // A model folder is named in errors by the weight file read from it.
+        if (Directory.Exists(source) && WeightFile(source) is { } weightFile) source = weightFile;
         var own = model.StateDict().Keys.ToHashSet();
         var mapped = new Dictionary<string, Tensor>();
         var unused = new List<string>();
@@ -194,7 +222,7 @@ public static class PretrainedWeights
             if (t.DType != DType.Float32 && t.DType.IsFloatingPoint()) mapped[k] = t.To(DType.Float32);
             else mapped[k] = t;
         }
-        var (missing, _) = model.LoadStateDict(mapped, strict: false);
+        var (missing, _) = model.LoadStateDict(mapped, strict: false, source: source);
         var fatal = missing.Where(m => allowMissing is null || !allowMissing(m)).ToList();
         if (fatal.Count > 0)
             throw new ModelFormatException($"{source}: {fatal.Count} weight(s) of {model.GetType().Name} missing from the checkpoint: {string.Join(", ", fatal.Take(20))}{(fatal.Count > 20 ? ", ..." : "")}");

@@ -92,11 +92,8 @@ public static class SafeTensors
     {
         path = ResolvePath(path);
         if (path.EndsWith(IndexSuffix, StringComparison.OrdinalIgnoreCase)) return LoadSharded(path);
-        using var handle = OpenRead(path);
-        var header = ReadHeader(handle, path);
-        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var info in header.Tensors) tensors[info.Name] = ReadTensor(handle, path, header.DataStart, info);
-        return (tensors, new Dictionary<string, string>(header.Metadata, StringComparer.Ordinal));
+        using var file = SafeTensorsFile.Open(path);
+        return (file.LoadAll(), new Dictionary<string, string>(file.Metadata, StringComparer.Ordinal));
     }
 
     /// <summary>Parses and validates the header of a safetensors file without reading tensor data.</summary>
@@ -115,14 +112,12 @@ public static class SafeTensors
         foreach (var group in weightMap.GroupBy(kv => kv.Value, StringComparer.Ordinal))
         {
             string shardPath = Path.Combine(folder, group.Key);
-            using var handle = OpenRead(shardPath);
-            var header = ReadHeader(handle, shardPath);
-            var byName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+            using var file = SafeTensorsFile.Open(shardPath);
             foreach (var (name, _) in group)
             {
-                if (!byName.TryGetValue(name, out var info))
+                if (!file.Contains(name))
                     throw Error(indexPath, name, $"the weight_map places it in shard '{group.Key}', which has no such tensor");
-                tensors[name] = ReadTensor(handle, shardPath, header.DataStart, info);
+                tensors[name] = file.LoadTensor(name);
             }
         }
         return (tensors, metadata);
@@ -138,7 +133,7 @@ public static class SafeTensors
         throw new ModelFormatException($"safetensors: folder '{path}' holds neither model.safetensors nor model.safetensors.index.json");
     }
 
-    static SafeFileHandle OpenRead(string path)
+    internal static SafeFileHandle OpenRead(string path)
     {
         try
         {
@@ -171,7 +166,7 @@ public static class SafeTensors
         }
     }
 
-    static SafeTensorsHeader ReadHeader(SafeFileHandle handle, string path)
+    internal static SafeTensorsHeader ReadHeader(SafeFileHandle handle, string path)
     {
         long fileLength = RandomAccess.GetLength(handle);
         if (fileLength < 8) throw Error(path, null, $"file is {fileLength} bytes, too short for the 8-byte header length (truncated or not a safetensors file)");
@@ -308,24 +303,6 @@ public static class SafeTensors
             throw Error(path, null, $"the tensors cover {expected} bytes but the data buffer has {bufferLength} (trailing bytes)");
     }
 
-    static Tensor ReadTensor(SafeFileHandle handle, string path, long dataStart, SafeTensorInfo info)
-    {
-        var dtype = info.DType ?? throw Error(path, info.Name, $"dtype {info.DTypeName} is not supported by Nabla");
-        int n = ShapeUtil.Numel(info.Shape);
-        var storage = Storage.Allocate(dtype, n);
-        int size = dtype.ElementSize();
-        int perChunk = Math.Max(1, ChunkBytes / size);
-        long fileOffset = dataStart + info.Begin;
-        for (int start = 0; start < n; start += perChunk)
-        {
-            int count = Math.Min(perChunk, n - start);
-            ReadExactly(handle, Tensor.ElementBytes(storage, start, count), fileOffset, path, info.Name);
-            Tensor.FixupAfterRead(storage, start, count);
-            fileOffset += (long)count * size;
-        }
-        return new Tensor(storage, (int[])info.Shape.Clone());
-    }
-
     static (Dictionary<string, string> WeightMap, Dictionary<string, string> Metadata) ReadIndex(string indexPath)
     {
         byte[] bytes;
@@ -406,6 +383,110 @@ public static class SafeTensors
             try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
         }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="tensors"/> as a sharded checkpoint in <paramref name="folder"/>, as Hugging Face's
+    /// <c>save_pretrained</c> lays it out: <c>{prefix}-00001-of-0000N.safetensors</c> files and
+    /// <c>{prefix}.safetensors.index.json</c> (<c>metadata.total_size</c> and a sorted <c>weight_map</c>). Tensors are
+    /// taken in name order (UTF-8 byte order) and a shard is closed when the next tensor would take it past
+    /// <paramref name="maxShardBytes"/>; a tensor larger than that gets a shard of its own. When everything fits in
+    /// one shard, a single <c>{prefix}.safetensors</c> is written and no index, as save_pretrained does. The same
+    /// tensors always give the same bytes. <paramref name="metadata"/> goes into every shard's <c>__metadata__</c>
+    /// and the index's <c>metadata</c>. Returns the paths written (shards in order, then the index).
+    /// </summary>
+    public static IReadOnlyList<string> SaveSharded(string folder, IReadOnlyDictionary<string, Tensor> tensors, long maxShardBytes,
+        IReadOnlyDictionary<string, string>? metadata = null, string prefix = "model")
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(tensors);
+        ArgumentNullException.ThrowIfNull(prefix);
+        if (maxShardBytes <= 0) throw new ArgumentOutOfRangeException(nameof(maxShardBytes), maxShardBytes, "safetensors: the maximum shard size must be positive");
+        if (prefix.Length == 0 || prefix.IndexOfAny(['/', '\\', ':', '\0']) >= 0)
+            throw new ArgumentException($"safetensors: shard prefix '{prefix}' must be a plain file name", nameof(prefix));
+        if (metadata is not null && metadata.ContainsKey("total_size"))
+            throw new ArgumentException("safetensors: metadata key 'total_size' is reserved for the index", nameof(metadata));
+
+        var shards = new List<List<string>>();
+        long current = 0, total = 0;
+        foreach (var name in tensors.Keys.OrderBy(k => Encoding.UTF8.GetBytes(k), Utf8Order.Instance))
+        {
+            var t = tensors[name] ?? throw new ArgumentNullException(nameof(tensors), $"tensors[\"{name}\"] is null");
+            long bytes = (long)t.NumElements * t.DType.ElementSize();
+            if (shards.Count == 0 || (current > 0 && current + bytes > maxShardBytes))
+            {
+                shards.Add([]);
+                current = 0;
+            }
+            shards[^1].Add(name);
+            current += bytes;
+            total += bytes;
+        }
+        Directory.CreateDirectory(folder);
+        var written = new List<string>();
+        if (shards.Count <= 1)
+        {
+            string single = Path.Combine(folder, prefix + ".safetensors");
+            Save(single, tensors, metadata);
+            written.Add(single);
+            return written;
+        }
+        var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < shards.Count; i++)
+        {
+            string file = string.Create(CultureInfo.InvariantCulture, $"{prefix}-{i + 1:D5}-of-{shards.Count:D5}.safetensors");
+            var part = shards[i].ToDictionary(n => n, n => tensors[n], StringComparer.Ordinal);
+            string shardPath = Path.Combine(folder, file);
+            Save(shardPath, part, metadata);
+            written.Add(shardPath);
+            foreach (var n in shards[i]) weightMap[n] = file;
+        }
+        string indexPath = Path.Combine(folder, prefix + ".safetensors" + IndexSuffix);
+        WriteIndex(indexPath, weightMap, total, metadata);
+        written.Add(indexPath);
+        return written;
+    }
+
+    // json.dumps(index, indent=2, sort_keys=True) + "\n", as transformers writes it; non-ASCII escaped as \uXXXX.
+    static void WriteIndex(string indexPath, SortedDictionary<string, string> weightMap, long totalSize, IReadOnlyDictionary<string, string>? metadata)
+    {
+        var md = new List<(string Key, string Json)> { ("total_size", totalSize.ToString(CultureInfo.InvariantCulture)) };
+        if (metadata is not null)
+            foreach (var (k, v) in metadata) md.Add((k, AsciiJson(v ?? throw new ArgumentException($"safetensors: metadata value of '{k}' is null", nameof(metadata)))));
+        md.Sort((a, b) => Utf8Order.Instance.Compare(Encoding.UTF8.GetBytes(a.Key), Encoding.UTF8.GetBytes(b.Key)));
+        var sb = new StringBuilder("{\n  \"metadata\": {\n");
+        for (int i = 0; i < md.Count; i++)
+            sb.Append("    ").Append(AsciiJson(md[i].Key)).Append(": ").Append(md[i].Json).Append(i + 1 < md.Count ? ",\n" : "\n");
+        sb.Append("  },\n  \"weight_map\": {\n");
+        var entries = weightMap.OrderBy(kv => Encoding.UTF8.GetBytes(kv.Key), Utf8Order.Instance).ToList();
+        for (int i = 0; i < entries.Count; i++)
+            sb.Append("    ").Append(AsciiJson(entries[i].Key)).Append(": ").Append(AsciiJson(entries[i].Value)).Append(i + 1 < entries.Count ? ",\n" : "\n");
+        sb.Append("  }\n}\n");
+        string full = Path.GetFullPath(indexPath);
+        string temp = Path.Combine(Path.GetDirectoryName(full) ?? ".", $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllBytes(temp, Encoding.UTF8.GetBytes(sb.ToString()));
+            File.Move(temp, full, overwrite: true);
+        }
+        catch
+        {
+            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+    }
+
+    static string AsciiJson(string s)
+    {
+        var sb = new StringBuilder();
+        AppendJsonString(sb, s);
+        var result = new StringBuilder(sb.Length);
+        foreach (char c in sb.ToString())
+        {
+            if (c < 0x80) result.Append(c);
+            else result.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+        }
+        return result.ToString();
     }
 
     /// <summary>The bytes of a safetensors file holding <paramref name="tensors"/> (the same bytes <see cref="Save"/> writes).</summary>

@@ -115,10 +115,16 @@ public abstract class Module
 
     /// <summary>
     /// Copies values into this module's parameters and buffers. Strict (the default) throws on any missing or
-    /// unexpected key; non-strict returns them. A shape mismatch always throws, naming the key and both shapes.
+    /// unexpected key; non-strict returns them. A shape that differs from the model's, or a dtype that does (a
+    /// floating-point value may load into a floating-point parameter of another width, converted as torch's copy_
+    /// does; every other dtype must match), always throws. Every error is a <see cref="ModelFormatException"/> naming
+    /// <paramref name="source"/> (the file the state came from, when given) and the tensor; nothing is copied unless
+    /// every entry fits.
     /// </summary>
-    public (List<string> missing, List<string> unexpected) LoadStateDict(IReadOnlyDictionary<string, Tensor> state, bool strict = true)
+    public (List<string> missing, List<string> unexpected) LoadStateDict(IReadOnlyDictionary<string, Tensor> state, bool strict = true, string? source = null)
     {
+        ArgumentNullException.ThrowIfNull(state);
+        string where = source is null ? "load_state_dict" : $"load_state_dict: '{source}'";
         var own = new Dictionary<string, Tensor>();
         foreach (var (prefix, m) in NamedModules())
         {
@@ -128,14 +134,21 @@ public abstract class Module
         var missing = own.Keys.Where(k => !state.ContainsKey(k)).ToList();
         var unexpected = state.Keys.Where(k => !own.ContainsKey(k)).ToList();
         if (strict && (missing.Count > 0 || unexpected.Count > 0))
-            throw new ModelFormatException($"load_state_dict: error(s) in loading state dict for {GetType().Name}: " +
+            throw new ModelFormatException($"{where}: error(s) in loading state dict for {GetType().Name}: " +
                 (missing.Count > 0 ? $"missing keys: {string.Join(", ", missing.Take(20))}{(missing.Count > 20 ? ", ..." : "")}. " : "") +
                 (unexpected.Count > 0 ? $"unexpected keys: {string.Join(", ", unexpected.Take(20))}{(unexpected.Count > 20 ? ", ..." : "")}." : ""));
         foreach (var (k, target) in own)
         {
             if (!state.TryGetValue(k, out var src)) continue;
+            if (src is null) throw new ModelFormatException($"{where}: tensor '{k}' is null");
             if (!ShapeUtil.Equal(src.shape, target.shape))
-                throw new ShapeMismatchException($"load_state_dict: size mismatch for {k}: copying a param with shape {ShapeUtil.Format(src.shape)}, the shape in the current model is {ShapeUtil.Format(target.shape)}");
+                throw new ModelFormatException($"{where}: size mismatch for tensor '{k}': copying a param with shape {ShapeUtil.Format(src.shape)}, the shape in the current model is {ShapeUtil.Format(target.shape)}");
+            if (src.DType != target.DType && !(src.DType.IsFloatingPoint() && target.DType.IsFloatingPoint()))
+                throw new ModelFormatException($"{where}: dtype mismatch for tensor '{k}': the state holds {src.DType.TorchName()}, the current model has {target.DType.TorchName()}");
+        }
+        foreach (var (k, target) in own)
+        {
+            if (!state.TryGetValue(k, out var src)) continue;
             using (GradMode.NoGrad()) target.Copy_(src);
         }
         return (missing, unexpected);
