@@ -86,6 +86,7 @@ public static class Functional
     public static Tensor Conv2d(Tensor x, Tensor weight, Tensor? bias = null, (int h, int w)? stride = null, (int h, int w)? padding = null,
         (int h, int w)? dilation = null, int groups = 1, string? paddingMode = null)
     {
+        if (Graph.Tracer.Active is { } trace && x.Dim == 4) return Graph.Tracer.Conv2d(trace, x, weight, bias, stride ?? (1, 1), padding ?? (0, 0), dilation ?? (1, 1), groups, paddingMode);
         if (x.Dim != 4) throw new ShapeMismatchException($"conv2d: expects a 4-D input [N, C, H, W], got {ShapeUtil.Format(x.shape)}");
         if (weight.Dim != 4) throw new ShapeMismatchException($"conv2d: expects a 4-D weight [O, C/groups, kh, kw], got {ShapeUtil.Format(weight.shape)}");
         int c = x.shape[1], o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3];
@@ -153,6 +154,7 @@ public static class Functional
     public static Tensor ConvTranspose2d(Tensor x, Tensor weight, Tensor? bias = null, (int h, int w)? stride = null, (int h, int w)? padding = null,
         (int h, int w)? outputPadding = null, int groups = 1, (int h, int w)? dilation = null)
     {
+        if (Graph.Tracer.Active is { } trace && x.Dim == 4) return Graph.Tracer.ConvTranspose2d(trace, x, weight, bias, stride ?? (1, 1), padding ?? (0, 0), outputPadding ?? (0, 0), groups, dilation ?? (1, 1));
         if (x.Dim != 4) throw new ShapeMismatchException($"conv_transpose2d: expects a 4-D input [N, C, H, W], got {ShapeUtil.Format(x.shape)}");
         if (weight.Dim != 4) throw new ShapeMismatchException($"conv_transpose2d: expects a 4-D weight [C_in, C_out/groups, kh, kw], got {ShapeUtil.Format(weight.shape)}");
         int n = x.shape[0], cin = x.shape[1], h = x.shape[2], w = x.shape[3];
@@ -192,7 +194,10 @@ public static class Functional
     }
 
     public static Tensor MaxPool2d(Tensor x, (int h, int w) kernel, (int h, int w)? stride = null, (int h, int w)? padding = null,
-        (int h, int w)? dilation = null, bool ceilMode = false) => MaxPool2dWithIndices(x, kernel, stride, padding, dilation, ceilMode).output;
+        (int h, int w)? dilation = null, bool ceilMode = false) =>
+        Graph.Tracer.Active is { } trace && x.Dim == 4
+            ? Graph.Tracer.MaxPool2d(trace, x, kernel, stride ?? kernel, padding ?? (0, 0), dilation ?? (1, 1), ceilMode)
+            : MaxPool2dWithIndices(x, kernel, stride, padding, dilation, ceilMode).output;
 
     public static Tensor MaxPool2d(Tensor x, int kernel, int? stride = null, int padding = 0) =>
         MaxPool2d(x, (kernel, kernel), (stride ?? kernel, stride ?? kernel), (padding, padding));
@@ -234,6 +239,7 @@ public static class Functional
     /// <summary>Average pooling; zero padding counts toward the divisor (count_include_pad=True, PyTorch's default).</summary>
     public static Tensor AvgPool2d(Tensor x, (int h, int w) kernel, (int h, int w)? stride = null, (int h, int w)? padding = null)
     {
+        if (Graph.Tracer.Active is { } trace && x.Dim == 4) return Graph.Tracer.AvgPool2d(trace, x, kernel, stride ?? kernel, padding ?? (0, 0));
         bool batched = x.Dim == 4;
         if (x.Dim == 3) x = x.Unsqueeze(0);
         if (x.Dim != 4) throw new ShapeMismatchException($"avg_pool2d: expects a 3-D or 4-D input, got {ShapeUtil.Format(x.shape)}");
@@ -413,12 +419,24 @@ public static class Functional
         if (p < 0 || p > 1) throw new NablaException($"dropout: probability has to be between 0 and 1, but got {p}");
         if (!training || p == 0) return x;
         if (p == 1) return x.Mul(0.0);
-        var mask = Tensor.Full(x.shape, 1 - p, x.DType).Bernoulli(generator);
+        Tensor mask;
+        if (x.DType == DType.Float32)
+        {
+            // The draws and thresholds of Full(1 - p).Bernoulli() (the float32 keep probability, compared in double),
+            // written straight into the mask without the per-element dtype dispatch.
+            var g = generator ?? Generator.Default;
+            double keep = (float)(1 - p);
+            mask = Tensor.Empty((int[])x.shape.Clone(), DType.Float32);
+            var m = mask.storage.As<float>();
+            for (int i = 0; i < m.Length; i++) m[i] = g.NextDouble() < keep ? 1f : 0f;
+        }
+        else mask = Tensor.Full(x.shape, 1 - p, x.DType).Bernoulli(generator);
         return x.Mul(mask).Div(1 - p);
     }
 
     public static Tensor Embedding(Tensor indices, Tensor weight, int? paddingIdx = null)
     {
+        if (Graph.Tracer.Active is { } trace) return Graph.Tracer.Embedding(trace, indices, weight, paddingIdx);
         if (weight.Dim != 2) throw new ShapeMismatchException($"embedding: weight must be 2-D [num_embeddings, dim], got {ShapeUtil.Format(weight.shape)}");
         var flat = indices.Reshape(-1);
         var rows = weight.IndexSelect(0, flat);
@@ -439,6 +457,7 @@ public static class Functional
     {
         if (pads.Length % 2 != 0 || pads.Length / 2 > x.Dim)
             throw new ShapeMismatchException($"pad: padding length {pads.Length} must be even and at most twice the rank of input {ShapeUtil.Format(x.shape)}");
+        if (Graph.Tracer.Active is { } trace) return Graph.Tracer.Pad(trace, x, pads, mode, value);
         if (mode == "constant") return PadConstant(x, pads, value);
         if (mode is not ("reflect" or "replicate")) throw new NablaException($"pad: mode must be 'constant', 'reflect' or 'replicate', got '{mode}'");
         var r = x;

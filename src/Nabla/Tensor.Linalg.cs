@@ -42,7 +42,15 @@ public sealed partial class Tensor
             if (a.requiresGrad) ga = g.Matmul(b.MT).SumTo(a.shape);
             if (b.requiresGrad)
             {
-                if (b.Dim == 2 && a.Dim > 2)
+                if (b.Dim == 2 && b.strides[0] == 1 && b.strides[1] == b.shape[0] && b.shape[0] > 1 && b.shape[1] > 1)
+                {
+                    // b is the transpose of a contiguous matrix (a Linear layer's weight.T): compute gᵀ·a, contiguous in
+                    // the weight's own layout, and return its transposed view, so the leaf gradient needs no strided copy.
+                    var a2 = a.Dim > 2 ? a.Reshape(-1, a.shape[^1]) : a;
+                    var g2 = g.Dim > 2 ? g.Reshape(-1, g.shape[^1]) : g;
+                    gb = g2.MT.Matmul(a2).MT;
+                }
+                else if (b.Dim == 2 && a.Dim > 2)
                     gb = a.Reshape(-1, a.shape[^1]).T.Matmul(g.Reshape(-1, g.shape[^1]));
                 else gb = a.MT.Matmul(g).SumTo(b.shape);
             }

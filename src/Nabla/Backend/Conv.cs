@@ -68,7 +68,8 @@ internal static partial class Cpu
         int[] expected = knl ? [c * kh * kw, n * oh * ow] : [n, c * kh * kw, oh * ow];
         if (!ShapeUtil.Equal(cols.shape, expected))
             throw new ShapeMismatchException($"fold: input {ShapeUtil.Format(cols.shape)} does not match output [{n}, {c}, {h}, {w}] with kernel {kh}x{kw}: expected {ShapeUtil.Format(expected)}");
-        var r = Tensor.Zeros([n, c, h, w], cols.DType);
+        // Uninitialized: FoldT clears each image before it sums the windows into it.
+        var r = Tensor.Empty([n, c, h, w], cols.DType);
         if (cols.DType == DType.Float32) FoldT(cols.ContiguousData<float>(), r.storage.As<float>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, knl);
         else if (cols.DType == DType.Float64) FoldT(cols.ContiguousData<double>(), r.storage.As<double>(), n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, knl);
         else return Cast(Fold(Cast(cols, DType.Float32), c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, knl, n), cols.DType);
@@ -81,6 +82,7 @@ internal static partial class Cpu
         int l = oh * ow, rows = c * kh * kw;
         void One(int b)
         {
+            Array.Clear(dst, b * c * h * w, c * h * w);
             for (int row = 0; row < rows; row++)
             {
                 int ch = row / (kh * kw), ki = row / kw % kh, kj = row % kw;
@@ -95,7 +97,12 @@ internal static partial class Cpu
                     {
                         int ix0 = -pw + kj * dw;
                         int x0 = Math.Clamp(-ix0, 0, ow), x1 = Math.Clamp(w - ix0, x0, ow);
-                        for (int x = x0; x < x1; x++) dst[dbase + ix0 + x] += src[s + x];
+                        if (x1 - x0 >= 8)
+                        {
+                            var run = dst.AsSpan(dbase + ix0 + x0, x1 - x0);
+                            System.Numerics.Tensors.TensorPrimitives.Add(run, src.AsSpan(s + x0, x1 - x0), run);
+                        }
+                        else for (int x = x0; x < x1; x++) dst[dbase + ix0 + x] += src[s + x];
                         continue;
                     }
                     for (int x = 0; x < ow; x++)

@@ -129,39 +129,71 @@ internal static partial class Cpu
         _ => (float)s.As<BFloat16>()[index],
     };
 
+    /// <summary>Elementwise kernels split their output across threads from this many elements on (memory-bound work).</summary>
+    internal const int ParallelElements = 1 << 17;
+
+    /// <summary>How many contiguous pieces an elementwise output of <paramref name="numel"/> elements is split into.</summary>
+    static int ElementwiseParts(int numel) => Gemm.Threads > 1 && numel >= ParallelElements ? Math.Min(Gemm.Threads, numel / (ParallelElements / 2)) : 1;
+
     /// <summary>Binary map over broadcast operands into a fresh contiguous tensor.</summary>
     public static Tensor Map2<TA, TB, TK>(Tensor a, Tensor b, int[] outShape, DType outType) where TK : IMap2<TA, TB>
     {
         var result = Tensor.Empty(outShape, outType);
         int numel = result.NumElements;
         if (numel == 0) return result;
-        var dst = result.storage.As<TB>().AsSpan();
+        var dst = result.storage.As<TB>();
         var sa = a.storage.As<TA>();
         var sb = b.storage.As<TA>();
+        int parts = ElementwiseParts(numel);
         // Fast paths without layout analysis: equal contiguous shapes, or a contiguous tensor and a one-element operand.
         bool aFull = a.NumElements == numel && a.IsContiguous, bFull = b.NumElements == numel && b.IsContiguous;
-        if (aFull && bFull)
+        int mode = aFull && bFull ? 0 : aFull && b.NumElements == 1 ? 1 : bFull && a.NumElements == 1 ? 2 : -1;
+        if (mode >= 0)
         {
-            TK.Vec(sa.AsSpan(a.offset, numel), sb.AsSpan(b.offset, numel), dst);
-            return result;
-        }
-        if (aFull && b.NumElements == 1)
-        {
-            TK.VecScalarRight(sa.AsSpan(a.offset, numel), sb[b.offset], dst);
-            return result;
-        }
-        if (bFull && a.NumElements == 1)
-        {
-            TK.VecScalarLeft(sa[a.offset], sb.AsSpan(b.offset, numel), dst);
+            if (parts == 1) Map2Flat<TA, TB, TK>(mode, sa, a.offset, sb, b.offset, dst, 0, numel);
+            else Map2FlatParallel<TA, TB, TK>(mode, sa, a.offset, sb, b.offset, dst, numel, parts);
             return result;
         }
         var (cs, cst) = Coalesce(outShape, ShapeUtil.BroadcastStrides(a, outShape), ShapeUtil.BroadcastStrides(b, outShape));
-        int[] stA = cst[0], stB = cst[1];
+        int outer = numel / cs[^1];
+        parts = Math.Min(parts, outer);
+        if (parts <= 1) Map2Rows<TA, TB, TK>(sa, a.offset, cst[0], sb, b.offset, cst[1], cs, dst, 0, outer);
+        else Map2RowsParallel<TA, TB, TK>(sa, a.offset, cst[0], sb, b.offset, cst[1], cs, dst, outer, parts);
+        return result;
+    }
+
+    /// <summary>Elements [start, start + len) of a flat map: mode 0 both full, 1 scalar right, 2 scalar left.</summary>
+    static void Map2Flat<TA, TB, TK>(int mode, TA[] sa, int ao, TA[] sb, int bo, TB[] dst, int start, int len) where TK : IMap2<TA, TB>
+    {
+        var d = dst.AsSpan(start, len);
+        if (mode == 0) TK.Vec(sa.AsSpan(ao + start, len), sb.AsSpan(bo + start, len), d);
+        else if (mode == 1) TK.VecScalarRight(sa.AsSpan(ao + start, len), sb[bo], d);
+        else TK.VecScalarLeft(sa[ao], sb.AsSpan(bo + start, len), d);
+    }
+
+    static void Map2FlatParallel<TA, TB, TK>(int mode, TA[] sa, int ao, TA[] sb, int bo, TB[] dst, int numel, int parts) where TK : IMap2<TA, TB>
+    {
+        int chunk = (numel + parts - 1) / parts;
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts },
+            p => Map2Flat<TA, TB, TK>(mode, sa, ao, sb, bo, dst, p * chunk, Math.Min(chunk, numel - p * chunk)));
+    }
+
+    /// <summary>Rows [o0, o1) of the coalesced layout (innermost dim contiguous in the output); the odometer starts at o0's coordinates.</summary>
+    static void Map2Rows<TA, TB, TK>(TA[] sa, int aOff, int[] stA, TA[] sb, int bOff, int[] stB, int[] cs, TB[] dstArr, int o0, int o1) where TK : IMap2<TA, TB>
+    {
         int rank = cs.Length, inner = cs[rank - 1], ia = stA[rank - 1], ib = stB[rank - 1];
-        int outer = numel / inner;
         Span<int> idx = stackalloc int[rank];
-        int pa = a.offset, pb = b.offset, d = 0;
-        for (int o = 0; o < outer; o++)
+        int pa = aOff, pb = bOff, rem = o0;
+        for (int k = rank - 2; k >= 0; k--)
+        {
+            idx[k] = rem % cs[k];
+            rem /= cs[k];
+            pa += idx[k] * stA[k];
+            pb += idx[k] * stB[k];
+        }
+        var dst = dstArr.AsSpan();
+        int d = o0 * inner;
+        for (int o = o0; o < o1; o++)
         {
             var drow = dst.Slice(d, inner);
             if (ia == 1 && ib == 1) TK.Vec(sa.AsSpan(pa, inner), sb.AsSpan(pb, inner), drow);
@@ -184,7 +216,13 @@ internal static partial class Cpu
                 idx[k] = 0;
             }
         }
-        return result;
+    }
+
+    static void Map2RowsParallel<TA, TB, TK>(TA[] sa, int aOff, int[] stA, TA[] sb, int bOff, int[] stB, int[] cs, TB[] dst, int outer, int parts) where TK : IMap2<TA, TB>
+    {
+        int chunk = (outer + parts - 1) / parts;
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts },
+            p => Map2Rows<TA, TB, TK>(sa, aOff, stA, sb, bOff, stB, cs, dst, p * chunk, Math.Min(outer, (p + 1) * chunk)));
     }
 
     /// <summary>Unary map into a fresh contiguous tensor of the same shape.</summary>
@@ -192,10 +230,27 @@ internal static partial class Cpu
     {
         var result = Tensor.Empty((int[])a.shape.Clone(), outType);
         // Some TensorPrimitives kernels (Sigmoid) reject empty spans.
-        if (result.NumElements == 0) return result;
-        var src = a.IsContiguous ? a.storage.As<TA>().AsSpan(a.offset, a.NumElements) : a.ContiguousData<TA>();
-        TK.Vec(src, result.storage.As<TB>());
+        int numel = result.NumElements;
+        if (numel == 0) return result;
+        int parts = ElementwiseParts(numel);
+        if (parts == 1)
+        {
+            var src = a.IsContiguous ? a.storage.As<TA>().AsSpan(a.offset, numel) : a.ContiguousData<TA>();
+            TK.Vec(src, result.storage.As<TB>());
+        }
+        else if (a.IsContiguous) Map1Parallel<TA, TB, TK>(a.storage.As<TA>(), a.offset, result.storage.As<TB>(), numel, parts);
+        else Map1Parallel<TA, TB, TK>(a.ContiguousData<TA>(), 0, result.storage.As<TB>(), numel, parts);
         return result;
+    }
+
+    static void Map1Parallel<TA, TB, TK>(TA[] src, int so, TB[] dst, int numel, int parts) where TK : IMap1<TA, TB>
+    {
+        int chunk = (numel + parts - 1) / parts;
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+        {
+            int start = p * chunk, len = Math.Min(chunk, numel - start);
+            TK.Vec(src.AsSpan(so + start, len), dst.AsSpan(start, len));
+        });
     }
 
     /// <summary>Copies any tensor into a contiguous tensor of another dtype.</summary>

@@ -1,6 +1,8 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Nabla;
 
@@ -76,7 +78,10 @@ internal static partial class Cpu
             var row0 = src.Slice(2 * y * w, w);
             var row1 = src.Slice((2 * y + 1) * w, w);
             int baseIndex = 2 * y * w;
-            for (int xo = 0; xo < ow; xo++)
+            int xo = 0;
+            if (typeof(T) == typeof(float) && Avx2.IsSupported)
+                xo = MaxPool2x2RowAvx2(MemoryMarshal.Cast<T, float>(row0), MemoryMarshal.Cast<T, float>(row1), MemoryMarshal.Cast<T, float>(vd.Slice(y * ow, ow)), id.Slice(y * ow, ow), baseIndex, w, ow);
+            for (; xo < ow; xo++)
             {
                 int j = 2 * xo;
                 T best = row0[j];
@@ -94,11 +99,58 @@ internal static partial class Cpu
         }
     }
 
+    /// <summary>
+    /// Eight 2×2 windows at a time for one output row: the same choice as the scalar loop (the first maximum in
+    /// the order row0[j], row0[j+1], row1[j], row1[j+1]; a NaN wins and then stays). Returns the first output
+    /// column it did not handle.
+    /// </summary>
+    static int MaxPool2x2RowAvx2(ReadOnlySpan<float> row0, ReadOnlySpan<float> row1, Span<float> vals, Span<long> ids, int baseIndex, int w, int ow)
+    {
+        int xo = 0;
+        var iota2 = Vector256.Create(0, 2, 4, 6, 8, 10, 12, 14);
+        var one = Vector256.Create(1);
+        var wv = Vector256.Create(w);
+        ref float r0 = ref MemoryMarshal.GetReference(row0);
+        ref float r1 = ref MemoryMarshal.GetReference(row1);
+        for (; xo + 8 <= ow && 2 * xo + 16 <= row0.Length; xo += 8)
+        {
+            int j = 2 * xo;
+            var a0 = Vector256.LoadUnsafe(ref r0, (nuint)j);
+            var a1 = Vector256.LoadUnsafe(ref r0, (nuint)(j + 8));
+            var b0 = Vector256.LoadUnsafe(ref r1, (nuint)j);
+            var b1 = Vector256.LoadUnsafe(ref r1, (nuint)(j + 8));
+            // Deinterleave even and odd columns: within-lane shuffle, then put the 64-bit pairs in order.
+            var c0 = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0x88).AsDouble(), 0xD8).AsSingle();   // row0[j + 2i]
+            var c1 = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0xDD).AsDouble(), 0xD8).AsSingle();   // row0[j + 2i + 1]
+            var c2 = Avx2.Permute4x64(Avx.Shuffle(b0, b1, 0x88).AsDouble(), 0xD8).AsSingle();   // row1[j + 2i]
+            var c3 = Avx2.Permute4x64(Avx.Shuffle(b0, b1, 0xDD).AsDouble(), 0xD8).AsSingle();   // row1[j + 2i + 1]
+            var best = c0;
+            var off = Vector256<int>.Zero;   // offset of the chosen element from row0[j + 2i]: 0, 1, w or w + 1
+            Step(ref best, ref off, c1, one);
+            Step(ref best, ref off, c2, wv);
+            Step(ref best, ref off, c3, wv + one);
+            best.StoreUnsafe(ref MemoryMarshal.GetReference(vals), (nuint)xo);
+            var idx = Vector256.Create(baseIndex + j) + iota2 + off;
+            Avx2.ConvertToVector256Int64(idx.GetLower()).StoreUnsafe(ref MemoryMarshal.GetReference(ids), (nuint)xo);
+            Avx2.ConvertToVector256Int64(idx.GetUpper()).StoreUnsafe(ref MemoryMarshal.GetReference(ids), (nuint)(xo + 4));
+        }
+        return xo;
+
+        static void Step(ref Vector256<float> best, ref Vector256<int> off, Vector256<float> v, Vector256<int> at)
+        {
+            var bestIsNaN = ~Vector256.Equals(best, best);
+            var take = (Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v)) & ~bestIsNaN;
+            best = Vector256.ConditionalSelect(take, v, best);
+            off = Vector256.ConditionalSelect(take.AsInt32(), at, off);
+        }
+    }
+
     /// <summary>Adds each gradient value at its window's argmax: [N, C, oh, ow] → [N, C, H, W].</summary>
     public static Tensor PlaneScatterAdd(Tensor g, Tensor indices, int h, int w)
     {
         int n = g.shape[0], c = g.shape[1], l = g.shape[2] * g.shape[3];
-        var r = Tensor.Zeros([n, c, h, w], g.DType);
+        // Uninitialized: each plane is cleared by the thread that scatters into it, while it is in cache.
+        var r = Tensor.Empty([n, c, h, w], g.DType);
         var id = indices.ContiguousData<long>();
         if (g.DType == DType.Float32) ScatterPlanes(g.ContiguousData<float>(), id, r.storage.As<float>(), n * c, l, h * w);
         else if (g.DType == DType.Float64) ScatterPlanes(g.ContiguousData<double>(), id, r.storage.As<double>(), n * c, l, h * w);
@@ -111,6 +163,7 @@ internal static partial class Cpu
         ForPlanes(planes, (long)planes * l, p =>
         {
             int gb = p * l, db = p * hw;
+            Array.Clear(dst, db, hw);
             for (int i = 0; i < l; i++) dst[db + idx[gb + i]] += g[gb + i];
         });
     }
