@@ -1,5 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Nabla.Interop.Onnx;
+using Nabla.Interop.Onnx.Export;
+using Nabla.Training;
 
 namespace Nabla.Bench;
 
@@ -16,6 +18,16 @@ static class OnnxModelRows
 
     public static IEnumerable<Row> All(int threads)
     {
+        // LeNet-5 (BuiltinModels.LeNet, random weights from seed 1) exported by Nabla's ONNX exporter with a dynamic
+        // batch: both frameworks run the same bytes, so these rows are the issue's "LeNet-5 inference vs ONNX Runtime".
+        var lenet = LeNetOnnx();
+        var lenetInput = OnnxModel.Load(lenet).Graph.Inputs[0].Name;
+        foreach (var batch in new[] { 1, 64 })
+        {
+            int[] shape = [batch, 1, 28, 28];
+            if (TryBatch(lenet, lenetInput, shape) is { } bad) throw new InvalidOperationException($"LeNet-5: Nabla and ONNX Runtime disagree at batch {batch}: {bad}");
+            yield return ModelRow($"onnx-lenet-b{batch}", $"ONNX LeNet-5 inference, batch {batch} [{string.Join("x", shape)}]", lenet, lenetInput, shape, threads);
+        }
         foreach (var (id, name, path) in new[] { ("onnx-mnist8", "mnist-8", Mnist8Path()), ("onnx-resnet18", "ResNet18", ResNet18Path()) })
         {
             if (path is null)
@@ -70,6 +82,14 @@ static class OnnxModelRows
         return max <= 1e-3 ? null : $"outputs differ by up to {max:G3}";
     }
 
+    static byte[] LeNetOnnx()
+    {
+        Tensor.ManualSeed(1);
+        var model = BuiltinModels.LeNet();
+        model.Eval();
+        return OnnxExporter.ExportToBytes(model, Tensor.Randn(1, 1, 28, 28), dynamicBatch: true);
+    }
+
     static float[] RandomInput(int[] shape)
     {
         var data = new float[shape.Aggregate(1, (p, d) => p * d)];
@@ -87,6 +107,11 @@ static class OnnxModelRows
             {
                 var nabla = OnnxModel.Load(model);
                 var x = Tensor.FromArray(data, shape);
+                // Steady-state managed allocation of one Run on this thread (the executor's memory plan reuses buffers).
+                for (int i = 0; i < 3; i++) sink = nabla.Run(x);
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                for (int i = 0; i < 5; i++) sink = nabla.Run(x);
+                Console.Error.WriteLine($"  note: {id}: Nabla allocates {(GC.GetAllocatedBytesForCurrentThread() - before) / 5:N0} bytes per Run (calling thread)");
                 return () => sink = nabla.Run(x);
             }),
             new(Rows.FwOrt, () =>

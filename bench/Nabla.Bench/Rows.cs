@@ -31,6 +31,8 @@ static class Rows
         rows.Add(AddRow(32));
         rows.Add(MlpRow(64));
         rows.Add(MlpRow(256));
+        rows.Add(MlpRow(64, adam: true));
+        rows.Add(MlpRow(256, adam: true));
         rows.Add(CnnRow(64));
         rows.Add(LeNetRow(1));
         rows.Add(LeNetRow(64));
@@ -97,13 +99,14 @@ static class Rows
         }),
     ]);
 
-    static Row MlpRow(int batch) => new($"mlp{batch}", $"MLP 784-512-256-10 train step (SGD), batch {batch}", Unit.MsPerStep, 0,
+    static Row MlpRow(int batch, bool adam = false) => new($"mlp{batch}{(adam ? "-adam" : "")}",
+        $"MLP 784-512-256-10 train step ({(adam ? "Adam" : "SGD")}), batch {batch}", Unit.MsPerStep, 0,
     [
         new(FwNabla, () =>
         {
             Tensor.ManualSeed(1);
             var model = BuiltinModels.Create("mlp");
-            var opt = new SGD(model.Parameters(), lr: 0.01);
+            Optimizer opt = adam ? new Adam(model.Parameters(), lr: 1e-3) : new SGD(model.Parameters(), lr: 0.01);
             var x = Tensor.Randn(batch, 1, 28, 28);
             var y = Tensor.Randint(0, 10, [batch]);
             return () =>
@@ -122,7 +125,7 @@ static class Rows
                 Torch.nn.Linear(784, 512), Torch.nn.ReLU(),
                 Torch.nn.Linear(512, 256), Torch.nn.ReLU(),
                 Torch.nn.Linear(256, 10));
-            var opt = Torch.optim.SGD(model.parameters(), 0.01);
+            Torch.optim.Optimizer opt = adam ? Torch.optim.Adam(model.parameters(), 1e-3) : Torch.optim.SGD(model.parameters(), 0.01);
             var x = Torch.randn(batch, 1, 28, 28);
             var y = Torch.randint(0, 10, [batch], dtype: Torch.int64);
             return () => TorchTrainStep(model, opt, x, y);

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -15,13 +16,26 @@ namespace Nabla.Bench;
 /// <summary>
 /// <c>--serving</c>: Nabla.Serving in-process on loopback with mnist-8 (tests/fixtures/serving/mnist-8), driven by a
 /// bounded closed-loop load generator over REST JSON, REST binary and gRPC at concurrency 1 and 16. Reports p50/p99
-/// latency, throughput, and server overhead = p50 latency − p50 in-process model time (OnnxModel.Run alone).
+/// latency, throughput, and, from the server's own statistics over the same measured requests, the mean in-process
+/// model time (compute_infer: the graph run alone) and the mean server-side request time; server overhead = p50
+/// latency − that in-run model time. When Debian's wrk is installed, the REST cells are also driven by wrk.
 ///
 /// usage: dotnet run -c Release --project bench/Nabla.Bench -- --serving [--seconds 3] [--out table.md]
 /// </summary>
 static class ServingBench
 {
-    sealed record Cell(string Transport, int Concurrency, double P50Ms, double P99Ms, double PerSecond, long Requests, long Errors);
+    sealed record Cell(string Transport, int Concurrency, double P50Ms, double P99Ms, double PerSecond, long Requests, long Errors,
+        double ModelMs, double EngineMs, double ServerP50Ms);
+
+    /// <summary>Per-request time inside the server: from the first middleware after Nabla's own to the response flushed.</summary>
+    sealed class ServerClock
+    {
+        public readonly ConcurrentQueue<double> Ms = new();
+        public volatile bool Recording;
+    }
+
+    /// <summary>Cumulative counters of /v2/models/mnist/stats: successes and compute_infer, count and ns.</summary>
+    readonly record struct Counters(long Success, long SuccessNs, long Infer, long InferNs);
 
     public static int Run(string[] args)
     {
@@ -86,6 +100,13 @@ static class ServingBench
 
             var options = new ServingOptions { ModelRepository = root, HttpPort = 0, GrpcPort = 0 };
             await using var app = NablaServing.BuildServer(options, LogLevel.Warning);
+            var clock = new ServerClock();
+            app.Use(async (ctx, next) =>
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                await next(ctx);
+                if (clock.Recording) clock.Ms.Enqueue(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            });
             await app.StartAsync();
             var (httpPort, grpcPort) = NablaServing.BoundPorts(app);
             var state = app.Services.GetRequiredService<ServerState>();
@@ -106,6 +127,16 @@ static class ServingBench
                 Inputs = { new ModelInferRequest.Types.InferInputTensor { Name = "Input3", Datatype = "FP32", Shape = { 1, 1, 28, 28 } } },
                 RawInputContents = { ByteString.CopyFrom(raw) },
             };
+
+            using var statsClient = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{httpPort}") };
+            async Task<Counters> Snapshot()
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(await statsClient.GetStringAsync("/v2/models/mnist/stats"));
+                var st = doc.RootElement.GetProperty("model_stats")[0].GetProperty("inference_stats");
+                long C(string k) => st.GetProperty(k).GetProperty("count").GetInt64();
+                long N(string k) => st.GetProperty(k).GetProperty("ns").GetInt64();
+                return new Counters(C("success"), N("success"), C("compute_infer"), N("compute_infer"));
+            }
 
             var cells = new List<Cell>();
             foreach (int concurrency in new[] { 1, 16 })
@@ -137,22 +168,30 @@ static class ServingBench
                     var r = await grpc.ModelInferAsync(grpcRequest);
                     return r.RawOutputContents.Count == 1 && r.RawOutputContents[0].Length == 40;
                 }
-                cells.Add(await Measure("REST JSON", concurrency, seconds, RestJson));
-                cells.Add(await Measure("REST binary", concurrency, seconds, RestBinary));
-                cells.Add(await Measure("gRPC", concurrency, seconds, Grpc));
+                cells.Add(await Measure("REST JSON", concurrency, seconds, RestJson, Snapshot, clock));
+                cells.Add(await Measure("REST binary", concurrency, seconds, RestBinary, Snapshot, clock));
+                cells.Add(await Measure("gRPC", concurrency, seconds, Grpc, Snapshot, clock));
+                // The same REST requests from Debian's wrk (a C client in its own process), when it is installed.
+                if (File.Exists(Wrk))
+                {
+                    var url = $"http://127.0.0.1:{httpPort}/v2/models/mnist/infer";
+                    if (await MeasureWrk("REST JSON (wrk)", concurrency, seconds, url, json, [("Content-Type", "application/json")], root, Snapshot, clock) is { } a) cells.Add(a);
+                    if (await MeasureWrk("REST binary (wrk)", concurrency, seconds, url, binaryBody,
+                        [("Content-Type", "application/octet-stream"), (RestApi.HeaderLengthName, headerLength)], root, Snapshot, clock) is { } b) cells.Add(b);
+                }
             }
             await app.StopAsync();
             double modelP50 = ModelP50();
             string loadAfter = LoadAverage();
 
             var sb = new StringBuilder();
-            sb.AppendLine(CultureInfo.InvariantCulture, $"mnist-8 (batch 1, max_batch_size 0: one execution at a time), {seconds:0.#} s per cell after a 0.5 s warm-up; in-process model time p50 {modelP50:F3} ms (before the load: {modelP50Before:F3} ms)");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"mnist-8 (batch 1, max_batch_size 0: one execution at a time), {seconds:0.#} s per cell after a 0.5 s warm-up; OnnxModel.Run alone p50 {modelP50:F3} ms after the load ({modelP50Before:F3} ms before)");
             sb.AppendLine(CultureInfo.InvariantCulture, $"{Environment.ProcessorCount} cores, .NET {Environment.Version}, load average before {loadBefore}, after {loadAfter}");
             sb.AppendLine();
-            sb.AppendLine("| transport | concurrency | p50 ms | p99 ms | req/s | server overhead p50 ms | requests | errors |");
-            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+            sb.AppendLine("| transport | concurrency | p50 ms | p99 ms | req/s | model ms | engine ms | in-server p50 ms | overhead p50 µs | in-server overhead p50 µs | requests | errors |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var c in cells)
-                sb.AppendLine(CultureInfo.InvariantCulture, $"| {c.Transport} | {c.Concurrency} | {c.P50Ms:F3} | {c.P99Ms:F3} | {c.PerSecond:F0} | {c.P50Ms - modelP50:F3} | {c.Requests} | {c.Errors} |");
+                sb.AppendLine(CultureInfo.InvariantCulture, $"| {c.Transport} | {c.Concurrency} | {c.P50Ms:F3} | {c.P99Ms:F3} | {c.PerSecond:F0} | {c.ModelMs:F3} | {c.EngineMs:F3} | {c.ServerP50Ms:F3} | {(c.P50Ms - c.ModelMs) * 1000:F0} | {(c.ServerP50Ms - c.ModelMs) * 1000:F0} | {c.Requests} | {c.Errors} |");
             Console.Out.Write(sb.ToString());
             if (outPath is not null) File.WriteAllText(outPath, sb.ToString());
             return cells.Any(c => c.Errors > 0) ? 1 : 0;
@@ -164,7 +203,7 @@ static class ServingBench
     }
 
     /// <summary>A closed loop: <paramref name="concurrency"/> workers send back to back, bounded by time and by count.</summary>
-    static async Task<Cell> Measure(string transport, int concurrency, double seconds, Func<Task<bool>> send)
+    static async Task<Cell> Measure(string transport, int concurrency, double seconds, Func<Task<bool>> send, Func<Task<Counters>> snapshot, ServerClock server)
     {
         const int MaxPerWorker = 200_000;
         async Task<(List<double> Ms, long Errors)> Worker(TimeSpan length, bool record)
@@ -184,14 +223,80 @@ static class ServingBench
             return (ms, errors);
         }
         await Task.WhenAll(Enumerable.Range(0, concurrency).Select(_ => Task.Run(() => Worker(TimeSpan.FromSeconds(0.5), record: false))));
+        var before = await snapshot();
+        server.Ms.Clear();
+        server.Recording = true;
         var wall = Stopwatch.StartNew();
         var results = await Task.WhenAll(Enumerable.Range(0, concurrency).Select(_ => Task.Run(() => Worker(TimeSpan.FromSeconds(seconds), record: true))));
         wall.Stop();
+        server.Recording = false;
+        var inServer = server.Ms.ToList();
+        inServer.Sort();
+        var after = await snapshot();
+        // NOTE: exactly the measured requests: every worker finished before the second snapshot.
+        double modelMs = (after.InferNs - before.InferNs) / 1e6 / Math.Max(1, after.Infer - before.Infer);
+        double engineMs = (after.SuccessNs - before.SuccessNs) / 1e6 / Math.Max(1, after.Success - before.Success);
         var all = results.SelectMany(r => r.Ms).ToList();
         all.Sort();
         long errors = results.Sum(r => r.Errors);
         Console.Error.WriteLine($"  {transport} x{concurrency}: {all.Count} ok, {errors} errors in {wall.Elapsed.TotalSeconds:F1} s");
-        return new Cell(transport, concurrency, Percentile(all, 0.50), Percentile(all, 0.99), all.Count / wall.Elapsed.TotalSeconds, all.Count, errors);
+        return new Cell(transport, concurrency, Percentile(all, 0.50), Percentile(all, 0.99), all.Count / wall.Elapsed.TotalSeconds, all.Count, errors, modelMs, engineMs, Percentile(inServer, 0.50));
+    }
+
+    const string Wrk = "/usr/bin/wrk";
+
+    /// <summary>
+    /// One cell driven by wrk (-t1 -c concurrency --latency) with a Lua script that posts <paramref name="body"/>; wrk's own
+    /// latency percentiles and request rate, and the server's counters over the same run. Null (and a note) if wrk fails.
+    /// </summary>
+    static async Task<Cell?> MeasureWrk(string transport, int concurrency, double seconds, string url, byte[] body,
+        (string Name, string Value)[] headers, string dir, Func<Task<Counters>> snapshot, ServerClock server)
+    {
+        var bodyPath = Path.Combine(dir, $"wrk-body-{transport.GetHashCode():x}.bin");
+        await File.WriteAllBytesAsync(bodyPath, body);
+        var script = Path.Combine(dir, $"wrk-{transport.GetHashCode():x}.lua");
+        var lua = new StringBuilder();
+        lua.AppendLine("wrk.method = \"POST\"");
+        lua.AppendLine(CultureInfo.InvariantCulture, $"local f = io.open(\"{bodyPath}\", \"rb\")");
+        lua.AppendLine("wrk.body = f:read(\"*all\")");
+        lua.AppendLine("f:close()");
+        foreach (var (name, value) in headers) lua.AppendLine(CultureInfo.InvariantCulture, $"wrk.headers[\"{name}\"] = \"{value}\"");
+        await File.WriteAllTextAsync(script, lua.ToString());
+        async Task<string?> Run(double s)
+        {
+            var psi = new ProcessStartInfo(Wrk, ["-t1", $"-c{concurrency}", $"-d{s.ToString("0.###", CultureInfo.InvariantCulture)}s", "--latency", "-s", script, url])
+            { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var p = Process.Start(psi)!;
+            var output = await p.StandardOutput.ReadToEndAsync();
+            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(s + 30));
+            return p.ExitCode == 0 ? output : null;
+        }
+        await Run(0.5);
+        var before = await snapshot();
+        server.Ms.Clear();
+        server.Recording = true;
+        var text = await Run(seconds);
+        server.Recording = false;
+        var inServer = server.Ms.ToList();
+        inServer.Sort();
+        var after = await snapshot();
+        if (text is null) { Console.Error.WriteLine($"  {transport} x{concurrency}: wrk failed"); return null; }
+        static double Ms(string v)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(v, @"^([\d.]+)(us|ms|s)$");
+            double x = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+            return m.Groups[2].Value switch { "us" => x / 1000, "ms" => x, _ => x * 1000 };
+        }
+        string Field(string pattern) => System.Text.RegularExpressions.Regex.Match(text, pattern, System.Text.RegularExpressions.RegexOptions.Multiline).Groups[1].Value;
+        double p50 = Ms(Field(@"^\s+50%\s+(\S+)")), p99 = Ms(Field(@"^\s+99%\s+(\S+)"));
+        double rate = double.Parse(Field(@"^Requests/sec:\s+([\d.]+)"), CultureInfo.InvariantCulture);
+        long requests = long.Parse(Field(@"^\s+(\d+) requests in"), CultureInfo.InvariantCulture);
+        var non2xx = Field(@"^\s+Non-2xx or 3xx responses: (\d+)");
+        long errors = non2xx.Length > 0 ? long.Parse(non2xx, CultureInfo.InvariantCulture) : 0;
+        double modelMs = (after.InferNs - before.InferNs) / 1e6 / Math.Max(1, after.Infer - before.Infer);
+        double engineMs = (after.SuccessNs - before.SuccessNs) / 1e6 / Math.Max(1, after.Success - before.Success);
+        Console.Error.WriteLine($"  {transport} x{concurrency}: {requests} requests, {errors} errors");
+        return new Cell(transport, concurrency, p50, p99, rate, requests, errors, modelMs, engineMs, Percentile(inServer, 0.50));
     }
 
     static double Percentile(List<double> sorted, double q) =>
