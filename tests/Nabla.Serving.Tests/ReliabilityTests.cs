@@ -127,15 +127,17 @@ public sealed class LoadUnloadLeakTests(ServerFixture server, ITestOutputHelper 
 /// <summary>
 /// Issue 7 item 10 (c): the real <c>nabla serve</c> process gets SIGTERM while one request runs and five wait in the
 /// batching queue (max_batch_size 1, so each runs alone); all six must complete with 200 and the process exit 0.
-/// The process has no test hook, so "running" is made real with a model slow enough to watch: two 3×3 convolutions
-/// over 32×128×128, and the queue is observed through <c>nabla_inference_pending_request_count</c> on /metrics.
+/// The process has no test hook, so "running" is made real with a model slow enough to watch: five wide 3×3
+/// convolutions over 128×128, and the queue is observed through <c>nabla_inference_pending_request_count</c> on /metrics.
 /// </summary>
 [Collection("Reliability")]
 public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
 {
-    // NOTE: about 10 GFLOP per request (8 convolutions of 64 channels on 128×128), so that a request lasts tens of
-    // milliseconds even with the AVX-512 GEMM and the queue of five can be observed before SIGTERM.
-    const int C = 64, H = 128, W = 128;
+    // NOTE: about 68 GFLOP per request (3×3 convolutions 64→256→256→256→256→64 on 128×128), so that a request lasts
+    // several hundred milliseconds even with the fused, prepacked convolutions, while its 4 MiB body stays cheap to
+    // parse: the five other requests must reach the queue while the first runs (with 8 convolutions of 64 channels a
+    // request took ~60 ms and, under load, the others were still being read when it finished).
+    const int C = 64, H = 128, W = 128, Wide = 256;
     readonly string root = Path.Combine(Path.GetTempPath(), "nabla-serving-drain-" + Guid.NewGuid().ToString("N"));
 
     public void Dispose()
@@ -145,7 +147,8 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
 
     void WriteSlowModel()
     {
-        var m = new Sequential(Enumerable.Range(0, 8).Select(_ => (Module)new Conv2d(C, C, 3, padding: 1)).ToArray());
+        var m = new Sequential(new Conv2d(C, Wide, 3, padding: 1), new Conv2d(Wide, Wide, 3, padding: 1), new Conv2d(Wide, Wide, 3, padding: 1),
+            new Conv2d(Wide, Wide, 3, padding: 1), new Conv2d(Wide, C, 3, padding: 1));
         var dir = Path.Combine(root, "slow", "1");
         Directory.CreateDirectory(dir);
         File.WriteAllBytes(Path.Combine(dir, "model.onnx"), OnnxExporter.ExportToBytes(m, Tensor.Zeros([1, C, H, W])));
