@@ -14,10 +14,11 @@ static class InteropCommands
         IN may also be a sharded model.safetensors.index.json.
         --max-shard-size SIZE: OUT is a folder; write model-0000i-of-0000N.safetensors shards of at most SIZE
         (bytes, or with KB/MB/GB, powers of 1000 as transformers counts) and model.safetensors.index.json.
-        """ + "\n\n" + OnnxExportCommands.Help;
+        """ + "\n\n" + OnnxExportCommands.Help + "\n\n" + GraphFileCommands.Help;
 
     public static int Convert(string[] argv)
     {
+        if (GraphFileCommands.Wants(argv)) return GraphFileCommands.Convert(argv);
         if (OnnxExportCommands.Wants(argv)) return OnnxExportCommands.Convert(argv);
         var a = new Args(argv, new HashSet<string>(), new HashSet<string> { "--max-shard-size" });
         if (a.Positionals.Count != 2) throw new UsageException("expects IN and OUT");

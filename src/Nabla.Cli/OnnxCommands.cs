@@ -8,7 +8,7 @@ using Nabla.Interop.Onnx;
 static class OnnxCommands
 {
     public const string RunHelp = """
-        nabla run MODEL.onnx: run an ONNX model on input files and write every output.
+        nabla run MODEL.onnx: run an ONNX model (or a saved Nabla graph, MODEL.nabla.json) on input files and write every output.
 
         options:
           --input NAME=PATH   an input: a .npy file or an ONNX TensorProto .pb file (repeat for each input)

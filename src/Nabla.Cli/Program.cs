@@ -271,6 +271,7 @@ static class Commands
         if (!File.Exists(path)) throw new ModelFormatException($"inspect: file not found: {path}");
         if (InteropCommands.IsPyTorch(path)) return InteropCommands.InspectPyTorch(path);
         if (OnnxCommands.IsOnnx(path)) return OnnxCommands.Inspect(path);
+        if (Nabla.Graph.GraphFile.IsGraphFile(path)) return GraphFileCommands.Inspect(path);
         var (tensors, meta) = SafeTensors.LoadWithMetadata(path);
         long total = 0;
         int nameWidth = Math.Max(4, tensors.Keys.Select(k => k.Length).DefaultIfEmpty(0).Max());

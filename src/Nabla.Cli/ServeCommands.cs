@@ -10,6 +10,7 @@ static class ServeCommands
     public const string ServeHelp = """
         nabla serve --model-repository DIR: serve the ONNX models in DIR over the Open Inference Protocol (KServe v2).
         DIR/<model>/config.json (optional) describes a model; DIR/<model>/<version>/model.onnx holds each version.
+        A version folder may hold a saved Nabla graph instead: model.nabla.json with model.safetensors beside it.
         REST (HTTP/1.1) and gRPC (HTTP/2, inference.GRPCInferenceService and grpc.health.v1) listen on 127.0.0.1 only.
         SIGTERM or Ctrl+C: readiness turns false, requests in flight finish, then the server exits.
 

@@ -96,7 +96,7 @@ public sealed class ModelVersion
 
 /// <summary>
 /// The model repository: <c>DIR/&lt;model&gt;/config.json</c> (optional) and numeric version folders
-/// <c>DIR/&lt;model&gt;/&lt;n&gt;/model.onnx</c>. Loads every model at start; a model or version that fails is kept in
+/// <c>DIR/&lt;model&gt;/&lt;n&gt;/model.onnx</c> (or a saved Nabla graph, <c>model.nabla.json</c>). Loads every model at start; a model or version that fails is kept in
 /// the index as UNAVAILABLE with its reason and never stops the others. Load and unload replace a model's entry
 /// atomically, so requests already holding a <see cref="ModelVersion"/> finish on it.
 /// </summary>
@@ -386,7 +386,7 @@ public sealed partial class ModelRepository
             var v = Path.GetFileName(sub);
             // NOTE: as in Triton, only positive decimal names without a leading zero are versions; other folders are ignored.
             if (v.Length > 0 && v.Length <= 18 && v[0] != '0' && v.All(char.IsAsciiDigit)
-                && (complete is null || complete(Path.Combine(sub, declared.DefaultModelFilename))))
+                && (complete is null || complete(ModelFileIn(sub, declared))))
                 available.Add(long.Parse(v, CultureInfo.InvariantCulture));
         }
         var selected = declared.VersionPolicy.Select(available).ToList();
@@ -397,7 +397,7 @@ public sealed partial class ModelRepository
         var slots = new List<Slot>();
         foreach (var v in selected)
         {
-            var file = Path.Combine(dir, v.ToString(CultureInfo.InvariantCulture), declared.DefaultModelFilename);
+            var file = ModelFileIn(Path.Combine(dir, v.ToString(CultureInfo.InvariantCulture)), declared);
             var signature = Signature(file);
             seen[file] = signature;
             var kept = reuse?.Slots.FirstOrDefault(s => s.Version == v);
@@ -416,7 +416,7 @@ public sealed partial class ModelRepository
     {
         try
         {
-            if (!File.Exists(file)) throw new ModelFormatException($"{declared.DefaultModelFilename} not found in version folder {v}");
+            if (!File.Exists(file)) throw new ModelFormatException($"{declared.DefaultModelFilename}{(declared.DefaultModelFilename == "model.onnx" ? $" (or {NablaGraphFilename})" : "")} not found in version folder {v}");
             var model = OnnxModel.Load(file);
             var config = Complete(declared, model.Graph, model.StringValues);
             var mv = new ModelVersion { ModelName = name, Version = v, Config = config, Model = model, Options = options };
@@ -466,7 +466,12 @@ public sealed partial class ModelRepository
         try
         {
             var info = new FileInfo(file);
-            return info.Exists ? $"{info.Length}:{info.LastWriteTimeUtc.Ticks}" : null;
+            if (!info.Exists) return null;
+            var sig = $"{info.Length}:{info.LastWriteTimeUtc.Ticks}";
+            // A saved Nabla graph is two files: the weights count too.
+            if (!Nabla.Graph.GraphFile.IsGraphFile(file)) return sig;
+            var weights = new FileInfo(Nabla.Graph.GraphFile.WeightsPathFor(file));
+            return weights.Exists ? $"{sig}+{weights.Length}:{weights.LastWriteTimeUtc.Ticks}" : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }

@@ -68,6 +68,7 @@ public sealed class OnnxModel
     /// as inspection and export checks want</param>
     public static OnnxModel Load(string path, bool fuse)
     {
+        if (GraphFile.IsGraphFile(path)) return NablaGraphFiles.Load(path, fuse);
         byte[] bytes;
         try { bytes = File.ReadAllBytes(path); }
         catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
@@ -105,6 +106,27 @@ public sealed class OnnxModel
             .Where(v => v.Type?.TensorType?.ElemType == OnnxTypes.String).Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
         return new OnnxModel(graph, proto.IrVersion, proto.ProducerName, stringValues, strings ? StringOps.Wrap(OnnxOps.Resolver) : OnnxOps.Resolver);
     }
+
+    /// <summary>
+    /// A runnable model over a graph that is already in memory (a loaded <see cref="GraphFile"/>, a traced graph): the same
+    /// operator kernels as ONNX import, string-aware where the graph uses strings. The graph is checked here; with
+    /// <paramref name="fuse"/>, <see cref="OnnxFusion"/> rewrites it in place first (initializers that are also graph
+    /// inputs stay overridable, as from ONNX IR version 4).
+    /// </summary>
+    public static OnnxModel FromGraph(G graph, string producer = "", bool fuse = true)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        var resolver = NablaGraphFiles.UsesStrings(graph) ? StringOps.Wrap(OnnxOps.Resolver) : OnnxOps.Resolver;
+        if (fuse)
+        {
+            _ = new GraphExecutor(graph, resolver);   // check before rewriting, so errors name the original nodes
+            OnnxFusion.Apply(graph, Export.OnnxExporter.IrVersion);
+        }
+        return new OnnxModel(graph, 0, producer, new HashSet<string>(StringComparer.Ordinal), resolver);
+    }
+
+    /// <summary>Whether this model runs with the string-aware kernels (it has STRING values, constants or casts, or ai.onnx.ml operators).</summary>
+    internal bool UsesStringKernels => !ReferenceEquals(resolver, OnnxOps.Resolver);
 
     /// <summary>Runs the model with inputs in declaration order (inputs that have initializers may be left out).</summary>
     public Tensor[] Run(params Tensor[] inputs) => executor.Run(inputs);
