@@ -71,7 +71,12 @@ internal static class TensorCodec
             DType.Float16 => Make(Le<Half>(bytes), shape),
             DType.BFloat16 => Make(Le<BFloat16>(bytes), shape),
             DType.Float32 => Make(Le<float>(bytes), shape),
-            _ => Make(Le<double>(bytes), shape),
+            DType.Float64 => Make(Le<double>(bytes), shape),
+            DType.Int16 => Make(Le<short>(bytes), shape),
+            DType.UInt16 => Make(Le<ushort>(bytes), shape),
+            DType.UInt32 => Make(Le<uint>(bytes), shape),
+            DType.UInt64 => Make(Le<ulong>(bytes), shape),
+            _ => throw new InvalidOperationException($"no raw decoding for {dtype}"),
         };
     }
 
@@ -138,7 +143,12 @@ internal static class TensorCodec
         DType.Float16 => MemoryMarshal.AsBytes<Half>(t.ToArray<Half>()).ToArray(),
         DType.BFloat16 => MemoryMarshal.AsBytes<BFloat16>(t.ToArray<BFloat16>()).ToArray(),
         DType.Float32 => MemoryMarshal.AsBytes<float>(t.ToArray<float>()).ToArray(),
-        _ => MemoryMarshal.AsBytes<double>(t.ToArray<double>()).ToArray(),
+        DType.Float64 => MemoryMarshal.AsBytes<double>(t.ToArray<double>()).ToArray(),
+        DType.Int16 => MemoryMarshal.AsBytes<short>(t.ToArray<short>()).ToArray(),
+        DType.UInt16 => MemoryMarshal.AsBytes<ushort>(t.ToArray<ushort>()).ToArray(),
+        DType.UInt32 => MemoryMarshal.AsBytes<uint>(t.ToArray<uint>()).ToArray(),
+        DType.UInt64 => MemoryMarshal.AsBytes<ulong>(t.ToArray<ulong>()).ToArray(),
+        _ => throw new InvalidOperationException($"no raw encoding for {t.DType}"),
     };
 
     // ---- JSON ----
@@ -166,7 +176,12 @@ internal static class TensorCodec
             DType.Float16 => Make(Convert(leaves, what, "a number", e => (Half)ReadDouble(e)), shape),
             DType.BFloat16 => Make(Convert(leaves, what, "a number", e => (BFloat16)(float)ReadDouble(e)), shape),
             DType.Float32 => Make(Convert(leaves, what, "a number", e => (float)ReadDouble(e)), shape),
-            _ => Make(Convert(leaves, what, "a number", ReadDouble), shape),
+            DType.Float64 => Make(Convert(leaves, what, "a number", ReadDouble), shape),
+            DType.Int16 => Make(Convert(leaves, what, "an integer in [-32768, 32767]", e => e.TryGetInt16(out var v) ? v : throw Bad()), shape),
+            DType.UInt16 => Make(Convert(leaves, what, "an integer in [0, 65535]", e => e.TryGetUInt16(out var v) ? v : throw Bad()), shape),
+            DType.UInt32 => Make(Convert(leaves, what, "an integer in [0, 4294967295]", e => e.TryGetUInt32(out var v) ? v : throw Bad()), shape),
+            DType.UInt64 => Make(Convert(leaves, what, "an integer in [0, 18446744073709551615]", e => e.TryGetUInt64(out var v) ? v : throw Bad()), shape),
+            _ => throw new InvalidOperationException($"no JSON decoding for {datatype}"),
         };
     }
 
@@ -277,7 +292,12 @@ internal static class TensorCodec
             case DType.Float16: foreach (var v in t.ToArray<Half>()) WriteFloat(w, (float)v); break;
             case DType.BFloat16: foreach (var v in t.ToArray<BFloat16>()) WriteFloat(w, (float)v); break;
             case DType.Float32: foreach (var v in t.ToArray<float>()) WriteFloat(w, v); break;
-            default: foreach (var v in t.ToArray<double>()) WriteDouble(w, v); break;
+            case DType.Float64: foreach (var v in t.ToArray<double>()) WriteDouble(w, v); break;
+            case DType.Int16: foreach (var v in t.ToArray<short>()) w.WriteNumberValue(v); break;
+            case DType.UInt16: foreach (var v in t.ToArray<ushort>()) w.WriteNumberValue(v); break;
+            case DType.UInt32: foreach (var v in t.ToArray<uint>()) w.WriteNumberValue(v); break;
+            case DType.UInt64: foreach (var v in t.ToArray<ulong>()) w.WriteNumberValue(v); break;
+            default: throw new InvalidOperationException($"no JSON encoding for {t.DType}");
         }
         w.WriteEndArray();
     }
@@ -305,9 +325,10 @@ internal static class TensorCodec
         string field = bytes ? "bytes_contents" : dtype switch
         {
             DType.Bool => "bool_contents",
-            DType.UInt8 => "uint_contents",
-            DType.Int8 or DType.Int32 => "int_contents",
+            DType.UInt8 or DType.UInt16 or DType.UInt32 => "uint_contents",
+            DType.Int8 or DType.Int16 or DType.Int32 => "int_contents",
             DType.Int64 => "int64_contents",
+            DType.UInt64 => "uint64_contents",
             DType.Float32 => "fp32_contents",
             DType.Float64 => "fp64_contents",
             _ => throw ServingException.Invalid($"{what}: {datatype} data must be sent in raw_input_contents"),
@@ -334,7 +355,12 @@ internal static class TensorCodec
             DType.Int32 => Make(c.IntContents.ToArray(), shape),
             DType.Int64 => Make(c.Int64Contents.ToArray(), shape),
             DType.Float32 => Make(c.Fp32Contents.ToArray(), shape),
-            _ => Make(c.Fp64Contents.ToArray(), shape),
+            DType.Float64 => Make(c.Fp64Contents.ToArray(), shape),
+            DType.Int16 => Make(Narrow(c.IntContents, what, v => v is >= short.MinValue and <= short.MaxValue, v => (short)v), shape),
+            DType.UInt16 => Make(Narrow(c.UintContents, what, v => v <= ushort.MaxValue, v => (ushort)v), shape),
+            DType.UInt32 => Make(c.UintContents.ToArray(), shape),
+            DType.UInt64 => Make(c.Uint64Contents.ToArray(), shape),
+            _ => throw new InvalidOperationException($"no typed contents for {datatype}"),
         };
     }
 

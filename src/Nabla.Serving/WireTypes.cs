@@ -9,12 +9,16 @@ public static class WireTypes
 
     public static bool IsKnown(string name) => All.Contains(name);
 
-    /// <summary>The Nabla dtype of a wire name, or null for a known name Nabla has no tensors of (UINT16, UINT32, UINT64, INT16) and for BYTES.</summary>
+    /// <summary>The Nabla dtype of a wire name, or null for BYTES and for a name outside the protocol.</summary>
     public static DType? ToDType(string name) => name switch
     {
         "BOOL" => DType.Bool,
         "UINT8" => DType.UInt8,
+        "UINT16" => DType.UInt16,
+        "UINT32" => DType.UInt32,
+        "UINT64" => DType.UInt64,
         "INT8" => DType.Int8,
+        "INT16" => DType.Int16,
         "INT32" => DType.Int32,
         "INT64" => DType.Int64,
         "FP16" => DType.Float16,
@@ -34,7 +38,12 @@ public static class WireTypes
         DType.Float16 => "FP16",
         DType.BFloat16 => "BF16",
         DType.Float32 => "FP32",
-        _ => "FP64",
+        DType.Float64 => "FP64",
+        DType.Int16 => "INT16",
+        DType.UInt16 => "UINT16",
+        DType.UInt32 => "UINT32",
+        DType.UInt64 => "UINT64",
+        _ => throw new ArgumentOutOfRangeException(nameof(t), t, "dtype has no wire type"),
     };
 
     /// <summary>BYTES: strings, carried as <see cref="Nabla.Interop.Onnx.StringTensor"/>s rather than Nabla tensors.</summary>

@@ -38,7 +38,12 @@ public sealed class Storage
         DType.Float16 => new Half[length],
         DType.BFloat16 => new BFloat16[length],
         DType.Float32 => new float[length],
-        _ => new double[length],
+        DType.Float64 => new double[length],
+        DType.Int16 => new short[length],
+        DType.UInt16 => new ushort[length],
+        DType.UInt32 => new uint[length],
+        DType.UInt64 => new ulong[length],
+        _ => throw DTypes.Unknown(dtype),
     }, dtype);
 
     internal T[] As<T>() => (T[])Data;

@@ -55,7 +55,12 @@ public sealed partial class Tensor
         DType.Float16 => MemoryMarshal.AsBytes(storage.As<Half>().AsSpan(start, count)),
         DType.BFloat16 => MemoryMarshal.AsBytes(storage.As<BFloat16>().AsSpan(start, count)),
         DType.Float32 => MemoryMarshal.AsBytes(storage.As<float>().AsSpan(start, count)),
-        _ => MemoryMarshal.AsBytes(storage.As<double>().AsSpan(start, count)),
+        DType.Float64 => MemoryMarshal.AsBytes(storage.As<double>().AsSpan(start, count)),
+        DType.Int16 => MemoryMarshal.AsBytes(storage.As<short>().AsSpan(start, count)),
+        DType.UInt16 => MemoryMarshal.AsBytes(storage.As<ushort>().AsSpan(start, count)),
+        DType.UInt32 => MemoryMarshal.AsBytes(storage.As<uint>().AsSpan(start, count)),
+        DType.UInt64 => MemoryMarshal.AsBytes(storage.As<ulong>().AsSpan(start, count)),
+        _ => throw DTypes.Unknown(storage.DType),
     };
 
     /// <summary>

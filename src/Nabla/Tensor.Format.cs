@@ -16,16 +16,19 @@ public sealed partial class Tensor
         var values = ToDoubleArray();
         bool summarize = values.Length > 1000;
         // NOTE: as in PyTorch, the format and the column width come from the printed values only.
-        var shown = summarize ? SummarizedValues(values) : values;
+        var shownAt = summarize ? SummarizedIndices() : null;
+        var shown = shownAt is null ? values : Array.ConvertAll(shownAt, i => values[i]);
         var fmt = ChooseFormat(shown);
+        // Integers print from their exact 64 bits: a double would round int64/uint64 values above 2^53.
+        Func<int, string> cell = DType.IsIntegral() ? IntegerCells() : i => fmt(values[i]);
         var sb = new StringBuilder("tensor(");
-        if (shape.Length == 0) sb.Append(fmt(values[0]));
+        if (shape.Length == 0) sb.Append(cell(0));
         else
         {
             int width = 0;
             // NOTE: nan and inf do not widen the columns (PyTorch measures the finite values only).
-            foreach (var v in shown) if (double.IsFinite(v)) width = Math.Max(width, fmt(v).Length);
-            WriteDim(sb, values, 0, 0, width, fmt, summarize, 7);
+            foreach (var i in shownAt ?? Enumerable.Range(0, values.Length)) if (double.IsFinite(values[i])) width = Math.Max(width, cell(i).Length);
+            WriteDim(sb, cell, 0, 0, width, summarize, 7);
         }
         if (DType is not (DType.Float32 or DType.Int64 or DType.Bool)) sb.Append(", dtype=").Append(DType.TorchName());
         if (gradFn is not null) sb.Append(", grad_fn=<").Append(GradFnName(gradFn.Op)).Append('>');
@@ -36,7 +39,16 @@ public sealed partial class Tensor
 
     static string GradFnName(string op) => string.Concat(op.Split('_').Select(p => p.Length == 0 ? p : char.ToUpperInvariant(p[0]) + p[1..])) + "Backward";
 
-    void WriteDim(StringBuilder sb, double[] values, int dim, int start, int width, Func<double, string> fmt, bool summarize, int indent)
+    /// <summary>Exact decimal text of each element of an integer tensor, by flat row-major index.</summary>
+    Func<int, string> IntegerCells()
+    {
+        var c = ContiguousForBytes();
+        var inv = CultureInfo.InvariantCulture;
+        if (DType == DType.UInt64) return i => unchecked((ulong)Cpu.ReadAsInt64Bits(c.storage, c.offset + i)).ToString(inv);
+        return i => Cpu.ReadAsInt64Bits(c.storage, c.offset + i).ToString(inv);
+    }
+
+    void WriteDim(StringBuilder sb, Func<int, string> cell, int dim, int start, int width, bool summarize, int indent)
     {
         int n = shape[dim];
         int stride = 1;
@@ -49,8 +61,8 @@ public sealed partial class Tensor
                 sb.Append(dim == shape.Length - 1 ? " ..., " : "...,\n" + new string('\n', shape.Length - dim - 2) + new string(' ', indent + dim + 1));
                 i = n - 3;
             }
-            if (dim == shape.Length - 1) sb.Append(fmt(values[start + i]).PadLeft(width));
-            else WriteDim(sb, values, dim + 1, start + i * stride, width, fmt, summarize, indent);
+            if (dim == shape.Length - 1) sb.Append(cell(start + i).PadLeft(width));
+            else WriteDim(sb, cell, dim + 1, start + i * stride, width, summarize, indent);
             if (i < n - 1)
             {
                 if (dim == shape.Length - 1) sb.Append(", ");
@@ -60,10 +72,10 @@ public sealed partial class Tensor
         sb.Append(']');
     }
 
-    /// <summary>The values a summarized print shows: the first and last 3 along every dimension longer than 6.</summary>
-    double[] SummarizedValues(double[] values)
+    /// <summary>The flat indices of the values a summarized print shows: the first and last 3 along every dimension longer than 6.</summary>
+    int[] SummarizedIndices()
     {
-        var shown = new List<double>();
+        var shown = new List<int>();
         void Walk(int dim, int start)
         {
             int n = shape[dim], stride = 1;
@@ -71,7 +83,7 @@ public sealed partial class Tensor
             for (int i = 0; i < n; i++)
             {
                 if (n > 6 && i == 3) i = n - 3;
-                if (dim == shape.Length - 1) shown.Add(values[start + i]);
+                if (dim == shape.Length - 1) shown.Add(start + i);
                 else Walk(dim + 1, start + i * stride);
             }
         }

@@ -45,7 +45,12 @@ public sealed partial class Tensor
             DType.Int64 => Cpu.Map2<long, long, Arith<long, TOp>>(a, b, outShape, dt),
             DType.Int32 => Cpu.Map2<int, int, Arith<int, TOp>>(a, b, outShape, dt),
             DType.Int8 => Cpu.Map2<sbyte, sbyte, Arith<sbyte, TOp>>(a, b, outShape, dt),
-            _ => Cpu.Map2<byte, byte, Arith<byte, TOp>>(a, b, outShape, dt),
+            DType.UInt8 => Cpu.Map2<byte, byte, Arith<byte, TOp>>(a, b, outShape, dt),
+            DType.Int16 => Cpu.Map2<short, short, Arith<short, TOp>>(a, b, outShape, dt),
+            DType.UInt16 => Cpu.Map2<ushort, ushort, Arith<ushort, TOp>>(a, b, outShape, dt),
+            DType.UInt32 => Cpu.Map2<uint, uint, Arith<uint, TOp>>(a, b, outShape, dt),
+            DType.UInt64 => Cpu.Map2<ulong, ulong, Arith<ulong, TOp>>(a, b, outShape, dt),
+            _ => throw new DTypeException($"{op}: dtype {dt.TorchName()} is not supported"),
         };
     }
 
@@ -79,7 +84,12 @@ public sealed partial class Tensor
             DType.Int64 => Cpu.Map2<long, bool, Cmp<long, TOp>>(x, y, s, DType.Bool),
             DType.Int32 => Cpu.Map2<int, bool, Cmp<int, TOp>>(x, y, s, DType.Bool),
             DType.Int8 => Cpu.Map2<sbyte, bool, Cmp<sbyte, TOp>>(x, y, s, DType.Bool),
-            _ => Cpu.Map2<byte, bool, Cmp<byte, TOp>>(x, y, s, DType.Bool),
+            DType.UInt8 => Cpu.Map2<byte, bool, Cmp<byte, TOp>>(x, y, s, DType.Bool),
+            DType.Int16 => Cpu.Map2<short, bool, Cmp<short, TOp>>(x, y, s, DType.Bool),
+            DType.UInt16 => Cpu.Map2<ushort, bool, Cmp<ushort, TOp>>(x, y, s, DType.Bool),
+            DType.UInt32 => Cpu.Map2<uint, bool, Cmp<uint, TOp>>(x, y, s, DType.Bool),
+            DType.UInt64 => Cpu.Map2<ulong, bool, Cmp<ulong, TOp>>(x, y, s, DType.Bool),
+            _ => throw new DTypeException($"{op}: dtype {ct.TorchName()} is not supported"),
         };
     }
 
@@ -276,7 +286,12 @@ public sealed partial class Tensor
             case DType.UInt8: Select(c, a.storage.As<byte>(), b.storage.As<byte>(), r.storage.As<byte>()); break;
             case DType.Bool: Select(c, a.storage.As<bool>(), b.storage.As<bool>(), r.storage.As<bool>()); break;
             case DType.Float16: Select(c, a.storage.As<Half>(), b.storage.As<Half>(), r.storage.As<Half>()); break;
-            default: Select(c, a.storage.As<BFloat16>(), b.storage.As<BFloat16>(), r.storage.As<BFloat16>()); break;
+            case DType.BFloat16: Select(c, a.storage.As<BFloat16>(), b.storage.As<BFloat16>(), r.storage.As<BFloat16>()); break;
+            case DType.Int16: Select(c, a.storage.As<short>(), b.storage.As<short>(), r.storage.As<short>()); break;
+            case DType.UInt16: Select(c, a.storage.As<ushort>(), b.storage.As<ushort>(), r.storage.As<ushort>()); break;
+            case DType.UInt32: Select(c, a.storage.As<uint>(), b.storage.As<uint>(), r.storage.As<uint>()); break;
+            case DType.UInt64: Select(c, a.storage.As<ulong>(), b.storage.As<ulong>(), r.storage.As<ulong>()); break;
+            default: throw DTypes.Unknown(r.DType);
         }
 
         static void Select<T>(bool[] c, T[] a, T[] b, T[] d)

@@ -25,6 +25,7 @@ public sealed partial class Tensor
     Tensor SortIndices(int d, bool descending, int keep)
     {
         if (shape.Length == 0) return Zeros([], DType.Int64);
+        if (DType.IsIntegral()) return SortIndicesExact(d, descending, keep);
         var src = ToDoubleArray();
         var (outer, n, inner) = Cpu.Around(shape, d);
         var os = (int[])shape.Clone();
@@ -46,5 +47,33 @@ public sealed partial class Tensor
         return r;
 
         static double Key(double v) => double.IsNaN(v) ? double.PositiveInfinity : v;
+    }
+
+    /// <summary>Integer keys compared exactly (a double would tie int64/uint64 neighbours above 2^53).</summary>
+    Tensor SortIndicesExact(int d, bool descending, int keep)
+    {
+        var bits = Cpu.Cast(this, DType.Int64).storage.As<long>();   // uint64 reinterpreted, so compare those unsigned
+        bool unsigned = DType == DType.UInt64;
+        var (outer, n, inner) = Cpu.Around(shape, d);
+        var os = (int[])shape.Clone();
+        os[d] = keep;
+        var r = Empty(os, DType.Int64);
+        var dst = r.storage.As<long>();
+        var order = new int[n];
+        var keys = new long[n];
+        for (int o = 0; o < outer; o++)
+        for (int i = 0; i < inner; i++)
+        {
+            for (int j = 0; j < n; j++) { order[j] = j; keys[j] = bits[(o * n + j) * inner + i]; }
+            Comparison<int> cmp = (p, q) =>
+            {
+                int c = unsigned ? unchecked((ulong)keys[p]).CompareTo(unchecked((ulong)keys[q])) : keys[p].CompareTo(keys[q]);
+                if (descending) c = -c;
+                return c != 0 ? c : p.CompareTo(q);
+            };
+            Array.Sort(order, cmp);
+            for (int j = 0; j < keep; j++) dst[(o * keep + j) * inner + i] = order[j];
+        }
+        return r;
     }
 }

@@ -77,7 +77,12 @@ public sealed partial class Tensor
             case DType.UInt8: Cpu.CopyStrided(storage.As<byte>(), offset, shape, strides, dst.ContiguousSpan<byte>()); break;
             case DType.Bool: Cpu.CopyStrided(storage.As<bool>(), offset, shape, strides, dst.ContiguousSpan<bool>()); break;
             case DType.Float16: Cpu.CopyStrided(storage.As<Half>(), offset, shape, strides, dst.ContiguousSpan<Half>()); break;
-            default: Cpu.CopyStrided(storage.As<BFloat16>(), offset, shape, strides, dst.ContiguousSpan<BFloat16>()); break;
+            case DType.BFloat16: Cpu.CopyStrided(storage.As<BFloat16>(), offset, shape, strides, dst.ContiguousSpan<BFloat16>()); break;
+            case DType.Int16: Cpu.CopyStrided(storage.As<short>(), offset, shape, strides, dst.ContiguousSpan<short>()); break;
+            case DType.UInt16: Cpu.CopyStrided(storage.As<ushort>(), offset, shape, strides, dst.ContiguousSpan<ushort>()); break;
+            case DType.UInt32: Cpu.CopyStrided(storage.As<uint>(), offset, shape, strides, dst.ContiguousSpan<uint>()); break;
+            case DType.UInt64: Cpu.CopyStrided(storage.As<ulong>(), offset, shape, strides, dst.ContiguousSpan<ulong>()); break;
+            default: throw DTypes.Unknown(DType);
         }
     }
 
@@ -397,7 +402,12 @@ public sealed partial class Tensor
             case DType.UInt8: Cpu.ScatterStrided<byte>(tmp.ContiguousSpan<byte>(), storage.As<byte>(), offset, shape, strides); break;
             case DType.Bool: Cpu.ScatterStrided<bool>(tmp.ContiguousSpan<bool>(), storage.As<bool>(), offset, shape, strides); break;
             case DType.Float16: Cpu.ScatterStrided<Half>(tmp.ContiguousSpan<Half>(), storage.As<Half>(), offset, shape, strides); break;
-            default: Cpu.ScatterStrided<BFloat16>(tmp.ContiguousSpan<BFloat16>(), storage.As<BFloat16>(), offset, shape, strides); break;
+            case DType.BFloat16: Cpu.ScatterStrided<BFloat16>(tmp.ContiguousSpan<BFloat16>(), storage.As<BFloat16>(), offset, shape, strides); break;
+            case DType.Int16: Cpu.ScatterStrided<short>(tmp.ContiguousSpan<short>(), storage.As<short>(), offset, shape, strides); break;
+            case DType.UInt16: Cpu.ScatterStrided<ushort>(tmp.ContiguousSpan<ushort>(), storage.As<ushort>(), offset, shape, strides); break;
+            case DType.UInt32: Cpu.ScatterStrided<uint>(tmp.ContiguousSpan<uint>(), storage.As<uint>(), offset, shape, strides); break;
+            case DType.UInt64: Cpu.ScatterStrided<ulong>(tmp.ContiguousSpan<ulong>(), storage.As<ulong>(), offset, shape, strides); break;
+            default: throw DTypes.Unknown(DType);
         }
     }
 

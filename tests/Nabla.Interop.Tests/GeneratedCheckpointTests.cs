@@ -26,7 +26,9 @@ public class GeneratedCheckpointTests
     {
         var sd = PyTorchCheckpoint.LoadStateDict(Fixtures.Generated(file));
         Assert.Equal(["f32", "f64", "f16", "bf16", "i64", "i32", "i8", "u8", "bool"], sd.Keys);
-        Assert.Equal(Enum.GetValues<DType>().Order(), sd.Values.Select(t => t.DType).Order());
+        // dtypes.pt predates Nabla's int16/uint16/uint32/uint64 (int16.pt covers int16; torch 1.13 has no unsigned wide types).
+        var older = Enum.GetValues<DType>().Except([DType.Int16, DType.UInt16, DType.UInt32, DType.UInt64]);
+        Assert.Equal(older.Order(), sd.Values.Select(t => t.DType).Order());
         Assert.Equal([-(1L << 40), -1, 0, 1, 1L << 40, 7], sd["i64"].ToArray<long>());
         Assert.Equal([(sbyte)-128, (sbyte)-1, (sbyte)0, (sbyte)1, (sbyte)127, (sbyte)7], sd["i8"].ToArray<sbyte>());
         Assert.Equal([true, false, true, false, false, true], sd["bool"].ToArray<bool>());

@@ -124,10 +124,10 @@ public class MalformedInputTests
     {
         var entries = Entries(Fixtures.Generated("dtypes.pt"));
         var patched = entries.Select(x => x.Name.EndsWith("data.pkl", StringComparison.Ordinal)
-            ? (x.Name, Encoding.Latin1.GetBytes(Encoding.Latin1.GetString(x.Data).Replace("torch\nIntStorage\n", "torch\nShortStorage\n")))
+            ? (x.Name, Encoding.Latin1.GetBytes(Encoding.Latin1.GetString(x.Data).Replace("torch\nIntStorage\n", "torch\nQInt32Storage\n")))
             : x).ToArray();
         var e = LoadFails(Zip(patched));
-        Assert.Contains("int16", e.Message);
+        Assert.Contains("qint32", e.Message);
     }
 
     [Fact]

@@ -133,13 +133,14 @@ public sealed class SafeTensorsMappedTests : IDisposable
         BinaryPrimitives.WriteUInt16LittleEndian(data, 65535);
         BinaryPrimitives.WriteUInt16LittleEndian(data.AsSpan(2), 2);
         BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(4), 0xDEADBEEF);
-        var p = Write("u.safetensors", """{"a":{"dtype":"U16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"U32","shape":[1],"data_offsets":[4,8]}}""", data);
+        var p = Write("u.safetensors", """{"a":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U32","shape":[1],"data_offsets":[4,8]}}""", data);
         using var f = SafeTensorsFile.Open(p);
-        Assert.Equal(new ushort[] { 65535, 2 }, f.GetElements<ushort>("a").ToArray());
+        Assert.Equal(new byte[] { 0xFF, 0xFF, 2, 0 }, f.GetBytes("a").ToArray());
         Assert.Equal(new uint[] { 0xDEADBEEF }, f.GetElements<uint>("b").ToArray());
+        Assert.Equal(new uint[] { 0xDEADBEEF }, f.LoadTensor("b").ToArray<uint>());
         var e = Assert.Throws<ModelFormatException>(() => f.LoadTensor("a"));
         Assert.Contains("tensor 'a'", e.Message);
-        Assert.Contains("U16", e.Message);
+        Assert.Contains("F8_E5M2", e.Message);
     }
 
     [Fact]

@@ -128,9 +128,10 @@ public sealed class DatatypeTests(IdentityServerFixture server) : IClassFixture<
     [InlineData("UINT32", "[0,1,2,3,4,4294967295]")]
     [InlineData("UINT64", "[0,1,2,3,4,18446744073709551615]")]
     [InlineData("INT16", "[0,1,2,3,4,-32768]")]
-    public async Task TypesNablaCannotHoldAre400NamingTheInput(string wire, string data)
+    public async Task WideIntegerTypesSentToAnFp32InputAre400NamingTheInput(string wire, string data)
     {
-        // Sent to an FP32 input: the mismatch is named (with the input) before anything is decoded.
+        // Sent to an FP32 input: the mismatch is named (with the input) before anything is decoded. (Served to inputs
+        // of their own type: WideIntegerDatatypeTests.)
         var json = $$"""{"inputs":[{"name":"in_FP32","shape":[2,3],"datatype":"{{wire}}","data":{{data}}}],"outputs":[{"name":"out_FP32"}]}""";
         var msg = Json.AssertError(await Json.Post(server.Http, "/v2/models/identity/infer", json), 400);
         Assert.Contains("input 'in_FP32'", msg);

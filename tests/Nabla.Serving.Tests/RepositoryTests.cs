@@ -58,7 +58,6 @@ public sealed class RepositoryTests
     [InlineData("""{"name": "other"}""", "differs")]
     [InlineData("""{"platform": "tensorflow_savedmodel"}""", "platform")]
     [InlineData("""{"input": [ { "name": "x", "data_type": "TYPE_FLOAT", "dims": [1] } ]}""", "unknown data_type")]
-    [InlineData("""{"input": [ { "name": "x", "data_type": "TYPE_UINT32", "dims": [1] } ]}""", "not supported")]
     [InlineData("""{"input": [ { "name": "x", "data_type": "TYPE_FP32", "dims": [0] } ]}""", "positive or -1")]
     [InlineData("""{"input": [ { "name": "x", "data_type": "TYPE_FP32", "dims": [] } ]}""", "may not be empty")]
     [InlineData("""{"max_batch_size": -1}""", "max_batch_size")]
@@ -69,6 +68,17 @@ public sealed class RepositoryTests
     {
         var e = Assert.Throws<ModelFormatException>(() => ModelConfig.Parse(json, "m"));
         Assert.Contains(expected, e.Message);
+    }
+
+    [Theory]
+    [InlineData("TYPE_INT16", "INT16")]
+    [InlineData("TYPE_UINT16", "UINT16")]
+    [InlineData("TYPE_UINT32", "UINT32")]
+    [InlineData("TYPE_UINT64", "UINT64")]
+    public void WideIntegerConfigTypesAreAccepted(string configName, string wire)
+    {
+        var c = ModelConfig.Parse($$"""{"input": [ { "name": "x", "data_type": "{{configName}}", "dims": [1] } ]}""", "m");
+        Assert.Equal(wire, c.Inputs[0].Datatype);
     }
 
     [Fact]

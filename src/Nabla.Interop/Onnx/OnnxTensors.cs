@@ -30,6 +30,10 @@ internal static class OnnxTypes
         Float16 => DType.Float16,
         Double => DType.Float64,
         BFloat16 => DType.BFloat16,
+        Int16 => DType.Int16,
+        UInt16 => DType.UInt16,
+        UInt32 => DType.UInt32,
+        UInt64 => DType.UInt64,
         _ => null,
     };
 
@@ -46,7 +50,12 @@ internal static class OnnxTypes
         DType.Bool => Bool,
         DType.Float16 => Float16,
         DType.Float64 => Double,
-        _ => BFloat16,
+        DType.BFloat16 => BFloat16,
+        DType.Int16 => Int16,
+        DType.UInt16 => UInt16,
+        DType.UInt32 => UInt32,
+        DType.UInt64 => UInt64,
+        _ => throw new DTypeException($"unknown dtype value {(int)t}"),
     };
 }
 
@@ -106,6 +115,9 @@ internal static class OnnxTensors
             case DType.Float64: return Typed(p.DoubleData.ToArray(), n, shape, where, "double_data");
             case DType.Int64: return Typed(p.Int64Data.ToArray(), n, shape, where, "int64_data");
             case DType.Int32: return Typed(p.Int32Data.ToArray(), n, shape, where, "int32_data");
+            // UINT32 and UINT64 sit in uint64_data (onnx.proto); UINT32 keeps the low 32 bits.
+            case DType.UInt64: return Typed(p.Uint64Data.ToArray(), n, shape, where, "uint64_data");
+            case DType.UInt32: return Typed(p.Uint64Data.Select(v => unchecked((uint)v)).ToArray(), n, shape, where, "uint64_data");
         }
         // The narrow types sit one per int32_data entry (16-bit floats as their bit pattern).
         var ints = p.Int32Data;
@@ -117,6 +129,8 @@ internal static class OnnxTensors
             case DType.UInt8: return Tensor.FromArray(ints.Select(v => (byte)v).ToArray(), n).Reshape(shape);
             case DType.Int8: return Tensor.FromArray(ints.Select(v => (sbyte)v).ToArray(), n).Reshape(shape);
             case DType.Float16: return Tensor.FromArray(ints.Select(v => BitConverter.UInt16BitsToHalf((ushort)v)).ToArray(), n).Reshape(shape);
+            case DType.Int16: return Tensor.FromArray(ints.Select(v => unchecked((short)v)).ToArray(), n).Reshape(shape);
+            case DType.UInt16: return Tensor.FromArray(ints.Select(v => unchecked((ushort)v)).ToArray(), n).Reshape(shape);
             default: return Tensor.FromArray(ints.Select(v => BFloat16.FromBits((ushort)v)).ToArray(), n).Reshape(shape);
         }
     }
@@ -144,7 +158,12 @@ internal static class OnnxTensors
             DType.Int8 => Tensor.FromArray(MemoryMarshal.Cast<byte, sbyte>(raw).ToArray(), n).Reshape(shape),
             DType.Bool => Tensor.FromArray(raw.ToArray().Select(b => b != 0).ToArray(), n).Reshape(shape),
             DType.Float16 => Tensor.FromArray(MemoryMarshal.Cast<byte, Half>(raw).ToArray(), n).Reshape(shape),
-            _ => Tensor.FromArray(MemoryMarshal.Cast<byte, ushort>(raw).ToArray().Select(BFloat16.FromBits).ToArray(), n).Reshape(shape),
+            DType.BFloat16 => Tensor.FromArray(MemoryMarshal.Cast<byte, ushort>(raw).ToArray().Select(BFloat16.FromBits).ToArray(), n).Reshape(shape),
+            DType.Int16 => Tensor.FromArray(MemoryMarshal.Cast<byte, short>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt16 => Tensor.FromArray(MemoryMarshal.Cast<byte, ushort>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt32 => Tensor.FromArray(MemoryMarshal.Cast<byte, uint>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt64 => Tensor.FromArray(MemoryMarshal.Cast<byte, ulong>(raw).ToArray(), n).Reshape(shape),
+            _ => throw new DTypeException($"unknown dtype value {(int)dtype}"),
         };
     }
 

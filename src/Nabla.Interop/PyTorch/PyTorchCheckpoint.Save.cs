@@ -14,6 +14,9 @@ public static partial class PyTorchCheckpoint
     public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors)
     {
         var names = tensors.Keys.ToList();
+        foreach (var (name, t) in tensors)
+            if (t.DType is DType.UInt16 or DType.UInt32 or DType.UInt64)
+                throw new DTypeException($"PyTorch checkpoint: tensor '{name}' is {t.DType.TorchName()}, which the torch 1.13 format this writer targets cannot hold (no storage class); convert it with To(DType.Int64) or save as safetensors");
         var pickle = new PickleWriter();
         pickle.Proto(2);
         pickle.Global("collections", "OrderedDict");
@@ -94,6 +97,9 @@ public static partial class PyTorchCheckpoint
         DType.Int8 => "CharStorage",
         DType.UInt8 => "ByteStorage",
         DType.Bool => "BoolStorage",
+        DType.Int16 => "ShortStorage",
+        DType.UInt16 or DType.UInt32 or DType.UInt64 => throw new DTypeException(
+            $"PyTorch checkpoint: dtype {t.TorchName()} cannot be saved: the torch 1.13 format this writer targets has no {t.TorchName()} storage; convert with To(DType.Int64) (or save as safetensors)"),
         _ => throw new DTypeException($"dtype {t} has no PyTorch storage class"),
     };
 

@@ -18,6 +18,10 @@ internal static class TensorBytes
             DType.BFloat16 => Make(MemoryMarshal.Cast<byte, ushort>(bytes).ToArray().Select(BFloat16.FromBits).ToArray(), shape),
             DType.Float32 => Make(MemoryMarshal.Cast<byte, float>(bytes).ToArray(), shape),
             DType.Float64 => Make(MemoryMarshal.Cast<byte, double>(bytes).ToArray(), shape),
+            DType.Int16 => Make(MemoryMarshal.Cast<byte, short>(bytes).ToArray(), shape),
+            DType.UInt16 => Make(MemoryMarshal.Cast<byte, ushort>(bytes).ToArray(), shape),
+            DType.UInt32 => Make(MemoryMarshal.Cast<byte, uint>(bytes).ToArray(), shape),
+            DType.UInt64 => Make(MemoryMarshal.Cast<byte, ulong>(bytes).ToArray(), shape),
             _ => throw new DTypeException($"dtype {dtype} has no byte layout"),
         };
         return t;
@@ -42,6 +46,10 @@ internal static class TensorBytes
         DType.BFloat16 => MemoryMarshal.AsBytes(t.ToArray<BFloat16>().AsSpan()).ToArray(),
         DType.Float32 => MemoryMarshal.AsBytes(t.ToArray<float>().AsSpan()).ToArray(),
         DType.Float64 => MemoryMarshal.AsBytes(t.ToArray<double>().AsSpan()).ToArray(),
+        DType.Int16 => MemoryMarshal.AsBytes(t.ToArray<short>().AsSpan()).ToArray(),
+        DType.UInt16 => MemoryMarshal.AsBytes(t.ToArray<ushort>().AsSpan()).ToArray(),
+        DType.UInt32 => MemoryMarshal.AsBytes(t.ToArray<uint>().AsSpan()).ToArray(),
+        DType.UInt64 => MemoryMarshal.AsBytes(t.ToArray<ulong>().AsSpan()).ToArray(),
         _ => throw new DTypeException($"dtype {t.DType} has no byte layout"),
     };
 }

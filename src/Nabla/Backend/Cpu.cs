@@ -126,8 +126,49 @@ internal static partial class Cpu
         DType.UInt8 => s.As<byte>()[index],
         DType.Bool => s.As<bool>()[index] ? 1 : 0,
         DType.Float16 => (double)s.As<Half>()[index],
-        _ => (float)s.As<BFloat16>()[index],
+        DType.BFloat16 => (float)s.As<BFloat16>()[index],
+        DType.Int16 => s.As<short>()[index],
+        DType.UInt16 => s.As<ushort>()[index],
+        DType.UInt32 => s.As<uint>()[index],
+        DType.UInt64 => s.As<ulong>()[index],
+        _ => throw DTypes.Unknown(s.DType),
     };
+
+    /// <summary>An integer or bool element as the 64 bits of an int64 (uint64 reinterpreted, not converted).</summary>
+    public static long ReadAsInt64Bits(Storage s, int index) => s.DType switch
+    {
+        DType.Bool => s.As<bool>()[index] ? 1 : 0,
+        DType.UInt8 => s.As<byte>()[index],
+        DType.Int8 => s.As<sbyte>()[index],
+        DType.Int16 => s.As<short>()[index],
+        DType.UInt16 => s.As<ushort>()[index],
+        DType.Int32 => s.As<int>()[index],
+        DType.UInt32 => s.As<uint>()[index],
+        DType.Int64 => s.As<long>()[index],
+        DType.UInt64 => unchecked((long)s.As<ulong>()[index]),
+        _ => throw new DTypeException($"integer read: {s.DType.TorchName()} is not an integer type"),
+    };
+
+    /// <summary>Writes the low bits of <paramref name="v"/> (C's modular conversion); bool takes v != 0.</summary>
+    public static void WriteFromInt64Bits(Storage s, int index, long v)
+    {
+        unchecked
+        {
+            switch (s.DType)
+            {
+                case DType.Bool: s.As<bool>()[index] = v != 0; break;
+                case DType.UInt8: s.As<byte>()[index] = (byte)v; break;
+                case DType.Int8: s.As<sbyte>()[index] = (sbyte)v; break;
+                case DType.Int16: s.As<short>()[index] = (short)v; break;
+                case DType.UInt16: s.As<ushort>()[index] = (ushort)v; break;
+                case DType.Int32: s.As<int>()[index] = (int)v; break;
+                case DType.UInt32: s.As<uint>()[index] = (uint)v; break;
+                case DType.Int64: s.As<long>()[index] = v; break;
+                case DType.UInt64: s.As<ulong>()[index] = (ulong)v; break;
+                default: throw new DTypeException($"integer write: {s.DType.TorchName()} is not an integer type");
+            }
+        }
+    }
 
     /// <summary>Elementwise kernels split their output across threads from this many elements on (memory-bound work).</summary>
     internal const int ParallelElements = 1 << 17;
@@ -273,6 +314,12 @@ internal static partial class Cpu
             TensorPrimitives.ConvertToHalf(src.ContiguousSpan<float>(), result.storage.As<Half>());
         else if (a.DType == DType.Float16 && to == DType.Float32)
             TensorPrimitives.ConvertToSingle(src.ContiguousSpan<Half>(), result.storage.As<float>());
+        else if (!a.DType.IsFloatingPoint() && !to.IsFloatingPoint())
+        {
+            // Integer and bool to integer: exact, through the 64 bits (no detour through double, which would round
+            // int64/uint64 values above 2^53); narrowing keeps the low bits.
+            for (int i = 0; i < n; i++) WriteFromInt64Bits(result.storage, i, ReadAsInt64Bits(src.storage, src.offset + i));
+        }
         else
         {
             for (int i = 0; i < n; i++) WriteFromDouble(result.storage, i, ReadAsDouble(src.storage, src.offset + i));
@@ -292,7 +339,12 @@ internal static partial class Cpu
             case DType.UInt8: s.As<byte>()[index] = Scalar.FromDouble<byte>(v); break;
             case DType.Bool: s.As<bool>()[index] = v != 0; break;
             case DType.Float16: s.As<Half>()[index] = (Half)v; break;
-            default: s.As<BFloat16>()[index] = (BFloat16)(float)v; break;
+            case DType.BFloat16: s.As<BFloat16>()[index] = (BFloat16)(float)v; break;
+            case DType.Int16: s.As<short>()[index] = Scalar.FromDouble<short>(v); break;
+            case DType.UInt16: s.As<ushort>()[index] = Scalar.FromDouble<ushort>(v); break;
+            case DType.UInt32: s.As<uint>()[index] = Scalar.FromDouble<uint>(v); break;
+            case DType.UInt64: s.As<ulong>()[index] = Scalar.DoubleToUInt64(v); break;
+            default: throw DTypes.Unknown(s.DType);
         }
     }
 }

@@ -37,7 +37,12 @@ internal static partial class Cpu
             case DType.UInt8: IndexSelectT(x.ContiguousData<byte>(), r.storage.As<byte>(), idx, outer, n, inner); break;
             case DType.Bool: IndexSelectT(x.ContiguousData<bool>(), r.storage.As<bool>(), idx, outer, n, inner); break;
             case DType.Float16: IndexSelectT(x.ContiguousData<Half>(), r.storage.As<Half>(), idx, outer, n, inner); break;
-            default: IndexSelectT(x.ContiguousData<BFloat16>(), r.storage.As<BFloat16>(), idx, outer, n, inner); break;
+            case DType.BFloat16: IndexSelectT(x.ContiguousData<BFloat16>(), r.storage.As<BFloat16>(), idx, outer, n, inner); break;
+            case DType.Int16: IndexSelectT(x.ContiguousData<short>(), r.storage.As<short>(), idx, outer, n, inner); break;
+            case DType.UInt16: IndexSelectT(x.ContiguousData<ushort>(), r.storage.As<ushort>(), idx, outer, n, inner); break;
+            case DType.UInt32: IndexSelectT(x.ContiguousData<uint>(), r.storage.As<uint>(), idx, outer, n, inner); break;
+            case DType.UInt64: IndexSelectT(x.ContiguousData<ulong>(), r.storage.As<ulong>(), idx, outer, n, inner); break;
+            default: throw DTypes.Unknown(x.DType);
         }
         return r;
     }
@@ -63,6 +68,10 @@ internal static partial class Cpu
             case DType.Float64: IndexAddT(s.ContiguousData<double>(), r.storage.As<double>(), idx, outer, n, inner); break;
             case DType.Int64: IndexAddT(s.ContiguousData<long>(), r.storage.As<long>(), idx, outer, n, inner); break;
             case DType.Int32: IndexAddT(s.ContiguousData<int>(), r.storage.As<int>(), idx, outer, n, inner); break;
+            case DType.Int16: IndexAddT(s.ContiguousData<short>(), r.storage.As<short>(), idx, outer, n, inner); break;
+            case DType.UInt16: IndexAddT(s.ContiguousData<ushort>(), r.storage.As<ushort>(), idx, outer, n, inner); break;
+            case DType.UInt32: IndexAddT(s.ContiguousData<uint>(), r.storage.As<uint>(), idx, outer, n, inner); break;
+            case DType.UInt64: IndexAddT(s.ContiguousData<ulong>(), r.storage.As<ulong>(), idx, outer, n, inner); break;
             default: throw new DTypeException($"index_add: dtype {x.DType.TorchName()} is not supported");
         }
         return r;
@@ -139,7 +148,10 @@ internal static partial class Cpu
             case DType.Float32: { var s = xc.storage.As<float>(); var o = r.storage.As<float>(); ForEachIndexed(index.shape, idx, x.shape, d, "gather", (p, t) => o[p] = s[t]); break; }
             case DType.Float64: { var s = xc.storage.As<double>(); var o = r.storage.As<double>(); ForEachIndexed(index.shape, idx, x.shape, d, "gather", (p, t) => o[p] = s[t]); break; }
             case DType.Int64: { var s = xc.storage.As<long>(); var o = r.storage.As<long>(); ForEachIndexed(index.shape, idx, x.shape, d, "gather", (p, t) => o[p] = s[t]); break; }
-            default: ForEachIndexed(index.shape, idx, x.shape, d, "gather", (p, t) => WriteFromDouble(r.storage, p, ReadAsDouble(xc.storage, t))); break;
+            default:
+                if (x.DType.IsFloatingPoint()) ForEachIndexed(index.shape, idx, x.shape, d, "gather", (p, t) => WriteFromDouble(r.storage, p, ReadAsDouble(xc.storage, t)));
+                else ForEachIndexed(index.shape, idx, x.shape, d, "gather", (p, t) => WriteFromInt64Bits(r.storage, p, ReadAsInt64Bits(xc.storage, t)));
+                break;
         }
         return r;
     }
@@ -170,8 +182,22 @@ internal static partial class Cpu
                 break;
             }
             default:
-                if (add) ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromDouble(r.storage, t, ReadAsDouble(r.storage, t) + ReadAsDouble(sc.storage, p)));
-                else ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromDouble(r.storage, t, ReadAsDouble(sc.storage, p)));
+                if (x.DType.IsFloatingPoint())
+                {
+                    if (add) ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromDouble(r.storage, t, ReadAsDouble(r.storage, t) + ReadAsDouble(sc.storage, p)));
+                    else ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromDouble(r.storage, t, ReadAsDouble(sc.storage, p)));
+                }
+                else if (x.DType == DType.Bool)
+                {
+                    if (add) ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromInt64Bits(r.storage, t, ReadAsInt64Bits(r.storage, t) | ReadAsInt64Bits(sc.storage, p)));
+                    else ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromInt64Bits(r.storage, t, ReadAsInt64Bits(sc.storage, p)));
+                }
+                else
+                {
+                    // Integers: exact and modular (the low bits of the 64-bit sum), no rounding through double.
+                    if (add) ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromInt64Bits(r.storage, t, unchecked(ReadAsInt64Bits(r.storage, t) + ReadAsInt64Bits(sc.storage, p))));
+                    else ForEachIndexed(index.shape, idx, x.shape, d, op, (p, t) => WriteFromInt64Bits(r.storage, t, ReadAsInt64Bits(sc.storage, p)));
+                }
                 break;
         }
         return r;

@@ -21,17 +21,19 @@ internal static partial class Cpu
         return s;
     }
 
-    /// <summary>Sum over one dimension, keeping it with size 1. Integers and bool sum into int64.</summary>
+    /// <summary>Sum over one dimension, keeping it with size 1. Integers and bool sum into int64 (uint64 into uint64, modulo 2^64).</summary>
     public static Tensor SumDim(Tensor x, int d)
     {
         var dt = x.DType;
         if (dt is DType.Float16 or DType.BFloat16) return Cast(SumDim(Cast(x, DType.Float32), d), dt);
-        if (!dt.IsFloatingPoint() && dt != DType.Int64) return SumDim(Cast(x, DType.Int64), d);
+        if (!dt.IsFloatingPoint() && dt is not (DType.Int64 or DType.UInt64)) return SumDim(Cast(x, DType.Int64), d);
         return dt switch
         {
             DType.Float32 => SumDimT<float>(x, d),
             DType.Float64 => SumDimT<double>(x, d),
-            _ => SumDimT<long>(x, d),
+            DType.Int64 => SumDimT<long>(x, d),
+            DType.UInt64 => SumDimT<ulong>(x, d),
+            _ => throw new DTypeException($"sum: dtype {dt.TorchName()} is not supported"),
         };
     }
 
@@ -121,7 +123,12 @@ internal static partial class Cpu
             DType.Int64 => ExtremeT<long>(x, d, max),
             DType.Int32 => ExtremeT<int>(x, d, max),
             DType.Int8 => ExtremeT<sbyte>(x, d, max),
-            _ => ExtremeT<byte>(x, d, max),
+            DType.UInt8 => ExtremeT<byte>(x, d, max),
+            DType.Int16 => ExtremeT<short>(x, d, max),
+            DType.UInt16 => ExtremeT<ushort>(x, d, max),
+            DType.UInt32 => ExtremeT<uint>(x, d, max),
+            DType.UInt64 => ExtremeT<ulong>(x, d, max),
+            _ => throw new DTypeException($"{(max ? "max" : "min")}: dtype {dt.TorchName()} is not supported"),
         };
     }
 
@@ -159,13 +166,15 @@ internal static partial class Cpu
     public static Tensor CumsumDim(Tensor x, int d)
     {
         var dt = x.DType;
-        if (!dt.IsFloatingPoint() && dt != DType.Int64) return CumsumDim(Cast(x, DType.Int64), d);
+        if (!dt.IsFloatingPoint() && dt is not (DType.Int64 or DType.UInt64)) return CumsumDim(Cast(x, DType.Int64), d);
         if (dt is DType.Float16 or DType.BFloat16) return Cast(CumsumDim(Cast(x, DType.Float32), d), dt);
         return dt switch
         {
             DType.Float32 => CumsumT<float>(x, d),
             DType.Float64 => CumsumT<double>(x, d),
-            _ => CumsumT<long>(x, d),
+            DType.Int64 => CumsumT<long>(x, d),
+            DType.UInt64 => CumsumT<ulong>(x, d),
+            _ => throw new DTypeException($"cumsum: dtype {dt.TorchName()} is not supported"),
         };
     }
 

@@ -17,6 +17,10 @@ internal static class Scalar
         if (typeof(T) == typeof(bool)) return Unsafe.As<T, bool>(ref v) ? 1 : 0;
         if (typeof(T) == typeof(Half)) return (double)Unsafe.As<T, Half>(ref v);
         if (typeof(T) == typeof(BFloat16)) return (float)Unsafe.As<T, BFloat16>(ref v);
+        if (typeof(T) == typeof(short)) return Unsafe.As<T, short>(ref v);
+        if (typeof(T) == typeof(ushort)) return Unsafe.As<T, ushort>(ref v);
+        if (typeof(T) == typeof(uint)) return Unsafe.As<T, uint>(ref v);
+        if (typeof(T) == typeof(ulong)) return Unsafe.As<T, ulong>(ref v);
         throw new DTypeException($"unsupported element type {typeof(T).Name}");
     }
 
@@ -32,8 +36,19 @@ internal static class Scalar
         if (typeof(T) == typeof(bool)) { bool x = d != 0; return Unsafe.As<bool, T>(ref x); }
         if (typeof(T) == typeof(Half)) { Half x = (Half)d; return Unsafe.As<Half, T>(ref x); }
         if (typeof(T) == typeof(BFloat16)) { BFloat16 x = (BFloat16)(float)d; return Unsafe.As<BFloat16, T>(ref x); }
+        if (typeof(T) == typeof(short)) { short x = (short)(long)d; return Unsafe.As<short, T>(ref x); }
+        if (typeof(T) == typeof(ushort)) { ushort x = (ushort)(long)d; return Unsafe.As<ushort, T>(ref x); }
+        if (typeof(T) == typeof(uint)) { uint x = (uint)(long)d; return Unsafe.As<uint, T>(ref x); }
+        if (typeof(T) == typeof(ulong)) { ulong x = DoubleToUInt64(d); return Unsafe.As<ulong, T>(ref x); }
         throw new DTypeException($"unsupported element type {typeof(T).Name}");
     }
+
+    /// <summary>
+    /// double → uint64: truncation toward zero; values in [2^63, 2^64) convert directly, smaller ones (negatives
+    /// included) through int64 and wrap modulo 2^64, the rule every narrower integer type follows (-1.0 → 2^64-1).
+    /// NaN gives 0 and out-of-range values saturate, as .NET's conversions do.
+    /// </summary>
+    public static ulong DoubleToUInt64(double d) => d >= 9223372036854775808.0 ? (ulong)d : double.IsNaN(d) ? 0 : unchecked((ulong)(long)d);
 }
 
 /// <summary>The error function in double precision (series near 0, continued fraction for the tail).</summary>

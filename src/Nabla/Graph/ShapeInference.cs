@@ -350,6 +350,7 @@ public static class ShapeInference
     static DType? OnnxDType(long code) => code switch
     {
         1 => DType.Float32, 2 => DType.UInt8, 3 => DType.Int8, 6 => DType.Int32, 7 => DType.Int64, 9 => DType.Bool,
-        10 => DType.Float16, 11 => DType.Float64, 16 => DType.BFloat16, _ => null,
+        10 => DType.Float16, 11 => DType.Float64, 16 => DType.BFloat16,
+        4 => DType.UInt16, 5 => DType.Int16, 12 => DType.UInt32, 13 => DType.UInt64, _ => null,
     };
 }

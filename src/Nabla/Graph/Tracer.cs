@@ -673,6 +673,7 @@ internal sealed class TraceSession
     {
         DType.Float32 => 1, DType.UInt8 => 2, DType.Int8 => 3, DType.Int32 => 6, DType.Int64 => 7, DType.Bool => 9,
         DType.Float16 => 10, DType.Float64 => 11, DType.BFloat16 => 16,
+        DType.UInt16 => 4, DType.Int16 => 5, DType.UInt32 => 12, DType.UInt64 => 13,
         _ => throw new TraceException($"trace: dtype {t} has no ONNX element type"),
     };
 

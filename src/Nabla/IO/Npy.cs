@@ -42,6 +42,10 @@ public static partial class Npy
             "<f2" or "=f2" => (DType.Float16, 2, false), ">f2" => (DType.Float16, 2, true),
             "<i8" or "=i8" => (DType.Int64, 8, false), ">i8" => (DType.Int64, 8, true),
             "<i4" or "=i4" => (DType.Int32, 4, false), ">i4" => (DType.Int32, 4, true),
+            "<i2" or "=i2" => (DType.Int16, 2, false), ">i2" => (DType.Int16, 2, true),
+            "<u2" or "=u2" => (DType.UInt16, 2, false), ">u2" => (DType.UInt16, 2, true),
+            "<u4" or "=u4" => (DType.UInt32, 4, false), ">u4" => (DType.UInt32, 4, true),
+            "<u8" or "=u8" => (DType.UInt64, 8, false), ">u8" => (DType.UInt64, 8, true),
             "|i1" or "<i1" or "=i1" => (DType.Int8, 1, false),
             "|u1" or "<u1" or "=u1" => (DType.UInt8, 1, false),
             "|b1" or "<b1" or "=b1" => (DType.Bool, 1, false),
@@ -75,6 +79,7 @@ public static partial class Npy
         {
             DType.Float32 => "<f4", DType.Float64 => "<f8", DType.Float16 => "<f2", DType.Int64 => "<i8", DType.Int32 => "<i4",
             DType.Int8 => "|i1", DType.UInt8 => "|u1", DType.Bool => "|b1",
+            DType.Int16 => "<i2", DType.UInt16 => "<u2", DType.UInt32 => "<u4", DType.UInt64 => "<u8",
             _ => throw new DTypeException($"npy: {t.DType.TorchName()} has no NumPy dtype"),
         };
         var shape = t.Shape;

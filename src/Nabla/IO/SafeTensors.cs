@@ -10,7 +10,7 @@ namespace Nabla.IO;
 /// <param name="End">Offset one past the last byte (exclusive).</param>
 public sealed record SafeTensorInfo(string Name, string DTypeName, int[] Shape, long Begin, long End)
 {
-    /// <summary>The Nabla dtype, or null when the file's dtype has no Nabla equivalent (F8_*, U16, C64, ...).</summary>
+    /// <summary>The Nabla dtype, or null when the file's dtype has no Nabla equivalent (F8_*, C64, ...).</summary>
     public DType? DType => SafeTensors.ToNablaDType(DTypeName);
 }
 
@@ -38,17 +38,17 @@ public static class SafeTensors
         ["BOOL"] = (8, Nabla.DType.Bool),
         ["U8"] = (8, Nabla.DType.UInt8),
         ["I8"] = (8, Nabla.DType.Int8),
-        ["I16"] = (16, null),
-        ["U16"] = (16, null),
+        ["I16"] = (16, Nabla.DType.Int16),
+        ["U16"] = (16, Nabla.DType.UInt16),
         ["F16"] = (16, Nabla.DType.Float16),
         ["BF16"] = (16, Nabla.DType.BFloat16),
         ["I32"] = (32, Nabla.DType.Int32),
-        ["U32"] = (32, null),
+        ["U32"] = (32, Nabla.DType.UInt32),
         ["F32"] = (32, Nabla.DType.Float32),
         ["F64"] = (64, Nabla.DType.Float64),
         ["C64"] = (64, null),
         ["I64"] = (64, Nabla.DType.Int64),
-        ["U64"] = (64, null),
+        ["U64"] = (64, Nabla.DType.UInt64),
         ["F8_E5M2"] = (8, null),
         ["F8_E4M3"] = (8, null),
         ["F8_E8M0"] = (8, null),
@@ -70,7 +70,12 @@ public static class SafeTensors
         Nabla.DType.Float16 => "F16",
         Nabla.DType.BFloat16 => "BF16",
         Nabla.DType.Float32 => "F32",
-        _ => "F64",
+        Nabla.DType.Float64 => "F64",
+        Nabla.DType.Int16 => "I16",
+        Nabla.DType.UInt16 => "U16",
+        Nabla.DType.UInt32 => "U32",
+        Nabla.DType.UInt64 => "U64",
+        _ => throw DTypes.Unknown(dtype),
     };
 
     /// <summary>The Nabla dtype of a safetensors dtype string, or null when Nabla has none.</summary>
@@ -537,7 +542,12 @@ public static class SafeTensors
         Nabla.DType.Int32 => 13,
         Nabla.DType.Float32 => 15,
         Nabla.DType.Float64 => 17,
-        _ => 18, // Int64
+        Nabla.DType.Int64 => 18,
+        Nabla.DType.Int16 => 9,
+        Nabla.DType.UInt16 => 10,
+        Nabla.DType.UInt32 => 14,
+        Nabla.DType.UInt64 => 19,
+        _ => throw DTypes.Unknown(d),
     };
 
     static (byte[] Header, List<(string Name, Tensor Tensor)> Ordered) BuildHeader(

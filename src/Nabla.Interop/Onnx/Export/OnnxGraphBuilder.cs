@@ -132,6 +132,10 @@ public sealed class OnnxGraphBuilder
             DType.Int8 => MemoryMarshal.AsBytes(t.ToArray<sbyte>().AsSpan()).ToArray(),
             DType.UInt8 => t.ToArray<byte>(),
             DType.Bool => t.ToArray<bool>().Select(b => b ? (byte)1 : (byte)0).ToArray(),
+            DType.Int16 => LittleEndian<short>(t.ToArray<short>(), 2),
+            DType.UInt16 => LittleEndian<ushort>(t.ToArray<ushort>(), 2),
+            DType.UInt32 => LittleEndian<uint>(t.ToArray<uint>(), 4),
+            DType.UInt64 => LittleEndian<ulong>(t.ToArray<ulong>(), 8),
             _ => throw new NablaException($"onnx export: tensor '{name}' has dtype {t.DType.TorchName()}, which the exporter does not write"),
         };
         p.RawData = ByteString.CopyFrom(bytes);
@@ -140,7 +144,8 @@ public sealed class OnnxGraphBuilder
 
     internal static int DataType(DType t, string name) => t switch
     {
-        DType.Float32 or DType.Float64 or DType.Int64 or DType.Int32 or DType.Int8 or DType.UInt8 or DType.Bool or DType.Float16 or DType.BFloat16 => OnnxTypes.FromDType(t),
+        DType.Float32 or DType.Float64 or DType.Int64 or DType.Int32 or DType.Int8 or DType.UInt8 or DType.Bool or DType.Float16 or DType.BFloat16
+            or DType.Int16 or DType.UInt16 or DType.UInt32 or DType.UInt64 => OnnxTypes.FromDType(t),
         _ => throw new NablaException($"onnx export: '{name}' has dtype {t.TorchName()}, which has no ONNX element type"),
     };
 

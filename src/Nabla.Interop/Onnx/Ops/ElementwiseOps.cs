@@ -15,7 +15,8 @@ internal static class ElementwiseOps
         {
             Tensor a = c.Input(0), b = c.Input(1);
             if (a.DType.IsFloatingPoint()) return One(a.Div(b));
-            return One(Map2(a, b, (x, y) => y == 0 ? 0 : Math.Truncate(x / y), a.DType));
+            // Integers: exact (no detour through double), truncating toward zero; x / 0 gives 0.
+            return One(IntegerMap2(a, b, (x, y) => y == 0 ? 0 : y == -1 ? unchecked(-x) : x / y, (x, y) => y == 0 ? 0 : x / y));
         });
         r.Add("Pow", c =>
         {
@@ -28,6 +29,13 @@ internal static class ElementwiseOps
             Tensor a = c.Input(0), b = c.Input(1);
             bool fmod = c.Node.GetInt("fmod", 0) != 0;
             if (!fmod && a.DType.IsFloatingPoint()) throw Invalid(c, "fmod must be 1 for floating point inputs");
+            if (a.DType.IsIntegral() && a.DType == b.DType)
+            {
+                // Exact integer remainders: fmod takes the dividend's sign (C), otherwise the divisor's (Python); x mod 0 is 0.
+                return One(IntegerMap2(a, b,
+                    (x, y) => y == 0 || y == -1 ? 0 : fmod || x % y == 0 || (x % y < 0) == (y < 0) ? x % y : x % y + y,
+                    (x, y) => y == 0 ? 0 : x % y));
+            }
             return One(Map2(a, b, fmod ? (x, y) => x % y
                 : (x, y) => y == 0 ? 0 : x - Math.Floor(x / y) * y, a.DType));
         });
@@ -51,11 +59,15 @@ internal static class ElementwiseOps
         r.Add("BitwiseNot", c => One(Bitwise(c.Input(0), c.Input(0), (x, _) => ~x)));
         r.Add("BitShift", c =>
         {
-            // NOTE: ONNX defines BitShift on unsigned types only; uint8 is Nabla's one unsigned integer type.
-            if (c.Input(0).DType != DType.UInt8) throw Unsupported(c, $"element type {c.Input(0).DType}");
+            // NOTE: ONNX defines BitShift on unsigned types only. The 64 bits hold the element (uint64 reinterpreted);
+            // a left shift's overflow is cut off when the result is narrowed back to the element type.
+            var x0 = c.Input(0);
+            if (!x0.DType.IsUnsigned()) throw Unsupported(c, $"element type {x0.DType}");
+            int bits = x0.DType.ElementSize() * 8;
             var dir = c.Node.GetString("direction", "");
             if (dir is not ("LEFT" or "RIGHT")) throw Invalid(c, $"direction must be LEFT or RIGHT, got '{dir}'");
-            return One(Bitwise(c.Input(0), c.Input(1), (x, y) => y >= 8 ? 0 : dir == "LEFT" ? (x << (int)y) & 0xFF : x >> (int)y));
+            return One(Bitwise(x0, c.Input(1), (x, y) => unchecked((ulong)y) >= (ulong)bits ? 0
+                : dir == "LEFT" ? x << (int)y : unchecked((long)((ulong)x >> (int)y))));
         }, since: 11);
 
         Unary(r, "Abs", Math.Abs, t => t.Abs());
@@ -101,6 +113,23 @@ internal static class ElementwiseOps
         foreach (var t in c.Inputs)
             if (t is not null) acc = acc is null ? t : f(acc, t);
         return acc ?? throw Invalid(c, "needs at least one input");
+    }
+
+    /// <summary>
+    /// An integer binary op with broadcasting, exact in 64 bits: <paramref name="signed"/> for signed types (and bool),
+    /// <paramref name="unsigned"/> for unsigned ones (uint64 needs unsigned arithmetic); the result has a's dtype.
+    /// </summary>
+    static Tensor IntegerMap2(Tensor a, Tensor b, Func<long, long, long> signed, Func<ulong, ulong, ulong> unsigned)
+    {
+        if (!a.DType.IsIntegral() || a.DType != b.DType)
+            throw new DTypeException($"integer op: needs two tensors of one integer type, got {a.DType.TorchName()} and {b.DType.TorchName()}");
+        var shape = BroadcastShape(a.Shape, b.Shape);
+        var x = Longs(a.Expand(shape));
+        var y = Longs(b.Expand(shape));
+        var r = new long[x.Length];
+        bool u = a.DType.IsUnsigned();
+        for (int i = 0; i < r.Length; i++) r[i] = u ? unchecked((long)unsigned((ulong)x[i], (ulong)y[i])) : signed(x[i], y[i]);
+        return Tensor.FromArray(r, r.Length).Reshape(shape).To(a.DType);
     }
 
     static Tensor Bitwise(Tensor a, Tensor b, Func<long, long, long> f)

@@ -17,6 +17,8 @@ internal static class OpUtil
     {
         DType.Int64 => t.ToArray<long>(),
         DType.Int32 => t.ToArray<int>().Select(v => (long)v).ToArray(),
+        // Exact for every integer type (uint64 as its 64 bits: values from 2^63 read negative).
+        DType.Int16 or DType.Int8 or DType.UInt8 or DType.UInt16 or DType.UInt32 or DType.UInt64 or DType.Bool => t.To(DType.Int64).ToArray<long>(),
         _ => t.ToDoubleArray().Select(v => (long)v).ToArray(),
     };
 

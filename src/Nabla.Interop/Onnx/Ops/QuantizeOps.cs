@@ -112,6 +112,8 @@ internal static class QuantizeOps
         DType.UInt8 => (0, 255),
         DType.Int8 => (-128, 127),
         DType.Int32 => (int.MinValue, int.MaxValue),
+        DType.Int16 => (short.MinValue, short.MaxValue),
+        DType.UInt16 => (0, ushort.MaxValue),
         _ => throw Unsupported(c, $"quantized type {t}"),
     };
 

@@ -45,6 +45,16 @@ internal static class ShapeOps
             return One(c.Input(0).To(OnnxTypes.TryToDType(to) ?? throw Unsupported(c, $"target type {OnnxTypes.Name(to)}")));
         });
         r.Add("CastLike", c => One(c.Input(0).To(c.Input(1).DType)), since: 15);
+        r.Add("BitCast", c =>
+        {
+            // Reinterprets each element's bytes as another type of the same width (bool reads any nonzero byte as true).
+            var x = c.Input(0);
+            var to = (int)c.Node.GetInt("to", 0);
+            var dtype = OnnxTypes.TryToDType(to) ?? throw Unsupported(c, $"target type {OnnxTypes.Name(to)}");
+            if (dtype.ElementSize() != x.DType.ElementSize())
+                throw Invalid(c, $"cannot bit-cast {x.DType.TorchName()} ({x.DType.ElementSize() * 8} bits) to {OnnxTypes.Name(to)} ({dtype.ElementSize() * 8} bits): the widths differ");
+            return One(TensorBytes.FromBytes(TensorBytes.ToBytes(x), dtype, x.Shape));
+        }, since: 26);
         r.Add("Constant", c => One(Constant(c)));
         r.Add("ConstantOfShape", c =>
         {

@@ -177,6 +177,13 @@ internal static class StringOps
                 longs[i] = long.TryParse(Encoding.UTF8.GetString(s.Data[i]), NumberStyles.Integer, CultureInfo.InvariantCulture, out var l) ? l : checked((long)values[i]);
             return [Tensor.FromArray(longs, longs.Length).Reshape(s.Shape)];
         }
+        if (dtype == DType.UInt64)
+        {
+            var ulongs = new ulong[s.Count];
+            for (int i = 0; i < ulongs.Length; i++)
+                ulongs[i] = ulong.TryParse(Encoding.UTF8.GetString(s.Data[i]), NumberStyles.Integer, CultureInfo.InvariantCulture, out var u) ? u : values[i] >= 9223372036854775808.0 ? (ulong)values[i] : unchecked((ulong)(long)values[i]);
+            return [Tensor.FromArray(ulongs, ulongs.Length).Reshape(s.Shape)];
+        }
         return [FromDoubles(values, s.Shape, dtype)];
     }
 
@@ -199,6 +206,10 @@ internal static class StringOps
             DType.Int8 => [.. x.ToArray<sbyte>().Select(v => v.ToString(CultureInfo.InvariantCulture))],
             DType.Int32 => [.. x.ToArray<int>().Select(v => v.ToString(CultureInfo.InvariantCulture))],
             DType.Int64 => [.. x.ToArray<long>().Select(v => v.ToString(CultureInfo.InvariantCulture))],
+            DType.Int16 => [.. x.ToArray<short>().Select(v => v.ToString(CultureInfo.InvariantCulture))],
+            DType.UInt16 => [.. x.ToArray<ushort>().Select(v => v.ToString(CultureInfo.InvariantCulture))],
+            DType.UInt32 => [.. x.ToArray<uint>().Select(v => v.ToString(CultureInfo.InvariantCulture))],
+            DType.UInt64 => [.. x.ToArray<ulong>().Select(v => v.ToString(CultureInfo.InvariantCulture))],
             DType.Float64 => [.. x.ToArray<double>().Select(v => FormatReal(v, 17))],
             _ => [.. x.To(DType.Float32).ToArray<float>().Select(v => FormatReal(v, 8))],
         };
