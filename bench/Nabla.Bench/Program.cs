@@ -20,6 +20,7 @@ static class Program
     {
         CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+        if (args.Length > 0 && args[0] == ServingBench.GrpcClientFlag) return ServingBench.GrpcClient(args);
         if (args.Contains("--serving")) return ServingBench.Run(args);
         var opts = Options.Parse(args);
         if (opts.Child) return RunChild(opts);

@@ -171,6 +171,10 @@ static class ServingBench
                 cells.Add(await Measure("REST JSON", concurrency, seconds, RestJson, Snapshot, clock));
                 cells.Add(await Measure("REST binary", concurrency, seconds, RestBinary, Snapshot, clock));
                 cells.Add(await Measure("gRPC", concurrency, seconds, Grpc, Snapshot, clock));
+                // The same gRPC request from a client in its own process (this bench started again as a client).
+                if (await MeasureGrpcProcess("gRPC (own process)", concurrency, seconds, grpcPort, grpcRequest, root, Snapshot, clock) is { } g) cells.Add(g);
+                // The same gRPC request from Debian's h2load (nghttp2-client: a C HTTP/2 client), when it is installed.
+                if (File.Exists(H2load) && await MeasureH2load("gRPC (h2load)", concurrency, seconds, grpcPort, grpcRequest, root, Snapshot, clock) is { } h) cells.Add(h);
                 // The same REST requests from Debian's wrk (a C client in its own process), when it is installed.
                 if (File.Exists(Wrk))
                 {
@@ -202,26 +206,29 @@ static class ServingBench
         }
     }
 
+    /// <summary>One worker of a closed loop: sends back to back for <paramref name="length"/> (at most 200,000 requests).</summary>
+    static async Task<(List<double> Ms, long Errors)> Loop(Func<Task<bool>> send, TimeSpan length, bool record)
+    {
+        const int MaxPerWorker = 200_000;
+        var ms = new List<double>();
+        long errors = 0;
+        var clock = Stopwatch.StartNew();
+        for (int n = 0; n < MaxPerWorker && clock.Elapsed < length; n++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            bool ok;
+            try { ok = await send(); }
+            catch (Exception e) when (e is HttpRequestException or global::Grpc.Core.RpcException or TaskCanceledException) { ok = false; }
+            if (!ok) errors++;
+            else if (record) ms.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+        }
+        return (ms, errors);
+    }
+
     /// <summary>A closed loop: <paramref name="concurrency"/> workers send back to back, bounded by time and by count.</summary>
     static async Task<Cell> Measure(string transport, int concurrency, double seconds, Func<Task<bool>> send, Func<Task<Counters>> snapshot, ServerClock server)
     {
-        const int MaxPerWorker = 200_000;
-        async Task<(List<double> Ms, long Errors)> Worker(TimeSpan length, bool record)
-        {
-            var ms = new List<double>();
-            long errors = 0;
-            var clock = Stopwatch.StartNew();
-            for (int n = 0; n < MaxPerWorker && clock.Elapsed < length; n++)
-            {
-                long t0 = Stopwatch.GetTimestamp();
-                bool ok;
-                try { ok = await send(); }
-                catch (Exception e) when (e is HttpRequestException or global::Grpc.Core.RpcException or TaskCanceledException) { ok = false; }
-                if (!ok) errors++;
-                else if (record) ms.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-            }
-            return (ms, errors);
-        }
+        Task<(List<double> Ms, long Errors)> Worker(TimeSpan length, bool record) => Loop(send, length, record);
         await Task.WhenAll(Enumerable.Range(0, concurrency).Select(_ => Task.Run(() => Worker(TimeSpan.FromSeconds(0.5), record: false))));
         var before = await snapshot();
         server.Ms.Clear();
@@ -241,6 +248,154 @@ static class ServingBench
         long errors = results.Sum(r => r.Errors);
         Console.Error.WriteLine($"  {transport} x{concurrency}: {all.Count} ok, {errors} errors in {wall.Elapsed.TotalSeconds:F1} s");
         return new Cell(transport, concurrency, Percentile(all, 0.50), Percentile(all, 0.99), all.Count / wall.Elapsed.TotalSeconds, all.Count, errors, modelMs, engineMs, Percentile(inServer, 0.50));
+    }
+
+    internal const string GrpcClientFlag = "--grpc-client";
+
+    /// <summary>
+    /// One gRPC cell whose client is a second process (this bench in client mode, <see cref="GrpcClient"/>), so that
+    /// client and server do not share a runtime, thread pool and GC as in the in-process rows: the child warms up,
+    /// says "ready", waits for "go" (the server's counters are read in between), measures, and prints its numbers.
+    /// </summary>
+    static async Task<Cell?> MeasureGrpcProcess(string transport, int concurrency, double seconds, int port, ModelInferRequest request,
+        string dir, Func<Task<Counters>> snapshot, ServerClock server)
+    {
+        var requestPath = Path.Combine(dir, "grpc-request.bin");
+        await File.WriteAllBytesAsync(requestPath, request.ToByteArray());
+        var self = typeof(ServingBench).Assembly.Location;
+        var host = Environment.ProcessPath ?? "dotnet";
+        string[] childArgs = [GrpcClientFlag, port.ToString(CultureInfo.InvariantCulture), concurrency.ToString(CultureInfo.InvariantCulture),
+            seconds.ToString("R", CultureInfo.InvariantCulture), requestPath];
+        var psi = Path.GetFileNameWithoutExtension(host) == "dotnet" ? new ProcessStartInfo(host, [self, .. childArgs]) : new ProcessStartInfo(host, childArgs);
+        psi.RedirectStandardInput = true;
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        using var p = Process.Start(psi)!;
+        var errors = p.StandardError.ReadToEndAsync();
+        try
+        {
+            var ready = await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            if (ready != "ready") { Console.Error.WriteLine($"  {transport} x{concurrency}: client said '{ready}': {await errors}"); return null; }
+            var before = await snapshot();
+            server.Ms.Clear();
+            server.Recording = true;
+            await p.StandardInput.WriteLineAsync("go");
+            await p.StandardInput.FlushAsync();
+            var result = await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(seconds + 60));
+            server.Recording = false;
+            var inServer = server.Ms.ToList();
+            inServer.Sort();
+            var after = await snapshot();
+            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            var f = (result ?? "").Split(' ');
+            if (p.ExitCode != 0 || f.Length != 5) { Console.Error.WriteLine($"  {transport} x{concurrency}: client failed ({p.ExitCode}): {result} {await errors}"); return null; }
+            double P(int i) => double.Parse(f[i], CultureInfo.InvariantCulture);
+            double modelMs = (after.InferNs - before.InferNs) / 1e6 / Math.Max(1, after.Infer - before.Infer);
+            double engineMs = (after.SuccessNs - before.SuccessNs) / 1e6 / Math.Max(1, after.Success - before.Success);
+            Console.Error.WriteLine($"  {transport} x{concurrency}: {(long)P(3)} ok, {(long)P(4)} errors");
+            return new Cell(transport, concurrency, P(0), P(1), P(2), (long)P(3), (long)P(4), modelMs, engineMs, Percentile(inServer, 0.50));
+        }
+        finally
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+        }
+    }
+
+    /// <summary>
+    /// Client mode: <c>--grpc-client PORT CONCURRENCY SECONDS REQUEST-FILE</c>. Warms up for 0.5 s, prints "ready", waits
+    /// for a line on stdin, runs the closed loop for SECONDS and prints "p50ms p99ms req/s requests errors".
+    /// </summary>
+    internal static int GrpcClient(string[] args)
+    {
+        int port = int.Parse(args[1], CultureInfo.InvariantCulture), concurrency = int.Parse(args[2], CultureInfo.InvariantCulture);
+        double seconds = double.Parse(args[3], CultureInfo.InvariantCulture);
+        var request = ModelInferRequest.Parser.ParseFrom(File.ReadAllBytes(args[4]));
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        var grpc = new GRPCInferenceService.GRPCInferenceServiceClient(channel);
+        async Task<bool> Send()
+        {
+            var r = await grpc.ModelInferAsync(request);
+            return r.RawOutputContents.Count == 1 && r.RawOutputContents[0].Length == 40;
+        }
+        return RunClient().GetAwaiter().GetResult();
+
+        async Task<int> RunClient()
+        {
+            await Task.WhenAll(Enumerable.Range(0, concurrency).Select(_ => Task.Run(() => Loop(Send, TimeSpan.FromSeconds(0.5), record: false))));
+            Console.Out.WriteLine("ready");
+            Console.Out.Flush();
+            if (Console.In.ReadLine() is null) return 2;
+            var wall = Stopwatch.StartNew();
+            var results = await Task.WhenAll(Enumerable.Range(0, concurrency).Select(_ => Task.Run(() => Loop(Send, TimeSpan.FromSeconds(seconds), record: true))));
+            wall.Stop();
+            var all = results.SelectMany(r => r.Ms).ToList();
+            all.Sort();
+            long errors = results.Sum(r => r.Errors);
+            Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{Percentile(all, 0.50):R} {Percentile(all, 0.99):R} {all.Count / wall.Elapsed.TotalSeconds:R} {all.Count} {errors}"));
+            return 0;
+        }
+    }
+
+    const string H2load = "/usr/bin/h2load";
+
+    /// <summary>
+    /// One gRPC cell driven by h2load (-c concurrency, one stream per connection): the request is posted as a gRPC
+    /// message (a zero compression flag, the big-endian length, the ModelInferRequest bytes) with content-type
+    /// application/grpc; p50/p99 come from h2load's per-request log (microseconds to the end of the response).
+    /// h2load sees HTTP statuses only, so the server's success counter checks that every request it sent succeeded.
+    /// </summary>
+    static async Task<Cell?> MeasureH2load(string transport, int concurrency, double seconds, int port, ModelInferRequest request,
+        string dir, Func<Task<Counters>> snapshot, ServerClock server)
+    {
+        var message = request.ToByteArray();
+        var framed = new byte[5 + message.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(framed.AsSpan(1), message.Length);
+        message.CopyTo(framed, 5);
+        var bodyPath = Path.Combine(dir, "h2load-body.bin");
+        await File.WriteAllBytesAsync(bodyPath, framed);
+        var logPath = Path.Combine(dir, $"h2load-{concurrency}.tsv");
+        async Task<bool> Run(int s, string? log)
+        {
+            List<string> args = ["-t1", $"-c{concurrency}", "-m1", $"-D{s}", "-d", bodyPath, "-H", "content-type: application/grpc", "-H", "te: trailers"];
+            if (log is not null) args.Add($"--log-file={log}");
+            args.Add($"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer");
+            var psi = new ProcessStartInfo(H2load, args) { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var p = Process.Start(psi)!;
+            await p.StandardOutput.ReadToEndAsync();
+            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(s + 30));
+            return p.ExitCode == 0;
+        }
+        int whole = Math.Max(1, (int)Math.Round(seconds));   // h2load takes whole seconds
+        await Run(1, null);
+        var before = await snapshot();
+        server.Ms.Clear();
+        server.Recording = true;
+        var wall = Stopwatch.StartNew();
+        bool ok = await Run(whole, logPath);
+        wall.Stop();
+        server.Recording = false;
+        var inServer = server.Ms.ToList();
+        inServer.Sort();
+        var after = await snapshot();
+        if (!ok || !File.Exists(logPath)) { Console.Error.WriteLine($"  {transport} x{concurrency}: h2load failed"); return null; }
+        var ms = new List<double>();
+        long errors = 0;
+        foreach (var line in File.ReadLines(logPath))
+        {
+            var f = line.Split('\t');
+            if (f.Length < 3) continue;
+            if (f[1] != "200") errors++;
+            else ms.Add(double.Parse(f[2], CultureInfo.InvariantCulture) / 1000);
+        }
+        // A gRPC failure still answers HTTP 200 (the status is in the trailers): count it through the server.
+        errors += Math.Max(0, ms.Count - (after.Success - before.Success));
+        ms.Sort();
+        double modelMs = (after.InferNs - before.InferNs) / 1e6 / Math.Max(1, after.Infer - before.Infer);
+        double engineMs = (after.SuccessNs - before.SuccessNs) / 1e6 / Math.Max(1, after.Success - before.Success);
+        Console.Error.WriteLine($"  {transport} x{concurrency}: {ms.Count} requests, {errors} errors");
+        return new Cell(transport, concurrency, Percentile(ms, 0.50), Percentile(ms, 0.99), ms.Count / wall.Elapsed.TotalSeconds, ms.Count, errors,
+            modelMs, engineMs, Percentile(inServer, 0.50));
     }
 
     const string Wrk = "/usr/bin/wrk";
