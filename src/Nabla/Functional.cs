@@ -38,6 +38,8 @@ public static class Functional
     {
         if (x.Size(-1) != weight.Size(-1))
             throw new ShapeMismatchException($"linear: input features {x.Size(-1)} do not match weight in_features {weight.Size(-1)}; input {ShapeUtil.Format(x.shape)}, weight {ShapeUtil.Format(weight.shape)}");
+        if (!x.DType.IsFloatingPoint() || !weight.DType.IsFloatingPoint())
+            throw new DTypeException($"linear: needs floating point input and weight, got {x.DType.TorchName()} and {weight.DType.TorchName()}");
         var y = x.Matmul(weight.T);
         return bias is null ? y : y.Add(bias);
     }
@@ -89,6 +91,8 @@ public static class Functional
         if (Graph.Tracer.Active is { } trace && x.Dim == 4) return Graph.Tracer.Conv2d(trace, x, weight, bias, stride ?? (1, 1), padding ?? (0, 0), dilation ?? (1, 1), groups, paddingMode);
         if (x.Dim != 4) throw new ShapeMismatchException($"conv2d: expects a 4-D input [N, C, H, W], got {ShapeUtil.Format(x.shape)}");
         if (weight.Dim != 4) throw new ShapeMismatchException($"conv2d: expects a 4-D weight [O, C/groups, kh, kw], got {ShapeUtil.Format(weight.shape)}");
+        if (!x.DType.IsFloatingPoint() || !weight.DType.IsFloatingPoint())
+            throw new DTypeException($"conv2d: needs floating point input and weight, got {x.DType.TorchName()} and {weight.DType.TorchName()}");
         int c = x.shape[1], o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3];
         if (groups < 1 || c % groups != 0 || o % groups != 0)
             throw new ShapeMismatchException($"conv2d: groups {groups} must divide input channels {c} and output channels {o}");
@@ -114,6 +118,15 @@ public static class Functional
         int oh = Cpu.ConvOut(h, kh, s.h, p.h, d.h), ow = Cpu.ConvOut(w, kw, s.w, p.w, d.w);
         if (oh <= 0 || ow <= 0)
             throw new ShapeMismatchException($"conv2d: kernel {kh}x{kw} (dilation {d.h}x{d.w}) is larger than the padded input {ShapeUtil.Format(x.shape)} with padding {p.h}x{p.w}");
+        if (ConvTrain.Applies(x, weight, bias, groups)) return ConvTrain.Conv2d(x, weight, bias, s, p, d);
+        return Conv2dComposite(x, weight, bias, s, p, d, groups);
+    }
+
+    /// <summary>conv2d written with differentiable primitives (unfold, matmul, views, add): the reference for <see cref="ConvTrain"/>.</summary>
+    internal static Tensor Conv2dComposite(Tensor x, Tensor weight, Tensor? bias, (int h, int w) s, (int h, int w) p, (int h, int w) d, int groups)
+    {
+        int o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3];
+        int oh = Cpu.ConvOut(x.shape[2], kh, s.h, p.h, d.h), ow = Cpu.ConvOut(x.shape[3], kw, s.w, p.w, d.w);
         Tensor y;
         if (groups == 1)
         {

@@ -87,6 +87,7 @@ public class OpRegistryTests
         ["scatter_add"] = (g => [R(g, 3, 4), R(g, 3, 2)], x => x[0].ScatterAdd(1, Tensor.FromArray(new long[] { 0, 0, 1, 3, 2, 2 }, 3, 2), x[1])),
         ["scatter"] = (g => [R(g, 3, 4), R(g, 3, 2)], x => x[0].Scatter(1, Tensor.FromArray(new long[] { 0, 1, 1, 3, 2, 0 }, 3, 2), x[1])),
         ["matmul"] = (g => [R(g, 2, 3), R(g, 3, 4)], x => x[0].Matmul(x[1])),
+        ["conv2d"] = (g => [R(g, 2, 2, 5, 4), R(g, 3, 2, 3, 2), R(g, 3)], x => Functional.Conv2d(x[0], x[1], x[2], (2, 1), (1, 1), (1, 2))),
         ["unfold"] = (g => [R(g, 1, 2, 4, 4)], x => Functional.Unfold(x[0], (2, 2))),
         ["fold"] = (g => [R(g, 1, 8, 9)], x => Functional.Fold(x[0], (4, 4), (2, 2))),
         ["max_pool2d"] = (g => [R(g, 1, 2, 4, 4)], x => Functional.MaxPool2d(x[0], 2)),

@@ -34,7 +34,7 @@ public static class OpRegistry
         new("index_select", "index/index_select0"), new("index_add", "index/index_add"), new("gather", "index/gather1"),
         new("scatter_add", "index/scatter_add"), new("scatter", "index/scatter"),
         // linear algebra and neural-network kernels
-        new("matmul", "matmul/mm"), new("unfold", "conv/conv2d"), new("fold", "conv/conv_transpose2d"),
+        new("matmul", "matmul/mm"), new("conv2d", "conv/conv2d"), new("unfold", "conv/conv2d"), new("fold", "conv/conv_transpose2d"),
         new("max_pool2d", "conv/max_pool2d"), new("max_pool2d_backward", "conv/max_pool2d"), new("max_pool2d_gather", "conv/max_pool2d"),
         new("batch_norm", "norm/batch_norm_train"), new("constant_pad", "conv/pad_constant"),
     ];

@@ -33,16 +33,17 @@ internal static partial class Cpu
                 {
                     int iy = y * sh - ph + ki * dh;
                     int d = dstBase + y * ow;
-                    if (iy < 0 || iy >= h) { Array.Clear(dst, d, ow); continue; }
+                    if (iy < 0 || iy >= h) { dst.AsSpan(d, ow).Clear(); continue; }
                     int sbase = srcBase + iy * w;
                     if (sw == 1)
                     {
                         // Stride 1: the valid part of the row is one contiguous run; only the padded edges are zero.
+                        // Span copies: rows are short (7–28 elements in small CNNs), where Array.Copy's checks dominate.
                         int ix0 = -pw + kj * dw;
                         int x0 = Math.Clamp(-ix0, 0, ow), x1 = Math.Clamp(w - ix0, x0, ow);
-                        if (x0 > 0) Array.Clear(dst, d, x0);
-                        if (x1 > x0) Array.Copy(src, sbase + ix0 + x0, dst, d + x0, x1 - x0);
-                        if (x1 < ow) Array.Clear(dst, d + x1, ow - x1);
+                        for (int x = 0; x < x0; x++) dst[d + x] = default!;
+                        if (x1 > x0) src.AsSpan(sbase + ix0 + x0, x1 - x0).CopyTo(dst.AsSpan(d + x0, x1 - x0));
+                        for (int x = x1; x < ow; x++) dst[d + x] = default!;
                     }
                     else
                     {

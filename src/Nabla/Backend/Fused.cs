@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -133,9 +134,55 @@ internal static partial class Cpu
             var idx = Vector256.Create(baseIndex + j) + iota2 + off;
             Avx2.ConvertToVector256Int64(idx.GetLower()).StoreUnsafe(ref MemoryMarshal.GetReference(ids), (nuint)xo);
             Avx2.ConvertToVector256Int64(idx.GetUpper()).StoreUnsafe(ref MemoryMarshal.GetReference(ids), (nuint)(xo + 4));
+            // A tail shorter than 8 windows: one more block ending at the last window (it recomputes a few windows
+            // with the same result), when the input row reaches that far.
+            if (xo + 8 < ow && xo + 16 > ow && 2 * ow <= row0.Length) xo = ow - 16;
+        }
+        if (xo < ow && ow < 8 && ow >= 4 && 2 * ow <= row0.Length)
+        {
+            // Narrow rows (7 windows for a 14-wide input): two 4-window blocks, the second ending at the last window.
+            Row4(row0, row1, vals, ids, baseIndex, w, 0);
+            Row4(row0, row1, vals, ids, baseIndex, w, ow - 4);
+            xo = ow;
         }
         return xo;
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Row4(ReadOnlySpan<float> row0, ReadOnlySpan<float> row1, Span<float> vals, Span<long> ids, int baseIndex, int w, int xo)
+        {
+            int j = 2 * xo;
+            ref float r0 = ref MemoryMarshal.GetReference(row0);
+            ref float r1 = ref MemoryMarshal.GetReference(row1);
+            var a0 = Vector128.LoadUnsafe(ref r0, (nuint)j);
+            var a1 = Vector128.LoadUnsafe(ref r0, (nuint)(j + 4));
+            var b0 = Vector128.LoadUnsafe(ref r1, (nuint)j);
+            var b1 = Vector128.LoadUnsafe(ref r1, (nuint)(j + 4));
+            var c0 = Sse.Shuffle(a0, a1, 0x88);   // row0[j + 2i]
+            var c1 = Sse.Shuffle(a0, a1, 0xDD);   // row0[j + 2i + 1]
+            var c2 = Sse.Shuffle(b0, b1, 0x88);
+            var c3 = Sse.Shuffle(b0, b1, 0xDD);
+            var one = Vector128.Create(1);
+            var wv = Vector128.Create(w);
+            var best = c0;
+            var off = Vector128<int>.Zero;
+            Step4(ref best, ref off, c1, one);
+            Step4(ref best, ref off, c2, wv);
+            Step4(ref best, ref off, c3, wv + one);
+            best.StoreUnsafe(ref MemoryMarshal.GetReference(vals), (nuint)xo);
+            var idx = Vector128.Create(baseIndex + j) + Vector128.Create(0, 2, 4, 6) + off;
+            Avx2.ConvertToVector256Int64(idx).StoreUnsafe(ref MemoryMarshal.GetReference(ids), (nuint)xo);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Step4(ref Vector128<float> best, ref Vector128<int> off, Vector128<float> v, Vector128<int> at)
+        {
+            var bestIsNaN = ~Vector128.Equals(best, best);
+            var take = (Vector128.GreaterThan(v, best) | ~Vector128.Equals(v, v)) & ~bestIsNaN;
+            best = Vector128.ConditionalSelect(take, v, best);
+            off = Vector128.ConditionalSelect(take.AsInt32(), at, off);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Step(ref Vector256<float> best, ref Vector256<int> off, Vector256<float> v, Vector256<int> at)
         {
             var bestIsNaN = ~Vector256.Equals(best, best);
@@ -237,7 +284,7 @@ internal static partial class Cpu
             for (int b = 0; b < n; b++)
             {
                 int o = (b * c + ch) * s;
-                if (yf is not null) { TensorPrimitives.Multiply(xf!.AsSpan(o, s), (float)scale, yf.AsSpan(o, s)); TensorPrimitives.Add(yf.AsSpan(o, s), (float)shift, yf.AsSpan(o, s)); }
+                if (yf is not null) ScaleShift(xf!.AsSpan(o, s), (float)scale, (float)shift, yf.AsSpan(o, s));
                 else for (int i = 0; i < s; i++) yd![o + i] = xd[o + i] * scale + shift;
             }
         });
@@ -276,10 +323,7 @@ internal static partial class Cpu
                 for (int b = 0; b < n; b++)
                 {
                     int o = (b * c + ch) * s;
-                    var dst = gxf.AsSpan(o, s);
-                    TensorPrimitives.Multiply(xf.AsSpan(o, s), bx, dst);
-                    TensorPrimitives.Add(dst, c0, dst);
-                    TensorPrimitives.MultiplyAdd(gf.AsSpan(o, s), a, dst, dst);
+                    BatchNormGradRow(gf.AsSpan(o, s), xf.AsSpan(o, s), a, bx, c0, gxf.AsSpan(o, s));
                 }
             });
             return (gx, Tensor.FromArray(gw).To(dt), Tensor.FromArray(gb).To(dt));
@@ -307,15 +351,82 @@ internal static partial class Cpu
         return (Cast(Tensor.FromArray(gxd, x.shape), dt), Cast(Tensor.FromArray(gw), dt), Cast(Tensor.FromArray(gb), dt));
     }
 
+    /// <summary>
+    /// y = x·scale + shift in one pass, rounded after the product and after the sum (the same values as
+    /// TensorPrimitives.Multiply followed by TensorPrimitives.Add, without the second pass over y).
+    /// </summary>
+    internal static void ScaleShift(ReadOnlySpan<float> x, float scale, float shift, Span<float> y)
+    {
+        int i = 0, n = x.Length;
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        ref float yr = ref MemoryMarshal.GetReference(y);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var sv = Vector256.Create(scale);
+            var hv = Vector256.Create(shift);
+            for (; i <= n - 8; i += 8)
+                (Vector256.Multiply(Vector256.LoadUnsafe(ref xr, (nuint)i), sv) + hv).StoreUnsafe(ref yr, (nuint)i);
+        }
+        for (; i < n; i++) y[i] = x[i] * scale + shift;
+    }
+
+    /// <summary>
+    /// One row of the batch-norm input gradient, gx = g·a + (x·bx + c0), each product and sum rounded as the
+    /// three-pass TensorPrimitives form (Multiply, Add, MultiplyAdd) rounds it, in one pass.
+    /// </summary>
+    internal static void BatchNormGradRow(ReadOnlySpan<float> g, ReadOnlySpan<float> x, float a, float bx, float c0, Span<float> gx)
+    {
+        int i = 0, n = x.Length;
+        ref float gr = ref MemoryMarshal.GetReference(g);
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        ref float dr = ref MemoryMarshal.GetReference(gx);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var av = Vector256.Create(a);
+            var bv = Vector256.Create(bx);
+            var cv = Vector256.Create(c0);
+            for (; i <= n - 8; i += 8)
+            {
+                var t = Vector256.Multiply(Vector256.LoadUnsafe(ref xr, (nuint)i), bv) + cv;
+                (Vector256.Multiply(Vector256.LoadUnsafe(ref gr, (nuint)i), av) + t).StoreUnsafe(ref dr, (nuint)i);
+            }
+        }
+        for (; i < n; i++)
+        {
+            float t = x[i] * bx;
+            t += c0;
+            float u = g[i] * a;
+            gx[i] = u + t;
+        }
+    }
+
     /// <summary>relu's gradient: g where y &gt; 0, else 0 (vectorized for contiguous float32 of equal shape).</summary>
     public static Tensor? ReluBackwardFast(Tensor g, Tensor y)
     {
         if (g.DType != DType.Float32 || y.DType != DType.Float32 || !ShapeUtil.Equal(g.shape, y.shape) || !g.IsContiguous || !y.IsContiguous) return null;
         int n = g.NumElements;
         var r = Tensor.Empty((int[])g.shape.Clone(), DType.Float32);
-        var gs = g.storage.As<float>().AsSpan(g.offset, n);
-        var ys = y.storage.As<float>().AsSpan(y.offset, n);
-        var d = r.storage.As<float>().AsSpan();
+        var ga = g.storage.As<float>();
+        var ya = y.storage.As<float>();
+        var ra = r.storage.As<float>();
+        int parts = n >= ParallelElements && Gemm.Threads > 1 ? Gemm.Threads : 1;
+        if (parts == 1) ReluBackwardRange(ga.AsSpan(g.offset, n), ya.AsSpan(y.offset, n), ra.AsSpan(0, n));
+        else
+        {
+            // One contiguous piece per thread, cut at multiples of 8.
+            int chunk = (n / parts + 7) & ~7;
+            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+            {
+                int start = Math.Min(n, p * chunk), len = p == parts - 1 ? n - start : Math.Min(chunk, n - start);
+                ReluBackwardRange(ga.AsSpan(g.offset + start, len), ya.AsSpan(y.offset + start, len), ra.AsSpan(start, len));
+            });
+        }
+        return r;
+    }
+
+    static void ReluBackwardRange(ReadOnlySpan<float> gs, ReadOnlySpan<float> ys, Span<float> d)
+    {
+        int n = d.Length;
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
@@ -327,6 +438,5 @@ internal static partial class Cpu
             }
         }
         for (; i < n; i++) d[i] = ys[i] > 0 ? gs[i] : 0;
-        return r;
     }
 }

@@ -176,6 +176,17 @@ internal static unsafe partial class Gemm
     static void PackA(int mc, int kc, float[] a, int off, int rs, int cs, float[] dst)
     {
         int d = 0;
+        if (cs == 1 && kc > 8 && Avx.IsSupported)
+        {
+            // Row-major A (long rows, as the output gradient in a convolution's weight gradient): 8 columns of the
+            // MR rows at a time through an in-register transpose.
+            fixed (float* pa = a, pd = dst)
+            {
+                for (int i = 0; i < mc; i += MR, d += kc * MR)
+                    PackAPanelRowMajor(Math.Min(MR, mc - i), kc, pa + off + i * rs, rs, pd + d);
+            }
+            return;
+        }
         for (int i = 0; i < mc; i += MR)
         {
             int mr = Math.Min(MR, mc - i);
@@ -187,6 +198,52 @@ internal static unsafe partial class Gemm
                 d += MR;
             }
         }
+    }
+
+    /// <summary>
+    /// One MR-row micro-panel of a row-major A: dst[p·MR + r] = a[r·rs + p], zero for r ≥ mr. Each 8-column block is
+    /// transposed in registers and stored as eight 8-float rows at stride MR = 6; each store's last two floats are
+    /// overwritten by the next one (or by the next block), so blocks run only while another column follows them and
+    /// the tail is copied one element at a time.
+    /// </summary>
+    static void PackAPanelRowMajor(int mr, int kc, float* a, int rs, float* d)
+    {
+        var z = Vector256<float>.Zero;
+        int p = 0;
+        for (; p + 8 < kc; p += 8)
+        {
+            var r0 = Avx.LoadVector256(a + p);
+            var r1 = mr > 1 ? Avx.LoadVector256(a + rs + p) : z;
+            var r2 = mr > 2 ? Avx.LoadVector256(a + 2 * rs + p) : z;
+            var r3 = mr > 3 ? Avx.LoadVector256(a + 3 * rs + p) : z;
+            var r4 = mr > 4 ? Avx.LoadVector256(a + 4 * rs + p) : z;
+            var r5 = mr > 5 ? Avx.LoadVector256(a + 5 * rs + p) : z;
+            var t0 = Avx.UnpackLow(r0, r1);
+            var t1 = Avx.UnpackHigh(r0, r1);
+            var t2 = Avx.UnpackLow(r2, r3);
+            var t3 = Avx.UnpackHigh(r2, r3);
+            var t4 = Avx.UnpackLow(r4, r5);
+            var t5 = Avx.UnpackHigh(r4, r5);
+            var u0 = Avx.Shuffle(t0, t2, 0x44);
+            var u1 = Avx.Shuffle(t0, t2, 0xEE);
+            var u2 = Avx.Shuffle(t1, t3, 0x44);
+            var u3 = Avx.Shuffle(t1, t3, 0xEE);
+            var u4 = Avx.Shuffle(t4, z, 0x44);
+            var u5 = Avx.Shuffle(t4, z, 0xEE);
+            var u6 = Avx.Shuffle(t5, z, 0x44);
+            var u7 = Avx.Shuffle(t5, z, 0xEE);
+            float* o = d + p * MR;
+            Avx.Store(o, Avx.Permute2x128(u0, u4, 0x20));
+            Avx.Store(o + MR, Avx.Permute2x128(u1, u5, 0x20));
+            Avx.Store(o + 2 * MR, Avx.Permute2x128(u2, u6, 0x20));
+            Avx.Store(o + 3 * MR, Avx.Permute2x128(u3, u7, 0x20));
+            Avx.Store(o + 4 * MR, Avx.Permute2x128(u0, u4, 0x31));
+            Avx.Store(o + 5 * MR, Avx.Permute2x128(u1, u5, 0x31));
+            Avx.Store(o + 6 * MR, Avx.Permute2x128(u2, u6, 0x31));
+            Avx.Store(o + 7 * MR, Avx.Permute2x128(u3, u7, 0x31));
+        }
+        for (; p < kc; p++)
+            for (int r = 0; r < MR; r++) d[p * MR + r] = r < mr ? a[r * rs + p] : 0;
     }
 
     static void PackB(int kc, int nc, float[] b, int off, int rs, int cs, float[] dst)
