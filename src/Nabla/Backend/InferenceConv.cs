@@ -14,11 +14,13 @@ public enum FusedActivation { None, Relu }
 /// row while it is still in cache. The path is chosen by shape: stride-1, undilated, ungrouped convolutions with few
 /// taps (C·kh·kw ≤ 32) run directly (<see cref="Direct"/>); 1×1 stride-1 unpadded convolutions read the input as
 /// the GEMM operand; the others go through im2col into a per-thread scratch buffer that is reused across calls, with the
-/// images of a batch side by side when each has few output positions. Batch 1 runs one (threaded) GEMM per group;
-/// larger batches split the images over threads. Records no autograd. Immutable after construction, so one instance
-/// may serve concurrent calls.
+/// images of a batch side by side when each has few output positions. With AVX-512, ungrouped layers with 64+ output
+/// channels and K ≥ 192 taps, or 12–32 channels and K ≥ 64, on maps of at most 4096 positions take the channel-tiled path
+/// instead (InferenceConvChannelTiles.cs), image by image. Batch 1 runs one (threaded) GEMM per group;
+/// larger batches split the images over threads. Records no autograd. One instance may serve concurrent calls (the only
+/// state built after construction, the channel panels, is built once under a lock).
 /// </summary>
-public sealed class PackedConv2d
+public sealed partial class PackedConv2d
 {
     readonly float[]? weight;  // [O, Cg·kh·kw], kept only without the fast path (else only the packed copy is kept)
     readonly float[]? bias;    // [O]
@@ -78,6 +80,7 @@ public sealed class PackedConv2d
         direct = groups == 1 && stride == (1, 1) && dilation == (1, 1) && weight.shape[1] * KernelH * KernelW <= DirectMaxK
                  && Vector256.IsHardwareAccelerated;
         if (direct) directWeight = w;
+        if (groups == 1 && !direct && UseChannelTiles && ChannelTileEligible(o, weight.shape[1] * KernelH * KernelW)) flatWeight = w;
     }
 
     /// <summary>The output shape for an input of shape <paramref name="x"/>; throws naming the mismatch.</summary>
@@ -127,6 +130,14 @@ public sealed class PackedConv2d
                 Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
             else
                 for (int b = 0; b < n; b++) Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+            return;
+        }
+        if (l <= ChannelTileMaxColumns && UseChannelTiles && ChannelTilesPossible)
+        {
+            if (n > 1 && Gemm.Threads > 1)
+                Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
+            else
+                for (int b = 0; b < n; b++) ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: n > 1);
             return;
         }
         if (n > 1 && packed is not null && Groups == 1 && l < FoldColumns / 2)
@@ -334,7 +345,12 @@ public sealed class PackedConv2d
                             {
                                 int len = x1 - x0;
                                 if (len >= 32) Buffer.MemoryCopy(s + x0, d + x0, len * 4L, len * 4L);
-                                else for (int q = x0; q < x1; q++) d[q] = s[q];
+                                else
+                                {
+                                    int q = x0;
+                                    for (; q + 8 <= x1; q += 8) Vector256.Store(Vector256.Load(s + q), d + q);
+                                    for (; q < x1; q++) d[q] = s[q];
+                                }
                             }
                             else if (sw == 2) for (int q = x0; q < x1; q++) d[q] = s[2 * q];
                             else for (int q = x0; q < x1; q++) d[q] = s[q * sw];

@@ -1,0 +1,261 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nabla;
+
+/// <summary>
+/// The channel-tiled path of <see cref="PackedConv2d"/> (AVX-512): the GEMM roles are swapped so the output channels are
+/// the dimension the register tile vectorizes, which keeps the tile full on small maps (7×7 = 49 positions filled two
+/// 32-column GEMM tiles to 77%). The weights are packed once, on first use, into [O/TC][C·kh·kw][TC] panels; the im2col
+/// columns [C·kh·kw, L] (L padded to the tile) are the broadcast operand. Wide layers (O ≥ 64) use 64-channel panels and
+/// a 6-position × 64-channel tile (24 accumulators); narrow ones (12 ≤ O ≤ 32) 16-channel panels and a 12 × 16 tile.
+/// The [L, O] result is transposed back to NCHW with the bias/residual/activation epilogue per channel block while it
+/// is in cache. Images of a batch run one by one (split over threads); batch 1 splits the channel blocks over threads.
+/// </summary>
+public sealed partial class PackedConv2d
+{
+    /// <summary>Whether the channel-tiled path may run (AVX-512F; <c>NABLA_CONV_CHANNEL_TILES=0</c> turns it off, for
+    /// A/B measurements). Settable by tests to compare both paths.</summary>
+    internal static bool UseChannelTiles = Avx512F.IsSupported && Environment.GetEnvironmentVariable("NABLA_CONV_CHANNEL_TILES") != "0";
+
+    /// <summary>Largest output positions per image (oh·ow) that take the channel-tiled path (ResNet's 56×56 maps gain
+    /// too; its 112×112 first layer, K = 147, did not).</summary>
+    internal static int ChannelTileMaxColumns = 4096;
+
+    /// <summary>Fewest taps (C·kh·kw) and output channels for the channel-tiled path: with fewer the 64-channel tile is
+    /// mostly padding or the K loop too short to pay for the transposed epilogue (measured: 1×1 layers with K = 64–128
+    /// and LeNet's 16-channel layers were slower).</summary>
+    const int ChannelTileMinK = 192, ChannelTileMinO = 64;
+
+    /// <summary>Narrow layers (12 ≤ O ≤ 32, such as LeNet's and mnist-8's 16-channel second convolutions) use 16-channel
+    /// panels and a 12-position × 16-channel tile instead, from this many taps (48 channels measured slower than the GEMM).</summary>
+    const int NarrowMinK = 64, NarrowMinO = 12, NarrowMaxO = 32;
+
+    static bool ChannelTileEligible(int o, int k) => (o >= ChannelTileMinO && k >= ChannelTileMinK) || (o >= NarrowMinO && o <= NarrowMaxO && k >= NarrowMinK);
+
+    /// <summary>Channels per panel and positions per register tile: 64 × 6 for wide layers, 16 × 12 for narrow ones.</summary>
+    int TC => OutChannels >= ChannelTileMinO ? 64 : 16;
+    int TR => OutChannels >= ChannelTileMinO ? 6 : 12;
+
+    const int TK = 256;
+
+
+    float[]? flatWeight;           // [O, K] until the channel panels are built (only when the path is possible)
+    float[]? channelPanels;        // [ceil(O/64)][K][64], zero padded
+    readonly Lock panelLock = new();
+
+    [ThreadStatic] static float[]? tileOut;
+
+    /// <summary>Whether the channel panels have been built, i.e. the channel-tiled path has run (for tests).</summary>
+    internal bool HasChannelPanels => Volatile.Read(ref channelPanels) is not null;
+
+    bool ChannelTilesPossible => ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW) && (Volatile.Read(ref channelPanels) is not null || Volatile.Read(ref flatWeight) is not null);
+
+    float[] ChannelPanels()
+    {
+        var p = Volatile.Read(ref channelPanels);
+        if (p is not null) return p;
+        lock (panelLock)
+        {
+            if (channelPanels is null)
+            {
+                var w = flatWeight!;
+                int TC = this.TC, o = OutChannels, k = w.Length / o, blocks = (o + TC - 1) / TC;
+                var d = new float[(long)blocks * k * TC is var len && len <= int.MaxValue ? (int)len : throw new NablaException("packed conv2d: weight too large for channel panels")];
+                for (int oc = 0; oc < o; oc++)
+                {
+                    int ob = oc / TC, j = oc % TC, dst = ob * k * TC + j, src = oc * k;
+                    for (int q = 0; q < k; q++) d[dst + q * TC] = w[src + q];
+                }
+                Volatile.Write(ref channelPanels, d);
+                flatWeight = null;
+            }
+            return channelPanels;
+        }
+    }
+
+    /// <summary>One image through the channel-tiled path.</summary>
+    void ChannelTiled(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
+    {
+        var panels = ChannelPanels();
+        int TC = this.TC, TR = this.TR, c = InChannels, o = OutChannels, l = oh * ow, lp = (l + TR - 1) / TR * TR, kdim = c * KernelH * KernelW;
+        int blocks = (o + TC - 1) / TC, opad = blocks * TC;
+        int need = kdim * lp;
+        if (scratch is null || scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(Math.Max(need, scratch?.Length * 2 ?? 0));
+        if (tileOut is null || tileOut.Length < lp * opad) tileOut = GC.AllocateUninitializedArray<float>(Math.Max(lp * opad, tileOut?.Length * 2 ?? 0));
+        var cols = scratch;
+        var ct = tileOut;
+        int xBase = xo + b * c * h * w;
+        int threads = serial ? 1 : Gemm.Threads, tiles = lp / TR;
+        if (threads > 1 && (long)kdim * lp * opad < 1 << 20) threads = 1;
+        if (threads > 1 && c > 1 && need >= 1 << 16)
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                q => Im2Col(xa, xBase, c * q / threads, c * (q + 1) / threads, h, w, cols, oh, ow, lp, 0));
+        else Im2Col(xa, xBase, 0, c, h, w, cols, oh, ow, lp, 0);
+        if (lp > l)
+            for (int r = 0; r < kdim; r++) Array.Clear(cols, r * lp + l, lp - l);
+        int yBase = yo + b * o * l, rBase = ro + b * o * l;
+        // Split the channel blocks when there are many (each thread then reads all columns but only its weights), else the
+        // positions (each thread reads half the columns: on 28×28 maps with 2 blocks this measured faster than splitting blocks).
+        bool byBlocks = blocks >= 4 * threads || (blocks >= threads && tiles < 4 * threads);
+        if (threads > 1 && byBlocks)
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                p => ChannelBlocks(blocks * p / threads, blocks * (p + 1) / threads, 0, lp, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
+        else if (threads > 1 && tiles >= threads)
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                p => ChannelBlocks(0, blocks, tiles * p / threads * TR, tiles * (p + 1) / threads * TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
+        else ChannelBlocks(0, blocks, 0, lp, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation);
+    }
+
+    /// <summary>Channel blocks [obFrom, obTo) × positions [tFrom, tTo) (multiples of the tile height), epilogue included.</summary>
+    unsafe void ChannelBlocks(int obFrom, int obTo, int tFrom, int tTo, float[] panels, float[] cols, float[] ct, int kdim, int l, int lp, int opad,
+        float[] ya, int yBase, float[]? ra, int rBase, FusedActivation activation)
+    {
+        int o = OutChannels, TC = this.TC, TR = this.TR;
+        bool relu = activation == FusedActivation.Relu;
+        fixed (float* pw = panels, pa = cols, pc = ct, py = ya, pb = bias, pr = ra)
+        {
+            for (int ob = obFrom; ob < obTo; ob++)
+            {
+                float* wBlock = pw + (long)ob * kdim * TC;
+                float* cBlock = pc + ob * TC;
+                for (int k0 = 0; k0 < kdim; k0 += TK)
+                {
+                    int kc = Math.Min(TK, kdim - k0);
+                    for (int t = tFrom; t < tTo; t += TR)
+                        if (TC == 64) Tile(kc, pa + (long)k0 * lp + t, lp, wBlock + (long)k0 * TC, cBlock + t * opad, opad, k0 > 0);
+                        else Tile12x16(kc, pa + (long)k0 * lp + t, lp, wBlock + (long)k0 * TC, cBlock + t * opad, opad, k0 > 0);
+                }
+                // Epilogue: transpose this block's [L, 64] back to NCHW rows, adding bias and residual, then the activation.
+                int oc0 = ob * TC, ocEnd = Math.Min(o, oc0 + TC);
+                // 16 positions × 64 channels at a time, so the strided reads of the [L, 64] block stay in L1.
+                int qEnd = Math.Min(l, tTo);
+                for (int q0 = tFrom; q0 < qEnd; q0 += 16)
+                {
+                    int q1 = Math.Min(qEnd, q0 + 16);
+                    for (int oc = oc0; oc < ocEnd; oc++)
+                    {
+                        float bv = pb is null ? 0f : pb[oc];
+                        float* src = pc + oc;
+                        float* dst = py + yBase + (long)oc * l;
+                        if (pr is null)
+                            for (int q = q0; q < q1; q++)
+                            {
+                                float v = src[(long)q * opad] + bv;
+                                dst[q] = relu ? MathF.Max(v, 0f) : v;
+                            }
+                        else
+                        {
+                            float* res = pr + rBase + (long)oc * l;
+                            for (int q = q0; q < q1; q++)
+                            {
+                                float v = src[(long)q * opad] + bv + res[q];
+                                dst[q] = relu ? MathF.Max(v, 0f) : v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>C[6, 64] (+)= A[6 positions, kc]·W[kc, 64]: A read column-wise from im2col rows (stride lda), W a panel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void Tile(int kc, float* a, int lda, float* w, float* c, int ldc, bool acc)
+    {
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
+        Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
+        Vector512<float> c40 = default, c41 = default, c42 = default, c43 = default;
+        Vector512<float> c50 = default, c51 = default, c52 = default, c53 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var w0 = Vector512.Load(w);
+            var w1 = Vector512.Load(w + 16);
+            var w2 = Vector512.Load(w + 32);
+            var w3 = Vector512.Load(w + 48);
+            var a0 = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(a0, w0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, w1, c01);
+            c02 = Avx512F.FusedMultiplyAdd(a0, w2, c02); c03 = Avx512F.FusedMultiplyAdd(a0, w3, c03);
+            var a1 = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(a1, w0, c10); c11 = Avx512F.FusedMultiplyAdd(a1, w1, c11);
+            c12 = Avx512F.FusedMultiplyAdd(a1, w2, c12); c13 = Avx512F.FusedMultiplyAdd(a1, w3, c13);
+            var a2 = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(a2, w0, c20); c21 = Avx512F.FusedMultiplyAdd(a2, w1, c21);
+            c22 = Avx512F.FusedMultiplyAdd(a2, w2, c22); c23 = Avx512F.FusedMultiplyAdd(a2, w3, c23);
+            var a3 = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(a3, w0, c30); c31 = Avx512F.FusedMultiplyAdd(a3, w1, c31);
+            c32 = Avx512F.FusedMultiplyAdd(a3, w2, c32); c33 = Avx512F.FusedMultiplyAdd(a3, w3, c33);
+            var a4 = Vector512.Create(a[4]);
+            c40 = Avx512F.FusedMultiplyAdd(a4, w0, c40); c41 = Avx512F.FusedMultiplyAdd(a4, w1, c41);
+            c42 = Avx512F.FusedMultiplyAdd(a4, w2, c42); c43 = Avx512F.FusedMultiplyAdd(a4, w3, c43);
+            var a5 = Vector512.Create(a[5]);
+            c50 = Avx512F.FusedMultiplyAdd(a5, w0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, w1, c51);
+            c52 = Avx512F.FusedMultiplyAdd(a5, w2, c52); c53 = Avx512F.FusedMultiplyAdd(a5, w3, c53);
+            a += lda;
+            w += 64;
+        }
+        Store4(c, c00, c01, c02, c03, acc); c += ldc;
+        Store4(c, c10, c11, c12, c13, acc); c += ldc;
+        Store4(c, c20, c21, c22, c23, acc); c += ldc;
+        Store4(c, c30, c31, c32, c33, acc); c += ldc;
+        Store4(c, c40, c41, c42, c43, acc); c += ldc;
+        Store4(c, c50, c51, c52, c53, acc);
+    }
+
+    /// <summary>C[12, 16] (+)= A[12 positions, kc]·W[kc, 16]: the narrow tile, twelve accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void Tile12x16(int kc, float* a, int lda, float* w, float* c, int ldc, bool acc)
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        Vector512<float> c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var w0 = Vector512.Load(w);
+            c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[0]), w0, c0);
+            c1 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[1]), w0, c1);
+            c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[2]), w0, c2);
+            c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[3]), w0, c3);
+            c4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[4]), w0, c4);
+            c5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[5]), w0, c5);
+            c6 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[6]), w0, c6);
+            c7 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[7]), w0, c7);
+            c8 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[8]), w0, c8);
+            c9 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[9]), w0, c9);
+            c10 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[10]), w0, c10);
+            c11 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[11]), w0, c11);
+            a += lda;
+            w += 16;
+        }
+        Store1(c, c0, acc); Store1(c + ldc, c1, acc); Store1(c + 2 * ldc, c2, acc); Store1(c + 3 * ldc, c3, acc);
+        c += 4 * ldc;
+        Store1(c, c4, acc); Store1(c + ldc, c5, acc); Store1(c + 2 * ldc, c6, acc); Store1(c + 3 * ldc, c7, acc);
+        c += 4 * ldc;
+        Store1(c, c8, acc); Store1(c + ldc, c9, acc); Store1(c + 2 * ldc, c10, acc); Store1(c + 3 * ldc, c11, acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Store1(float* c, Vector512<float> v, bool acc)
+    {
+        if (acc) v += Vector512.Load(c);
+        v.Store(c);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Store4(float* c, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3, bool acc)
+    {
+        if (acc)
+        {
+            v0 += Vector512.Load(c);
+            v1 += Vector512.Load(c + 16);
+            v2 += Vector512.Load(c + 32);
+            v3 += Vector512.Load(c + 48);
+        }
+        v0.Store(c);
+        v1.Store(c + 16);
+        v2.Store(c + 32);
+        v3.Store(c + 48);
+    }
+}
