@@ -181,7 +181,9 @@ internal static partial class Cpu
         var offsA = BatchOffsets(batchShape, aS, a.offset);
         var offsB = BatchOffsets(batchShape, bS, b.offset);
         long work = (long)m * n * k;
-        if (batch > 1 && work < 1 << 20 && Gemm.Threads > 1)
+        // Small matrices, or many mid-sized ones (attention scores: 12 × 128×64·64×128): one matrix per thread at a time,
+        // one fork-join for the whole batch instead of one per matrix.
+        if (batch > 1 && Gemm.Threads > 1 && (work < 1 << 20 || (batch >= 4 * Gemm.Threads && work < 1 << 22)))
         {
             Parallel.For(0, batch, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, i =>
                 Gemm2D(a, offsA[i], a.strides[^2], a.strides[^1], b, offsB[i], m, n, k, r, i * m * n, threads: false));

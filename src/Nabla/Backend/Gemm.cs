@@ -7,8 +7,8 @@ namespace Nabla;
 
 /// <summary>
 /// float32 GEMM: C[M,N] (+)= A[M,K]·B[K,N] with any strides for A and B. Cache-blocked (KC×NC panels of B,
-/// MC×KC blocks of A), packed into micro-panels, and computed by a 6×16 register-tile FMA micro-kernel.
-/// Large problems are split across threads by rows or columns of C. <see cref="Reference"/> is the plain
+/// MC×KC blocks of A), packed into micro-panels, and computed by a 6×32 (AVX-512) or 6×16 (AVX2) register-tile FMA
+/// micro-kernel. Large problems are split across threads by rows or columns of C. <see cref="Reference"/> is the plain
 /// triple loop every path is tested against.
 /// </summary>
 internal static unsafe partial class Gemm
@@ -145,6 +145,9 @@ internal static unsafe partial class Gemm
 
     [ThreadStatic] static float[]? packA, packB;
 
+    /// <summary>Whether row-major B micro-panels are packed with vector copies instead of Array.Copy (A/B switch for benchmarks).</summary>
+    internal static bool UseVectorPackB = true;
+
     static void Serial(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
         float[] c, int cOff, int ldc, bool accumulate)
     {
@@ -218,29 +221,7 @@ internal static unsafe partial class Gemm
             var r3 = mr > 3 ? Avx.LoadVector256(a + 3 * rs + p) : z;
             var r4 = mr > 4 ? Avx.LoadVector256(a + 4 * rs + p) : z;
             var r5 = mr > 5 ? Avx.LoadVector256(a + 5 * rs + p) : z;
-            var t0 = Avx.UnpackLow(r0, r1);
-            var t1 = Avx.UnpackHigh(r0, r1);
-            var t2 = Avx.UnpackLow(r2, r3);
-            var t3 = Avx.UnpackHigh(r2, r3);
-            var t4 = Avx.UnpackLow(r4, r5);
-            var t5 = Avx.UnpackHigh(r4, r5);
-            var u0 = Avx.Shuffle(t0, t2, 0x44);
-            var u1 = Avx.Shuffle(t0, t2, 0xEE);
-            var u2 = Avx.Shuffle(t1, t3, 0x44);
-            var u3 = Avx.Shuffle(t1, t3, 0xEE);
-            var u4 = Avx.Shuffle(t4, z, 0x44);
-            var u5 = Avx.Shuffle(t4, z, 0xEE);
-            var u6 = Avx.Shuffle(t5, z, 0x44);
-            var u7 = Avx.Shuffle(t5, z, 0xEE);
-            float* o = d + p * MR;
-            Avx.Store(o, Avx.Permute2x128(u0, u4, 0x20));
-            Avx.Store(o + MR, Avx.Permute2x128(u1, u5, 0x20));
-            Avx.Store(o + 2 * MR, Avx.Permute2x128(u2, u6, 0x20));
-            Avx.Store(o + 3 * MR, Avx.Permute2x128(u3, u7, 0x20));
-            Avx.Store(o + 4 * MR, Avx.Permute2x128(u0, u4, 0x31));
-            Avx.Store(o + 5 * MR, Avx.Permute2x128(u1, u5, 0x31));
-            Avx.Store(o + 6 * MR, Avx.Permute2x128(u2, u6, 0x31));
-            Avx.Store(o + 7 * MR, Avx.Permute2x128(u3, u7, 0x31));
+            Transpose8x8(r0, r1, r2, r3, r4, r5, z, z, d + p * MR, MR);
         }
         for (; p < kc; p++)
             for (int r = 0; r < MR; r++) d[p * MR + r] = r < mr ? a[r * rs + p] : 0;
@@ -254,6 +235,18 @@ internal static unsafe partial class Gemm
             int nr = Math.Min(NR, nc - j);
             if (cs == 1 && nr == NR)
             {
+                if (UseVectorPackB && Avx.IsSupported)
+                {
+                    // Row-major B: one NR-float row per step, copied as 8-float vectors (NR is 16 or 32).
+                    fixed (float* ps = b, pd = dst)
+                    {
+                        float* s = ps + off + j, o = pd + d;
+                        for (int p = 0; p < kc; p++, s += rs, o += NR)
+                            for (int q = 0; q < NR; q += 8) Avx.Store(o + q, Avx.LoadVector256(s + q));
+                    }
+                    d += kc * NR;
+                    continue;
+                }
                 for (int p = 0; p < kc; p++)
                 {
                     Array.Copy(b, off + p * rs + j, dst, d, NR);
@@ -340,6 +333,14 @@ internal static unsafe partial class Gemm
         var r5 = Avx.LoadVector256(s + 5 * ls);
         var r6 = Avx.LoadVector256(s + 6 * ls);
         var r7 = Avx.LoadVector256(s + 7 * ls);
+        Transpose8x8(r0, r1, r2, r3, r4, r5, r6, r7, o, lo);
+    }
+
+    /// <summary>Stores the transpose of the 8×8 block whose rows are r0..r7 to <paramref name="o"/> (row stride lo).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose8x8(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7, float* o, int lo)
+    {
         var t0 = Avx.UnpackLow(r0, r1);
         var t1 = Avx.UnpackHigh(r0, r1);
         var t2 = Avx.UnpackLow(r2, r3);
@@ -387,10 +388,15 @@ internal static unsafe partial class Gemm
                     if (NR == 32) Kernel512(kc, a, b, tmp, NR, false);
                     else Kernel(kc, a, b, tmp, NR, false);
                     for (int r = 0; r < mr; r++)
-                    for (int q = 0; q < nr; q++)
                     {
-                        ref float dst = ref c[(i + r) * ldc + j + q];
-                        dst = acc ? dst + tmp[r * NR + q] : tmp[r * NR + q];
+                        float* dst = c + (i + r) * ldc + j, src = tmp + r * NR;
+                        int q = 0;
+                        for (; q + 8 <= nr; q += 8)
+                        {
+                            var v = Avx.LoadVector256(src + q);
+                            Avx.Store(dst + q, acc ? Avx.Add(v, Avx.LoadVector256(dst + q)) : v);
+                        }
+                        for (; q < nr; q++) dst[q] = acc ? dst[q] + src[q] : src[q];
                     }
                 }
             }
