@@ -34,17 +34,8 @@ static class GraphFileCommands
     {
         var model = NablaGraphFiles.Load(path, fuse: false);   // the file's nodes, not the fused inference graph
         var g = model.Graph;
-        Console.WriteLine($"{path}: Nabla graph (format version {GraphFile.FormatVersion}), producer '{model.ProducerName}', opsets {string.Join(", ", g.Opsets.Select(kv => (kv.Key.Length == 0 ? "ai.onnx" : kv.Key) + " " + kv.Value))}");
-        var inits = g.Initializers.Keys.ToHashSet();
-        Console.WriteLine("inputs:");
-        foreach (var i in g.Inputs.Where(i => !inits.Contains(i.Name))) Console.WriteLine($"  {i}");
-        Console.WriteLine("outputs:");
-        foreach (var o in g.Outputs) Console.WriteLine($"  {o}");
-        Console.WriteLine("operators:");
-        foreach (var grp in g.Nodes.GroupBy(n => n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key, StringComparer.Ordinal))
-            Console.WriteLine($"  {grp.Key,-24} {grp.Count()}");
-        long parameters = g.Initializers.Values.Sum(t => (long)t.NumElements);
-        Console.WriteLine($"{g.Nodes.Count} nodes, {g.Initializers.Count} initializers, {parameters:N0} parameters");
+        Console.WriteLine($"{path}: Nabla graph (format version {GraphFile.FormatVersion}), producer '{model.ProducerName}', opsets {OnnxCommands.Opsets(g.Opsets)}");
+        OnnxCommands.PrintGraph(g);
         return 0;
     }
 }

@@ -69,7 +69,17 @@ static class OnnxCommands
     {
         var model = OnnxModel.Load(path, fuse: false);   // show the file's operators, not the fused inference graph
         var g = model.Graph;
-        Console.WriteLine($"{path}: IR version {model.IrVersion}, producer '{model.ProducerName}', opsets {string.Join(", ", model.Opsets.Select(kv => (kv.Key.Length == 0 ? "ai.onnx" : kv.Key) + " " + kv.Value))}");
+        Console.WriteLine($"{path}: IR version {model.IrVersion}, producer '{model.ProducerName}', opsets {Opsets(model.Opsets)}");
+        PrintGraph(g);
+        return 0;
+    }
+
+    internal static string Opsets(IEnumerable<KeyValuePair<string, long>> opsets) =>
+        string.Join(", ", opsets.Select(kv => (kv.Key.Length == 0 ? "ai.onnx" : kv.Key) + " " + kv.Value));
+
+    /// <summary>Inputs (initializers left out), outputs, operator counts and the parameter count of a graph.</summary>
+    internal static void PrintGraph(Nabla.Graph.Graph g)
+    {
         var inits = g.Initializers.Keys.ToHashSet();
         Console.WriteLine("inputs:");
         foreach (var i in g.Inputs.Where(i => !inits.Contains(i.Name))) Console.WriteLine($"  {i}");
@@ -80,6 +90,5 @@ static class OnnxCommands
             Console.WriteLine($"  {grp.Key,-24} {grp.Count()}");
         long parameters = g.Initializers.Values.Sum(t => (long)t.NumElements);
         Console.WriteLine($"{g.Nodes.Count} nodes, {g.Initializers.Count} initializers, {parameters:N0} parameters");
-        return 0;
     }
 }

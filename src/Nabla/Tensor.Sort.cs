@@ -25,53 +25,37 @@ public sealed partial class Tensor
     Tensor SortIndices(int d, bool descending, int keep)
     {
         if (shape.Length == 0) return Zeros([], DType.Int64);
-        if (DType.IsIntegral()) return SortIndicesExact(d, descending, keep);
-        var src = ToDoubleArray();
-        var (outer, n, inner) = Cpu.Around(shape, d);
-        var os = (int[])shape.Clone();
-        os[d] = keep;
-        var r = Empty(os, DType.Int64);
-        var dst = r.storage.As<long>();
-        var order = new int[n];
-        var keys = new double[n];
-        for (int o = 0; o < outer; o++)
-        for (int i = 0; i < inner; i++)
+        if (!DType.IsIntegral())
         {
-            for (int j = 0; j < n; j++) { order[j] = j; keys[j] = src[(o * n + j) * inner + i]; }
-            Comparison<int> cmp = descending
-                ? (p, q) => { int c = Key(keys[q]).CompareTo(Key(keys[p])); return c != 0 ? c : p.CompareTo(q); }
-                : (p, q) => { int c = Key(keys[p]).CompareTo(Key(keys[q])); return c != 0 ? c : p.CompareTo(q); };
-            Array.Sort(order, cmp);
-            for (int j = 0; j < keep; j++) dst[(o * keep + j) * inner + i] = order[j];
+            Comparison<double> up = (a, b) => Key(a).CompareTo(Key(b));
+            return SortIndicesBy(ToDoubleArray(), d, keep, descending ? (a, b) => up(b, a) : up);
         }
-        return r;
+        // Integer keys are compared exactly (a double would tie int64/uint64 neighbours above 2^53); uint64 arrives
+        // reinterpreted as int64, so those compare unsigned.
+        var bits = Cpu.Cast(this, DType.Int64).storage.As<long>();
+        Comparison<long> exact = DType == DType.UInt64 ? (a, b) => unchecked((ulong)a).CompareTo(unchecked((ulong)b)) : (a, b) => a.CompareTo(b);
+        return SortIndicesBy(bits, d, keep, descending ? (a, b) => exact(b, a) : exact);
 
         static double Key(double v) => double.IsNaN(v) ? double.PositiveInfinity : v;
     }
 
-    /// <summary>Integer keys compared exactly (a double would tie int64/uint64 neighbours above 2^53).</summary>
-    Tensor SortIndicesExact(int d, bool descending, int keep)
+    /// <summary>The first <paramref name="keep"/> indices along <paramref name="d"/> of a stable sort of <paramref name="src"/>
+    /// (this tensor's contiguous values) by <paramref name="compare"/>; equal keys keep their index order.</summary>
+    Tensor SortIndicesBy<T>(T[] src, int d, int keep, Comparison<T> compare)
     {
-        var bits = Cpu.Cast(this, DType.Int64).storage.As<long>();   // uint64 reinterpreted, so compare those unsigned
-        bool unsigned = DType == DType.UInt64;
         var (outer, n, inner) = Cpu.Around(shape, d);
         var os = (int[])shape.Clone();
         os[d] = keep;
         var r = Empty(os, DType.Int64);
         var dst = r.storage.As<long>();
         var order = new int[n];
-        var keys = new long[n];
+        var keys = new T[n];
+        Comparison<int> byKey = (p, q) => { int c = compare(keys[p], keys[q]); return c != 0 ? c : p.CompareTo(q); };
         for (int o = 0; o < outer; o++)
         for (int i = 0; i < inner; i++)
         {
-            for (int j = 0; j < n; j++) { order[j] = j; keys[j] = bits[(o * n + j) * inner + i]; }
-            Comparison<int> cmp = (p, q) =>
-            {
-                int c = unsigned ? unchecked((ulong)keys[p]).CompareTo(unchecked((ulong)keys[q])) : keys[p].CompareTo(keys[q]);
-                if (descending) c = -c;
-                return c != 0 ? c : p.CompareTo(q);
-            };
-            Array.Sort(order, cmp);
+            for (int j = 0; j < n; j++) { order[j] = j; keys[j] = src[(o * n + j) * inner + i]; }
+            Array.Sort(order, byKey);
             for (int j = 0; j < keep; j++) dst[(o * keep + j) * inner + i] = order[j];
         }
         return r;

@@ -21,7 +21,8 @@ public sealed class CliConvertTests : IDisposable
         catch (IOException) { }
     }
 
-    static (int code, string stdout, string stderr) Nabla(string workDir, params string[] args)
+    /// <summary>Runs the built CLI (copied beside the tests) in <paramref name="workDir"/>; 180 s at most.</summary>
+    internal static (int code, string stdout, string stderr) Nabla(string workDir, params string[] args)
     {
         var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
         if (string.IsNullOrEmpty(host) || !File.Exists(host))
@@ -34,10 +35,10 @@ public sealed class CliConvertTests : IDisposable
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(120_000))
+        if (!p.WaitForExit(180_000))
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"nabla {string.Join(' ', args)} did not finish in 120 s");
+            throw new TimeoutException($"nabla {string.Join(' ', args)} did not finish in 180 s");
         }
         p.WaitForExit();
         return (p.ExitCode, stdout.Result, stderr.Result);

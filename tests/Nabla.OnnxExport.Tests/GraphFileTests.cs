@@ -243,27 +243,7 @@ public sealed class GraphFileTests : IDisposable
 
     // ------------------------------------------------------------- the CLI on real ONNX models
 
-    static (int code, string stdout, string stderr) Nabla(string workDir, params string[] args)
-    {
-        var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
-        if (string.IsNullOrEmpty(host) || !File.Exists(host))
-            host = Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
-        var psi = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir, UseShellExecute = false };
-        psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Nabla.Cli.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["NABLA_OFFLINE"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(180_000))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"nabla {string.Join(' ', args)} did not finish in 180 s");
-        }
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    static (int code, string stdout, string stderr) Nabla(string workDir, params string[] args) => CliConvertTests.Nabla(workDir, args);
 
     [Fact]
     public void Mnist8ConvertedByTheCliRunsLikeTheOnnxFile()

@@ -6,6 +6,7 @@ using System.Text.Json;
 using Google.Protobuf;
 using Nabla.Serving.Grpc;
 using Xunit;
+using static Nabla.Serving.Tests.OnnxProto;
 
 namespace Nabla.Serving.Tests;
 
@@ -16,28 +17,6 @@ static class IdentityModel
     public static readonly (string wire, int onnx)[] Types =
         [("BOOL", 9), ("UINT8", 2), ("INT8", 3), ("INT32", 6), ("INT64", 7), ("FP16", 10), ("BF16", 16), ("FP32", 1), ("FP64", 11)];
 
-    static byte[] Msg(Action<CodedOutputStream> write)
-    {
-        using var ms = new MemoryStream();
-        var o = new CodedOutputStream(ms);
-        write(o);
-        o.Flush();
-        return ms.ToArray();
-    }
-
-    static void Bytes(CodedOutputStream o, int field, byte[] b) { o.WriteTag(field, WireFormat.WireType.LengthDelimited); o.WriteBytes(ByteString.CopyFrom(b)); }
-    static void Str(CodedOutputStream o, int field, string s) { o.WriteTag(field, WireFormat.WireType.LengthDelimited); o.WriteString(s); }
-
-    static byte[] ValueInfo(string name, int elemType) => Msg(o =>
-    {
-        Str(o, 1, name);
-        var dimBatch = Msg(d => Str(d, 2, "batch"));
-        var dim3 = Msg(d => { d.WriteTag(1, WireFormat.WireType.Varint); d.WriteInt64(3); });
-        var shape = Msg(s => { Bytes(s, 1, dimBatch); Bytes(s, 1, dim3); });
-        var tensor = Msg(t => { t.WriteTag(1, WireFormat.WireType.Varint); t.WriteInt32(elemType); Bytes(t, 2, shape); });
-        Bytes(o, 2, Msg(t => Bytes(t, 1, tensor)));
-    });
-
     public static byte[] Build() => Msg(m =>
     {
         m.WriteTag(1, WireFormat.WireType.Varint); m.WriteInt64(8);
@@ -46,8 +25,8 @@ static class IdentityModel
             foreach (var (wire, _) in Types)
                 Bytes(g, 1, Msg(n => { Str(n, 1, "in_" + wire); Str(n, 2, "out_" + wire); Str(n, 3, "id_" + wire); Str(n, 4, "Identity"); }));
             Str(g, 2, "identity_all");
-            foreach (var (wire, code) in Types) Bytes(g, 11, ValueInfo("in_" + wire, code));
-            foreach (var (wire, code) in Types) Bytes(g, 12, ValueInfo("out_" + wire, code));
+            foreach (var (wire, code) in Types) Bytes(g, 11, BatchBy3("in_" + wire, code));
+            foreach (var (wire, code) in Types) Bytes(g, 12, BatchBy3("out_" + wire, code));
         });
         Bytes(m, 7, graph);
         Bytes(m, 8, Msg(op => { Str(op, 1, ""); op.WriteTag(2, WireFormat.WireType.Varint); op.WriteInt64(13); }));
@@ -172,14 +151,7 @@ public sealed class DatatypeTests(IdentityServerFixture server) : IClassFixture<
         var raws = IdentityModel.Types.Select(t => RawOf(t.wire, rng, 6)).ToArray();
         var inputs = string.Join(",", IdentityModel.Types.Select((t, i) => $$$"""{"name":"in_{{{t.wire}}}","shape":[2,3],"datatype":"{{{t.wire}}}","parameters":{"binary_data_size":{{{raws[i].Length}}}}}"""));
         var header = Encoding.UTF8.GetBytes($$$"""{"inputs":[{{{inputs}}}],"parameters":{"binary_data_output":true}}""");
-        using var req = new HttpRequestMessage(HttpMethod.Post, "/v2/models/identity/infer") { Content = new ByteArrayContent([.. header, .. raws.SelectMany(r => r)]) };
-        req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        req.Content.Headers.Add(RestApi.HeaderLengthName, header.Length.ToString(CultureInfo.InvariantCulture));
-        using var resp = await server.Http.SendAsync(req);
-        var bytes = await resp.Content.ReadAsByteArrayAsync();
-        Assert.True(resp.IsSuccessStatusCode, Encoding.UTF8.GetString(bytes));
-        int n = int.Parse(resp.Headers.GetValues(RestApi.HeaderLengthName).Single(), CultureInfo.InvariantCulture);
-        var json = JsonDocument.Parse(bytes.AsMemory(0, n)).RootElement;
+        var (json, bytes, n) = await Json.PostBinary(server.Http, "/v2/models/identity/infer", (byte[])[.. header, .. raws.SelectMany(r => r)], header.Length);
         int offset = n;
         foreach (var o in json.GetProperty("outputs").EnumerateArray())
         {

@@ -120,44 +120,15 @@ public sealed class ProcessTests : IDisposable
 
     public void Dispose() => repo.Dispose();
 
-    static string CliDll()
-    {
-        // tests/Nabla.Serving.Tests/bin/Debug/net10.0 → src/Nabla.Cli/bin/Debug/net10.0/Nabla.Cli.dll
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        var config = dir.Parent!.Name;
-        var root = dir.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-        return Path.Combine(root, "src", "Nabla.Cli", "bin", config, dir.Name, "Nabla.Cli.dll");
-    }
-
     [Fact]
     public async Task ServeAnswersThenExitsCleanlyOnSigterm()
     {
-        var dll = CliDll();
-        Assert.True(File.Exists(dll), $"{dll} was not built");
-        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model-repository", repo.Root, "--http-port", "0", "--grpc-port", "0", "--drain-timeout", "5",
-            "--model-control-mode", "poll", "--repository-poll-secs", "0.2"])
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true,
-        };
-        psi.Environment["NABLA_SERVE_TOKEN"] = "process-token";
-        using var p = Process.Start(psi)!;
-        var lines = new List<string>();
-        var banner = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
-        p.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            lock (lines) lines.Add(e.Data);
-            if (e.Data.StartsWith("nabla serve: REST on", StringComparison.Ordinal)) banner.TrySetResult(e.Data);
-        };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (lines) lines.Add(e.Data); };
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
+        using var serve = await ServeProcess.StartAsync(repo.Root, ["--drain-timeout", "5", "--model-control-mode", "poll", "--repository-poll-secs", "0.2"],
+            TimeSpan.FromSeconds(60), new Dictionary<string, string> { ["NABLA_SERVE_TOKEN"] = "process-token" });
+        var p = serve.Process;
         try
         {
-            var line = await banner.Task.WaitAsync(TimeSpan.FromSeconds(60));
-            var m = Regex.Match(line, @"REST on http://127\.0\.0\.1:(\d+), gRPC on http://127\.0\.0\.1:(\d+)");
-            Assert.True(m.Success, line);
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{m.Groups[1].Value}") };
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{serve.RestPort}") };
             var deadline = DateTime.UtcNow.AddSeconds(60);
             int ready = 0;
             while (DateTime.UtcNow < deadline && (ready = (await Json.Get(http, "/v2/health/ready")).Item1) != 200) await Task.Delay(50);
@@ -172,19 +143,15 @@ public sealed class ProcessTests : IDisposable
             Assert.Contains("poll", Json.AssertError(await Json.Post(http, "/v2/repository/models/mnist/load"), 400), StringComparison.OrdinalIgnoreCase);
 
             var clock = Stopwatch.StartNew();
-            using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
+            await serve.TerminateAsync();
             await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
             Assert.Equal(0, p.ExitCode);
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(6), $"exit took {clock.Elapsed}");
         }
         catch
         {
-            lock (lines) Console.Error.WriteLine(string.Join("\n", lines));
+            Console.Error.WriteLine(serve.Output);
             throw;
-        }
-        finally
-        {
-            if (!p.HasExited) p.Kill(entireProcessTree: true);
         }
     }
 }

@@ -21,15 +21,6 @@ public sealed class NablaGraphServingTests : IDisposable
         try { Directory.Delete(root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
-    static string CliDll()
-    {
-        // tests/Nabla.Serving.Tests/bin/<config>/net10.0 → src/Nabla.Cli/bin/<config>/net10.0/Nabla.Cli.dll
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        var config = dir.Parent!.Name;
-        var repo = dir.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-        return Path.Combine(repo, "src", "Nabla.Cli", "bin", config, dir.Name, "Nabla.Cli.dll");
-    }
-
     /// <summary>A small traced network saved as a graph with a dynamic batch: input "input" [batch, 4], output "output" [batch, 3].</summary>
     internal static void SaveTiny(string path, int seed)
     {
@@ -77,30 +68,10 @@ public sealed class NablaGraphServingTests : IDisposable
         var tinyExpected = new[] { 1, 2 }.Select(v => NablaGraphFiles.Load(Path.Combine(root, "tiny", $"{v}", "tiny.nabla.json")).Run(batch)[0].ToArray<float>()).ToArray();
         Assert.NotEqual(tinyExpected[0], tinyExpected[1]);
 
-        var dll = CliDll();
-        Assert.True(File.Exists(dll), $"{dll} was not built");
-        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model-repository", root, "--http-port", "0", "--grpc-port", "0", "--drain-timeout", "5"])
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true,
-        };
-        using var p = Process.Start(psi)!;
-        var lines = new List<string>();
-        var banner = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
-        p.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            lock (lines) lines.Add(e.Data);
-            if (e.Data.StartsWith("nabla serve: REST on", StringComparison.Ordinal)) banner.TrySetResult(e.Data);
-        };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (lines) lines.Add(e.Data); };
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
+        using var serve = await ServeProcess.StartAsync(root, ["--drain-timeout", "5"], TimeSpan.FromSeconds(90));
         try
         {
-            var line = await banner.Task.WaitAsync(TimeSpan.FromSeconds(90));
-            var m = Regex.Match(line, @"REST on http://127\.0\.0\.1:(\d+)");
-            Assert.True(m.Success, line);
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{m.Groups[1].Value}"), Timeout = TimeSpan.FromSeconds(60) };
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{serve.RestPort}"), Timeout = TimeSpan.FromSeconds(60) };
             var deadline = DateTime.UtcNow.AddSeconds(90);
             int ready = 0;
             while (DateTime.UtcNow < deadline && (ready = (await Json.Get(http, "/v2/models/tiny/versions/2/ready")).Item1) != 200) await Task.Delay(50);
@@ -144,15 +115,15 @@ public sealed class NablaGraphServingTests : IDisposable
         }
         catch
         {
-            lock (lines) Console.Error.WriteLine(string.Join("\n", lines));
+            Console.Error.WriteLine(serve.Output);
             throw;
         }
         finally
         {
-            if (!p.HasExited)
+            if (!serve.Process.HasExited)
             {
-                using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
-                if (!p.WaitForExit(15_000)) p.Kill(entireProcessTree: true);
+                await serve.TerminateAsync();
+                serve.Process.WaitForExit(15_000);
             }
         }
     }

@@ -162,13 +162,6 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
             """);
     }
 
-    static string CliDll()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        var root = dir.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-        return Path.Combine(root, "src", "Nabla.Cli", "bin", dir.Parent!.Name, dir.Name, "Nabla.Cli.dll");
-    }
-
     static async Task<int> Pending(HttpClient http)
     {
         var text = await http.GetStringAsync("/metrics");
@@ -180,29 +173,11 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
     public async Task SigtermWithOneRunningAndFiveQueuedCompletesAllSix()
     {
         WriteSlowModel();
-        var dll = CliDll();
-        Assert.True(File.Exists(dll), $"{dll} was not built");
-        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model-repository", root, "--http-port", "0", "--grpc-port", "0", "--drain-timeout", "30"])
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true,
-        };
-        using var p = Process.Start(psi)!;
-        var lines = new List<string>();
-        var banner = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
-        p.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            lock (lines) lines.Add(e.Data);
-            if (e.Data.StartsWith("nabla serve: REST on", StringComparison.Ordinal)) banner.TrySetResult(e.Data);
-        };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (lines) lines.Add(e.Data); };
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
+        using var serve = await ServeProcess.StartAsync(root, ["--drain-timeout", "30"], TimeSpan.FromSeconds(60));
+        var p = serve.Process;
         try
         {
-            var line = await banner.Task.WaitAsync(TimeSpan.FromSeconds(60));
-            var port = Regex.Match(line, @"REST on http://127\.0\.0\.1:(\d+)").Groups[1].Value;
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(60) };
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{serve.RestPort}"), Timeout = TimeSpan.FromSeconds(60) };
             var deadline = Stopwatch.StartNew();
             while (deadline.Elapsed < TimeSpan.FromSeconds(60) && (await Json.Get(http, "/v2/health/ready")).Item1 != 200) await Task.Delay(50);
 
@@ -230,7 +205,7 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
             Assert.DoesNotContain(six, t => t.IsCompleted);
 
             var clock = Stopwatch.StartNew();
-            using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
+            await serve.TerminateAsync();
             var statuses = await Task.WhenAll(six).WaitAsync(TimeSpan.FromSeconds(40));
             await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(40));
             output.WriteLine($"after SIGTERM: six answered {string.Join(",", statuses)}, process exited {p.ExitCode} after {clock.ElapsedMilliseconds} ms");
@@ -239,12 +214,8 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
         }
         catch
         {
-            lock (lines) output.WriteLine(string.Join("\n", lines));
+            output.WriteLine(serve.Output);
             throw;
-        }
-        finally
-        {
-            if (!p.HasExited) p.Kill(entireProcessTree: true);
         }
     }
 }

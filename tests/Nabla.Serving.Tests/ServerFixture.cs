@@ -136,6 +136,22 @@ public static class Json
     public static Task<(int, JsonElement)> Get(HttpClient http, string path) => Send(http, HttpMethod.Get, path);
     public static Task<(int, JsonElement)> Post(HttpClient http, string path, string? json = null) => Send(http, HttpMethod.Post, path, json ?? "");
 
+    /// <summary>
+    /// Posts a binary-extension request (<paramref name="body"/> = JSON header of <paramref name="headerLength"/> bytes,
+    /// then the raw tensors), asserts success, and returns the reply's JSON header, the whole reply and its header length.
+    /// </summary>
+    public static async Task<(JsonElement json, byte[] bytes, int headerLength)> PostBinary(HttpClient http, string path, byte[] body, int headerLength)
+    {
+        using var req = new HttpRequestMessage(HttpMethod.Post, path) { Content = new ByteArrayContent(body) };
+        req.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/octet-stream");
+        req.Content.Headers.Add(RestApi.HeaderLengthName, headerLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        using var resp = await http.SendAsync(req);
+        var bytes = await resp.Content.ReadAsByteArrayAsync();
+        Assert.True(resp.IsSuccessStatusCode, System.Text.Encoding.UTF8.GetString(bytes));
+        int n = int.Parse(resp.Headers.GetValues(RestApi.HeaderLengthName).Single(), System.Globalization.CultureInfo.InvariantCulture);
+        return (JsonDocument.Parse(bytes.AsMemory(0, n)).RootElement, bytes, n);
+    }
+
     public static float[] Floats(JsonElement data) => [.. data.EnumerateArray().Select(e => e.GetSingle())];
 
     /// <summary>Asserts an error reply: the status and a non-empty {"error": "..."} body.</summary>

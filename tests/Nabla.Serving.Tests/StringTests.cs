@@ -157,14 +157,7 @@ public sealed class StringTests(StringServerFixture server) : IClassFixture<Stri
                        {"name":"numbers","shape":[3],"datatype":"BYTES","parameters":{"binary_data_size":{{{numRaw.Length}}}}}],
              "outputs":[{"name":"echo","parameters":{"binary_data":true}},{"name":"label"},{"name":"formatted","parameters":{"binary_data":true}}]}
             """);
-        using var req = new HttpRequestMessage(HttpMethod.Post, "/v2/models/strings/infer") { Content = new ByteArrayContent((byte[])[.. header, .. textRaw, .. numRaw]) };
-        req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        req.Content.Headers.Add(RestApi.HeaderLengthName, header.Length.ToString(CultureInfo.InvariantCulture));
-        using var resp = await server.Http.SendAsync(req);
-        var bytes = await resp.Content.ReadAsByteArrayAsync();
-        Assert.True(resp.IsSuccessStatusCode, Encoding.UTF8.GetString(bytes));
-        int n = int.Parse(resp.Headers.GetValues(RestApi.HeaderLengthName).Single(), CultureInfo.InvariantCulture);
-        var json = JsonDocument.Parse(bytes.AsMemory(0, n)).RootElement;
+        var (json, bytes, n) = await Json.PostBinary(server.Http, "/v2/models/strings/infer", (byte[])[.. header, .. textRaw, .. numRaw], header.Length);
         var outs = json.GetProperty("outputs").EnumerateArray().ToList();
         Assert.Equal(["echo", "label", "formatted"], outs.Select(o => o.GetProperty("name").GetString()));
         int echoSize = outs[0].GetProperty("parameters").GetProperty("binary_data_size").GetInt32();

@@ -6,6 +6,7 @@ using System.Text.Json;
 using Google.Protobuf;
 using Nabla.Serving.Grpc;
 using Xunit;
+using static Nabla.Serving.Tests.OnnxProto;
 
 namespace Nabla.Serving.Tests;
 
@@ -17,29 +18,6 @@ namespace Nabla.Serving.Tests;
 static class WideIntegerModel
 {
     public static readonly (string wire, int onnx)[] Types = [("INT16", 5), ("UINT16", 4), ("UINT32", 12), ("UINT64", 13)];
-
-    static byte[] Msg(Action<CodedOutputStream> write)
-    {
-        using var ms = new MemoryStream();
-        var o = new CodedOutputStream(ms);
-        write(o);
-        o.Flush();
-        return ms.ToArray();
-    }
-
-    static void Bytes(CodedOutputStream o, int field, byte[] b) { o.WriteTag(field, WireFormat.WireType.LengthDelimited); o.WriteBytes(ByteString.CopyFrom(b)); }
-    static void Str(CodedOutputStream o, int field, string s) { o.WriteTag(field, WireFormat.WireType.LengthDelimited); o.WriteString(s); }
-    static void Int(CodedOutputStream o, int field, long v) { o.WriteTag(field, WireFormat.WireType.Varint); o.WriteInt64(v); }
-
-    static byte[] ValueInfo(string name, int elemType) => Msg(o =>
-    {
-        Str(o, 1, name);
-        var dimBatch = Msg(d => Str(d, 2, "batch"));
-        var dim3 = Msg(d => Int(d, 1, 3));
-        var shape = Msg(s => { Bytes(s, 1, dimBatch); Bytes(s, 1, dim3); });
-        var tensor = Msg(t => { Int(t, 1, elemType); Bytes(t, 2, shape); });
-        Bytes(o, 2, Msg(t => Bytes(t, 1, tensor)));
-    });
 
     // NodeProto: input 1, output 2, name 3, op_type 4, attribute 5 (AttributeProto: name 1, i 3, type 20 = INT 2).
     static byte[] Node(string op, string name, string[] inputs, string output, byte[]? attribute = null) => Msg(n =>
@@ -63,10 +41,10 @@ static class WideIntegerModel
             }
             Bytes(g, 1, Node("Cast", "cast", ["x_UINT32"], "u32_as_i64", Msg(a => { Str(a, 1, "to"); Int(a, 3, 7); Int(a, 20, 2); })));
             Str(g, 2, "wide_integers");
-            foreach (var (wire, code) in Types) Bytes(g, 11, ValueInfo("x_" + wire, code));
-            foreach (var (wire, code) in Types) Bytes(g, 12, ValueInfo("id_" + wire, code));
-            foreach (var (wire, code) in Types) Bytes(g, 12, ValueInfo("twice_" + wire, code));
-            Bytes(g, 12, ValueInfo("u32_as_i64", 7));
+            foreach (var (wire, code) in Types) Bytes(g, 11, BatchBy3("x_" + wire, code));
+            foreach (var (wire, code) in Types) Bytes(g, 12, BatchBy3("id_" + wire, code));
+            foreach (var (wire, code) in Types) Bytes(g, 12, BatchBy3("twice_" + wire, code));
+            Bytes(g, 12, BatchBy3("u32_as_i64", 7));
         });
         Bytes(m, 7, graph);
         Bytes(m, 8, Msg(op => { Str(op, 1, ""); Int(op, 2, 13); }));
@@ -183,14 +161,7 @@ public sealed class WideIntegerDatatypeTests(WideIntegerServerFixture server) : 
         var raws = WideIntegerModel.Types.Select(t => Raw(t.wire)).ToArray();
         var inputs = string.Join(",", WideIntegerModel.Types.Select((t, i) => $$$"""{"name":"x_{{{t.wire}}}","shape":[2,3],"datatype":"{{{t.wire}}}","parameters":{"binary_data_size":{{{raws[i].Length}}}}}"""));
         var header = Encoding.UTF8.GetBytes($$$"""{"inputs":[{{{inputs}}}],"parameters":{"binary_data_output":true}}""");
-        using var req = new HttpRequestMessage(HttpMethod.Post, "/v2/models/wide/infer") { Content = new ByteArrayContent([.. header, .. raws.SelectMany(r => r)]) };
-        req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        req.Content.Headers.Add(RestApi.HeaderLengthName, header.Length.ToString(CultureInfo.InvariantCulture));
-        using var resp = await server.Http.SendAsync(req);
-        var bytes = await resp.Content.ReadAsByteArrayAsync();
-        Assert.True(resp.IsSuccessStatusCode, Encoding.UTF8.GetString(bytes));
-        int n = int.Parse(resp.Headers.GetValues(RestApi.HeaderLengthName).Single(), CultureInfo.InvariantCulture);
-        var json = JsonDocument.Parse(bytes.AsMemory(0, n)).RootElement;
+        var (json, bytes, n) = await Json.PostBinary(server.Http, "/v2/models/wide/infer", (byte[])[.. header, .. raws.SelectMany(r => r)], header.Length);
         int offset = n, seen = 0;
         foreach (var o in json.GetProperty("outputs").EnumerateArray())
         {
