@@ -432,18 +432,7 @@ public static class Functional
         if (p < 0 || p > 1) throw new NablaException($"dropout: probability has to be between 0 and 1, but got {p}");
         if (!training || p == 0) return x;
         if (p == 1) return x.Mul(0.0);
-        Tensor mask;
-        if (x.DType == DType.Float32)
-        {
-            // The draws and thresholds of Full(1 - p).Bernoulli() (the float32 keep probability, compared in double),
-            // written straight into the mask without the per-element dtype dispatch.
-            var g = generator ?? Generator.Default;
-            double keep = (float)(1 - p);
-            mask = Tensor.Empty((int[])x.shape.Clone(), DType.Float32);
-            var m = mask.storage.As<float>();
-            for (int i = 0; i < m.Length; i++) m[i] = g.NextDouble() < keep ? 1f : 0f;
-        }
-        else mask = Tensor.Full(x.shape, 1 - p, x.DType).Bernoulli(generator);
+        var mask = x.DType == DType.Float32 ? Tensor.Bernoulli(x.shape, 1 - p, generator) : Tensor.Full(x.shape, 1 - p, x.DType).Bernoulli(generator);
         return x.Mul(mask).Div(1 - p);
     }
 

@@ -135,7 +135,20 @@ public sealed partial class Tensor
         return t;
     }
 
-    public static Tensor Bernoulli(int[] shape, double p, Generator? generator = null) => Full(shape, p).Bernoulli(generator);
+    /// <summary>A float32 tensor of independent draws: 1 with probability p (as a float32 holds it), 0 otherwise. The same
+    /// draws and thresholds as <c>Full(shape, p).Bernoulli()</c>, written without the probability tensor.</summary>
+    public static Tensor Bernoulli(int[] shape, double p, Generator? generator = null)
+    {
+        var t = Empty((int[])shape.Clone(), DType.Float32);
+        var m = t.storage.As<float>();
+        int n = t.NumElements;
+        double keep = (float)p;
+        if (n > 0 && (keep < 0 || keep > 1 || double.IsNaN(keep)))
+            throw new NablaException($"bernoulli: probabilities must be in [0, 1], got {keep} at flat index 0");
+        var g = generator ?? Generator.Default;
+        for (int i = 0; i < n; i++) m[i] = g.NextDouble() < keep ? 1f : 0f;
+        return t;
+    }
 
     /// <summary>All elements converted to double, in row-major order.</summary>
     public double[] ToDoubleArray()

@@ -78,42 +78,12 @@ internal static partial class Cpu
     }
 
     static void FoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow, bool knl)
-        where T : System.Numerics.INumber<T>
+        where T : unmanaged, System.Numerics.INumber<T>
     {
         int l = oh * ow, rows = c * kh * kw;
-        void One(int b)
-        {
-            Array.Clear(dst, b * c * h * w, c * h * w);
-            for (int row = 0; row < rows; row++)
-            {
-                int ch = row / (kh * kw), ki = row / kw % kh, kj = row % kw;
-                int dstBase = (b * c + ch) * h * w;
-                int srcBase = knl ? (row * n + b) * l : (b * rows + row) * l;
-                for (int y = 0; y < oh; y++)
-                {
-                    int iy = y * sh - ph + ki * dh;
-                    if (iy < 0 || iy >= h) continue;
-                    int s = srcBase + y * ow, dbase = dstBase + iy * w;
-                    if (sw == 1)
-                    {
-                        int ix0 = -pw + kj * dw;
-                        int x0 = Math.Clamp(-ix0, 0, ow), x1 = Math.Clamp(w - ix0, x0, ow);
-                        if (x1 - x0 >= 8)
-                        {
-                            var run = dst.AsSpan(dbase + ix0 + x0, x1 - x0);
-                            System.Numerics.Tensors.TensorPrimitives.Add(run, src.AsSpan(s + x0, x1 - x0), run);
-                        }
-                        else for (int x = x0; x < x1; x++) dst[dbase + ix0 + x] += src[s + x];
-                        continue;
-                    }
-                    for (int x = 0; x < ow; x++)
-                    {
-                        int ix = x * sw - pw + kj * dw;
-                        if ((uint)ix < (uint)w) dst[dbase + ix] += src[s + x];
-                    }
-                }
-            }
-        }
+        var g = new ConvGeometry(n, c, h, w, 0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
+        // Image b's row r of columns starts at r·ld + c0: [C·kh·kw, N·L] (knl) or [N, C·kh·kw, L].
+        void One(int b) => FoldImage(src, knl ? n * l : l, knl ? b * l : b * rows * l, dst, b * c * h * w, g);
         if (n > 1 && (long)n * rows * l > 1 << 16) Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
         else for (int b = 0; b < n; b++) One(b);
     }

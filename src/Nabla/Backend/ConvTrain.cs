@@ -136,13 +136,6 @@ internal static partial class Cpu
         public int NL => N * Oh * Ow;
     }
 
-    static void ForBatch(int n, long work, Action<int> body)
-    {
-        if (n > 1 && work > 1 << 16 && Gemm.Threads > 1)
-            Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, body);
-        else for (int b = 0; b < n; b++) body(b);
-    }
-
     /// <summary>y [N, O, oh, ow] = conv(x [N, C, H, W], w [O, C, kh, kw]) + bias, through one batch-wide GEMM.</summary>
     /// <param name="cols">receives the im2col columns [C·kh·kw, N·L] (at least that many elements)</param>
     public static void ConvForward<T>(ConvGeometry g, T[] x, T[] w, T[]? bias, T[] y, T[] cols) where T : unmanaged, INumber<T>
@@ -152,9 +145,9 @@ internal static partial class Cpu
         try
         {
             UnfoldT(x, cols, g.N, g.C, g.H, g.W, g.Kh, g.Kw, g.Sh, g.Sw, g.Ph, g.Pw, g.Dh, g.Dw, g.Oh, g.Ow, knl: true);
-            Gemm2(o, nl, k, w, 0, k, 1, cols, 0, nl, 1, yo, 0, nl);
+            ConvGemm(o, nl, k, w, 0, k, 1, cols, 0, nl, 1, yo, 0, nl, accumulate: false, threaded: true);
             // [O, N·L] → [N, O, L], adding the bias.
-            ForBatch(g.N, (long)o * nl, b =>
+            ForPlanes(g.N, (long)o * nl, b =>
             {
                 for (int oc = 0; oc < o; oc++)
                 {
@@ -183,7 +176,7 @@ internal static partial class Cpu
     public static void ConvBackward<T>(ConvGeometry g, T[] gy, T[] x, T[] w, T[]? gx, T[]? gw, T[]? gb, T[]? savedCols = null) where T : unmanaged, INumber<T>
     {
         int k = g.K, l = g.L, nl = g.NL, o = g.O, n = g.N;
-        T[]? cols = savedCols;
+        T[]? cols = savedCols, partW = null;
         if (gw is not null && cols is null)
         {
             cols = ConvScratch.Rent<T>(k * nl);
@@ -197,7 +190,8 @@ internal static partial class Cpu
             int threads = Math.Max(1, Math.Min(Gemm.Threads, chunks));
             if ((long)k * o * nl < 1 << 20) threads = 1;
             bool transposed = k < o;   // few taps (a first layer): gwᵀ [K, O] = cols · g2ᵀ keeps the wide side on the register tile
-            var partW = gw is null ? null : new T[threads * k * o];
+            // Each thread's slice is overwritten by its first GEMM (or cleared when it gets no chunk).
+            partW = gw is null ? null : ConvScratch.Rent<T>(threads * k * o);
             var partB = gb is null ? null : new double[threads * o];
             void Worker(int t)
             {
@@ -219,13 +213,13 @@ internal static partial class Cpu
                             }
                         if (partW is not null)
                         {
-                            if (transposed) GemmSerial(k, o, cl, cols!, b0 * l, nl, 1, g2, 0, 1, cl, partW, t * k * o, o, !first);
-                            else GemmSerial(o, k, cl, g2, 0, cl, 1, cols!, b0 * l, 1, nl, partW, t * k * o, k, !first);
+                            if (transposed) ConvGemm(k, o, cl, cols!, b0 * l, nl, 1, g2, 0, 1, cl, partW, t * k * o, o, !first, threaded: false);
+                            else ConvGemm(o, k, cl, g2, 0, cl, 1, cols!, b0 * l, 1, nl, partW, t * k * o, k, !first, threaded: false);
                         }
                         first = false;
                         if (gc is not null)
                         {
-                            GemmSerial(k, cl, o, w, 0, 1, k, g2, 0, cl, 1, gc, 0, cl, false);
+                            ConvGemm(k, cl, o, w, 0, 1, k, g2, 0, cl, 1, gc, 0, cl, accumulate: false, threaded: false);
                             for (int b = 0; b < nb; b++) FoldImage(gc, cl, b * l, gx!, (b0 + b) * g.C * g.H * g.W, g);
                         }
                     }
@@ -265,6 +259,7 @@ internal static partial class Cpu
         finally
         {
             if (cols is not null) ConvScratch.Return(cols);
+            if (partW is not null) ConvScratch.Return(partW);
         }
     }
 
@@ -303,23 +298,16 @@ internal static partial class Cpu
         }
     }
 
-    /// <summary>C (+)= A·B on the calling thread, float32 (packed GEMM) or float64.</summary>
-    static void GemmSerial<T>(int m, int n, int k, T[] a, int aOff, int rsA, int csA, T[] b, int bOff, int rsB, int csB, T[] c, int cOff, int ldc, bool accumulate)
+    /// <summary>C (+)= A·B in float32 (the packed GEMM, threaded or on the calling thread) or float64.</summary>
+    static void ConvGemm<T>(int m, int n, int k, T[] a, int aOff, int rsA, int csA, T[] b, int bOff, int rsB, int csB, T[] c, int cOff, int ldc, bool accumulate, bool threaded)
     {
         if (typeof(T) == typeof(float))
-            Gemm.SgemmSerial(m, n, k, Unsafe.As<float[]>(a), aOff, rsA, csA, Unsafe.As<float[]>(b), bOff, rsB, csB, Unsafe.As<float[]>(c), cOff, ldc, accumulate);
+        {
+            if (threaded) Nabla.Gemm.Sgemm(m, n, k, Unsafe.As<float[]>(a), aOff, rsA, csA, Unsafe.As<float[]>(b), bOff, rsB, csB, Unsafe.As<float[]>(c), cOff, ldc, accumulate);
+            else Nabla.Gemm.SgemmSerial(m, n, k, Unsafe.As<float[]>(a), aOff, rsA, csA, Unsafe.As<float[]>(b), bOff, rsB, csB, Unsafe.As<float[]>(c), cOff, ldc, accumulate);
+        }
         else if (typeof(T) == typeof(double))
-            Gemm.Dgemm(m, n, k, Unsafe.As<double[]>(a), aOff, rsA, csA, Unsafe.As<double[]>(b), bOff, rsB, csB, Unsafe.As<double[]>(c), cOff, ldc, accumulate);
-        else throw new DTypeException($"conv2d: no GEMM for {typeof(T).Name}");
-    }
-
-    /// <summary>C = A·B (overwritten) in float32 (the packed GEMM) or float64.</summary>
-    static void Gemm2<T>(int m, int n, int k, T[] a, int aOff, int rsA, int csA, T[] b, int bOff, int rsB, int csB, T[] c, int cOff, int ldc)
-    {
-        if (typeof(T) == typeof(float))
-            Gemm.Sgemm(m, n, k, Unsafe.As<float[]>(a), aOff, rsA, csA, Unsafe.As<float[]>(b), bOff, rsB, csB, Unsafe.As<float[]>(c), cOff, ldc, false);
-        else if (typeof(T) == typeof(double))
-            Gemm.Dgemm(m, n, k, Unsafe.As<double[]>(a), aOff, rsA, csA, Unsafe.As<double[]>(b), bOff, rsB, csB, Unsafe.As<double[]>(c), cOff, ldc, false);
+            Nabla.Gemm.Dgemm(m, n, k, Unsafe.As<double[]>(a), aOff, rsA, csA, Unsafe.As<double[]>(b), bOff, rsB, csB, Unsafe.As<double[]>(c), cOff, ldc, accumulate);
         else throw new DTypeException($"conv2d: no GEMM for {typeof(T).Name}");
     }
 }

@@ -409,15 +409,15 @@ internal static partial class Cpu
         var ga = g.storage.As<float>();
         var ya = y.storage.As<float>();
         var ra = r.storage.As<float>();
-        int parts = n >= ParallelElements && Gemm.Threads > 1 ? Gemm.Threads : 1;
+        int parts = ElementwiseParts(n);
         if (parts == 1) ReluBackwardRange(ga.AsSpan(g.offset, n), ya.AsSpan(y.offset, n), ra.AsSpan(0, n));
         else
         {
-            // One contiguous piece per thread, cut at multiples of 8.
-            int chunk = (n / parts + 7) & ~7;
+            // One contiguous piece per thread, as the other elementwise maps split.
+            int chunk = (n + parts - 1) / parts;
             Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
             {
-                int start = Math.Min(n, p * chunk), len = p == parts - 1 ? n - start : Math.Min(chunk, n - start);
+                int start = p * chunk, len = Math.Min(chunk, n - start);
                 ReluBackwardRange(ga.AsSpan(g.offset + start, len), ya.AsSpan(y.offset + start, len), ra.AsSpan(start, len));
             });
         }

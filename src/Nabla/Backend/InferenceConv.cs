@@ -161,6 +161,13 @@ public sealed partial class PackedConv2d
 
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
+    /// <summary>A thread-static scratch buffer of at least <paramref name="need"/> floats (grown to at least twice its size).</summary>
+    static float[] Grow(ref float[]? buffer, int need)
+    {
+        if (buffer is null || buffer.Length < need) buffer = GC.AllocateUninitializedArray<float>(Math.Max(need, buffer?.Length * 2 ?? 0));
+        return buffer;
+    }
+
     /// <summary>
     /// Direct convolution of one image: the input is copied once into zero-bordered planes, then each output row is
     /// accumulated 32 columns at a time in four 8-wide registers over all C·kh·kw taps, and the epilogue runs per row.
@@ -170,8 +177,7 @@ public sealed partial class PackedConv2d
         int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, ph = Padding.Top, pw = Padding.Left, l = oh * ow;
         int blocks = (ow + 31) / 32, wp = blocks * 32 + kw - 1, hp = oh + kh - 1, kdim = c * kh * kw;
         int need = c * hp * wp;
-        if (padded is null || padded.Length < need) padded = GC.AllocateUninitializedArray<float>(Math.Max(need, padded?.Length * 2 ?? 0));
-        var pad = padded;
+        var pad = Grow(ref padded, need);
         var wts = directWeight!;
         int yBase = yo + b * o * l;
         fixed (float* px = xa, pp = pad, pw8 = wts, py = ya)
@@ -239,10 +245,8 @@ public sealed partial class PackedConv2d
     {
         int cg = InChannels, o = OutChannels, l = oh * ow, kdim = cg * KernelH * KernelW, ncols = nb * l;
         int need = kdim * ncols;
-        if (scratch is null || scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(Math.Max(need, scratch?.Length * 2 ?? 0));
-        if (foldOut is null || foldOut.Length < o * ncols) foldOut = GC.AllocateUninitializedArray<float>(Math.Max(o * ncols, foldOut?.Length * 2 ?? 0));
-        var cols = scratch;
-        var tmp = foldOut;
+        var cols = Grow(ref scratch, need);
+        var tmp = Grow(ref foldOut, o * ncols);
         for (int i = 0; i < nb; i++) Im2Col(xa, xo + (b0 + i) * InChannels * h * w, 0, cg, h, w, cols, oh, ow, ncols, i * l);
         Gemm.SgemmPacked(packed![0], ncols, cols, 0, ncols, 1, tmp, 0, ncols, false, threads);
         for (int i = 0; i < nb; i++)
@@ -272,8 +276,7 @@ public sealed partial class PackedConv2d
             else
             {
                 int need = kdim * l;
-                if (scratch is null || scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(Math.Max(need, scratch?.Length * 2 ?? 0));
-                cols = scratch;
+                cols = Grow(ref scratch, need);
                 colOff = 0;
                 int parts = serial ? 1 : Math.Min(Gemm.Threads, cg);
                 if (parts > 1 && need >= 1 << 16)

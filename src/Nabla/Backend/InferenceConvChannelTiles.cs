@@ -82,10 +82,8 @@ public sealed partial class PackedConv2d
         int TC = this.TC, TR = this.TR, c = InChannels, o = OutChannels, l = oh * ow, lp = (l + TR - 1) / TR * TR, kdim = c * KernelH * KernelW;
         int blocks = (o + TC - 1) / TC, opad = blocks * TC;
         int need = kdim * lp;
-        if (scratch is null || scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(Math.Max(need, scratch?.Length * 2 ?? 0));
-        if (tileOut is null || tileOut.Length < lp * opad) tileOut = GC.AllocateUninitializedArray<float>(Math.Max(lp * opad, tileOut?.Length * 2 ?? 0));
-        var cols = scratch;
-        var ct = tileOut;
+        var cols = Grow(ref scratch, need);
+        var ct = Grow(ref tileOut, lp * opad);
         int xBase = xo + b * c * h * w;
         int threads = serial ? 1 : Gemm.Threads, tiles = lp / TR;
         if (threads > 1 && (long)kdim * lp * opad < 1 << 20) threads = 1;

@@ -308,7 +308,6 @@ internal sealed class TraceSession
 
     public readonly List<Node> Nodes = [];
     public readonly Dictionary<string, Tensor> Initializers = new();
-    public readonly HashSet<string> ParameterNames = [];
     /// <summary>Int64 vectors that carry sizes (Reshape/Expand shapes, Slice bounds): may become batch expressions.</summary>
     public readonly Dictionary<string, long[]> ShapeConstants = new();
     /// <summary>Tensors captured as constants (neither parameters nor produced by a recorded op).</summary>
@@ -398,7 +397,6 @@ internal sealed class TraceSession
         {
             var n = Fresh(pname);
             Initializers[n] = t;
-            ParameterNames.Add(n);
             Bind(t, n);
             return n;
         }
