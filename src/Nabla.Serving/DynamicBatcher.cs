@@ -242,7 +242,7 @@ sealed class DynamicBatcher
                         : Tensor.Cat([.. batch.Select(p => p.Feeds[name])], 0);
             }
             long t1 = Stopwatch.GetTimestamp();
-            var (results, inferTicks) = await InferenceEngine.ExecuteAsync(mv, feeds, stop.Token, gateHeld: true).ConfigureAwait(false);
+            var (results, inferTicks) = await InferenceEngine.ExecuteAsync(mv, feeds, stop.Token).ConfigureAwait(false);
             long t2 = Stopwatch.GetTimestamp();
             var slices = batch.Select(_ => new Dictionary<string, Tensor>(StringComparer.Ordinal)).ToList();
             foreach (var (name, t) in results)

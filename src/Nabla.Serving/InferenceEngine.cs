@@ -55,9 +55,11 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
                     ?? throw ServingException.Invalid($"unknown input '{WireTypes.Clip(input.Name)}' for model '{mv.ModelName}'; its inputs are {string.Join(", ", config.Inputs.Select(t => t.Name))}");
                 if (feeds.ContainsKey(input.Name)) throw ServingException.Invalid($"input '{input.Name}' is given twice");
                 var what = $"input '{input.Name}'";
-                // NOTE: a known type the model does not take (UINT16 for an FP32 input, say) is named as a mismatch first.
-                if (!WireTypes.IsKnown(input.Datatype) || input.Datatype == spec.Datatype) WireTypes.Check(input.Datatype, what);
-                else throw ServingException.Invalid($"{what}: datatype {input.Datatype} does not match the model's {spec.Datatype}");
+                if (input.Datatype != spec.Datatype)
+                {
+                    WireTypes.Check(input.Datatype, what);   // a name outside the protocol, else a known type the model does not take
+                    throw ServingException.Invalid($"{what}: datatype {input.Datatype} does not match the model's {spec.Datatype}");
+                }
                 var dims = TensorCodec.CheckShape(input.Shape, what);
                 CheckShape(config, spec, dims, what);
                 if (config.MaxBatchSize > 0)
@@ -96,7 +98,7 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
             {
                 await mv.Gate.WaitAsync(ct).ConfigureAwait(false);
                 queueTicks = Stopwatch.GetTimestamp() - prepared;
-                try { (results, inferTicks) = await ExecuteAsync(mv, feeds, ct, gateHeld: true).ConfigureAwait(false); }
+                try { (results, inferTicks) = await ExecuteAsync(mv, feeds, ct).ConfigureAwait(false); }
                 finally { mv.Gate.Release(); }
                 (inputTicks, batchOutputTicks) = (0, 0);
             }
@@ -135,34 +137,29 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
     }
 
     /// <summary>
-    /// One model execution: takes one of the version's execution slots (unless the caller holds one), rents an idle
-    /// instance, runs the test hook and the graph on it. Returns the outputs and the ticks the graph took.
+    /// One model execution on one of the version's execution slots, which the caller holds (<see cref="ModelVersion.Gate"/>):
+    /// rents an idle instance, runs the test hook and the graph on it. Returns the outputs and the ticks the graph took.
     /// </summary>
     internal static async Task<(Dictionary<string, Tensor> Results, long InferTicks)> ExecuteAsync(ModelVersion mv,
-        Dictionary<string, Tensor> feeds, CancellationToken ct, bool gateHeld = false)
+        Dictionary<string, Tensor> feeds, CancellationToken ct)
     {
-        if (!gateHeld) await mv.Gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        if (mv.Options?.BeforeExecute is { } hook) await hook(mv, ct).ConfigureAwait(false);
+        var instance = mv.RentInstance();
+        long began = Stopwatch.GetTimestamp();
+        // NOTE: the token lives on the instance's executor; no other execution uses this instance until it is returned.
+        instance.CancellationToken = ct;
+        try { return (instance.Run(feeds), Stopwatch.GetTimestamp() - began); }
+        catch (OperationCanceledException) { throw; }
+        catch (NablaException e)
         {
-            if (mv.Options?.BeforeExecute is { } hook) await hook(mv, ct).ConfigureAwait(false);
-            var instance = mv.RentInstance();
-            long began = Stopwatch.GetTimestamp();
-            // NOTE: the token lives on the instance's executor; no other execution uses this instance until it is returned.
-            instance.CancellationToken = ct;
-            try { return (instance.Run(feeds), Stopwatch.GetTimestamp() - began); }
-            catch (OperationCanceledException) { throw; }
-            catch (NablaException e)
-            {
-                throw new ServingException(ServingErrorKind.InvalidArgument, $"model '{mv.ModelName}' version {mv.Version} failed on this input: {e.Message}")
-                { Reason = FailureReason.Backend };
-            }
-            finally
-            {
-                instance.CancellationToken = default;
-                mv.ReturnInstance(instance);
-            }
+            throw new ServingException(ServingErrorKind.InvalidArgument, $"model '{mv.ModelName}' version {mv.Version} failed on this input: {e.Message}")
+            { Reason = FailureReason.Backend };
         }
-        finally { if (!gateHeld) mv.Gate.Release(); }
+        finally
+        {
+            instance.CancellationToken = default;
+            mv.ReturnInstance(instance);
+        }
     }
 
     static void CheckShape(ModelConfig config, TensorSpec spec, int[] dims, string what)

@@ -183,7 +183,6 @@ public sealed class ModelConfig
             if (list.Any(x => x.Name == name)) throw Err(model, $"{key} '{name}' is declared twice");
             var typeName = Str(t, "data_type", model) ?? Str(t, "datatype", model) ?? throw Err(model, $"{key} '{name}' has no data_type");
             var wire = WireTypes.FromConfigName(typeName) ?? throw Err(model, $"{key} '{name}': unknown data_type '{typeName}'");
-            if (!WireTypes.IsSupported(wire)) throw Err(model, $"{key} '{name}': data_type {typeName} is not supported by Nabla");
             if (!t.TryGetProperty("dims", out var dimsEl) && !t.TryGetProperty("shape", out dimsEl))
                 throw Err(model, $"{key} '{name}' has no dims");
             if (dimsEl.ValueKind != JsonValueKind.Array) throw Err(model, $"{key} '{name}': dims must be an array");

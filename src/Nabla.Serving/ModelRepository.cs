@@ -35,12 +35,10 @@ public sealed class ModelVersion
     /// <summary>Admits as many executions as there are instances; hold it while an instance is rented.</summary>
     public SemaphoreSlim Gate { get; private set; } = new(1, 1);
     readonly ConcurrentBag<OnnxModel> idle = [];
-    public int InstanceCount { get; private set; } = 1;
 
     /// <summary>Creates the instances (before the version takes traffic).</summary>
     internal void CreateInstances(int count)
     {
-        InstanceCount = count;
         Gate = new SemaphoreSlim(count, count);
         idle.Add(Model);
         for (int i = 1; i < count; i++) idle.Add(Model.NewInstance());

@@ -261,32 +261,19 @@ public static class RestApi
         {
             // NOTE: the common case: read straight into an array of the announced size (one copy, no MemoryStream).
             var buffer = GC.AllocateUninitializedArray<byte>((int)length);
-            int read = 0;
-            try
-            {
-                while (read < buffer.Length)
-                {
-                    int n = await ctx.Request.Body.ReadAsync(buffer.AsMemory(read), ctx.RequestAborted);
-                    if (n == 0) break;
-                    read += n;
-                }
-            }
-            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
-            {
-                throw new ServingException(ServingErrorKind.PayloadTooLarge, $"request body is larger than the limit of {options.MaxRequestBytes} bytes");
-            }
+            int read;
+            try { read = await ctx.Request.Body.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, ctx.RequestAborted); }
+            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413) { throw TooLarge(); }
             if (read < buffer.Length) throw ServingException.Invalid($"the body ended after {read} of the {length} bytes its Content-Length announced");
             return buffer;
         }
         using var ms = new MemoryStream();
         try { await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted); }
-        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
-        {
-            throw new ServingException(ServingErrorKind.PayloadTooLarge, $"request body is larger than the limit of {options.MaxRequestBytes} bytes");
-        }
-        if (ms.Length > options.MaxRequestBytes)
-            throw new ServingException(ServingErrorKind.PayloadTooLarge, $"request body is larger than the limit of {options.MaxRequestBytes} bytes");
+        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413) { throw TooLarge(); }
+        if (ms.Length > options.MaxRequestBytes) throw TooLarge();
         return ms.ToArray();
+
+        ServingException TooLarge() => new(ServingErrorKind.PayloadTooLarge, $"request body is larger than the limit of {options.MaxRequestBytes} bytes");
     }
 
     static JsonDocument ParseJson(ReadOnlyMemory<byte> json, string what)
@@ -408,7 +395,6 @@ public static class RestApi
         if (config.Inputs.Count != 1) throw ServingException.Invalid($"a raw binary request needs a model with exactly one input; '{mv.ModelName}' has {config.Inputs.Count}");
         var spec = config.Inputs[0];
         if (spec.AnyRank) throw ServingException.Invalid($"input '{spec.Name}' has no declared shape, so a raw binary request cannot be shaped");
-        WireTypes.Check(spec.Datatype, $"input '{spec.Name}'");
         if (spec.Datatype == WireTypes.Bytes)
             throw ServingException.Invalid($"input '{spec.Name}' is BYTES, whose elements have no fixed size, so a raw binary request cannot be shaped; send a JSON header with binary_data_size");
         var dtype = WireTypes.ToDType(spec.Datatype)!.Value;

@@ -49,15 +49,11 @@ public static class WireTypes
     /// <summary>BYTES: strings, carried as <see cref="Nabla.Interop.Onnx.StringTensor"/>s rather than Nabla tensors.</summary>
     public const string Bytes = "BYTES";
 
-    /// <summary>Whether Nabla can serve tensors of this wire type: every type with a Nabla dtype, and BYTES.</summary>
-    public static bool IsSupported(string name) => name == Bytes || ToDType(name) is not null;
-
-    /// <summary>Checks a request's datatype string: 400 for a name outside the protocol or one Nabla cannot hold.</summary>
+    /// <summary>Checks a request's datatype string: 400 for a name outside the protocol (Nabla serves every protocol type).</summary>
     public static void Check(string name, string what)
     {
         if (!IsKnown(name))
             throw ServingException.Invalid($"{what}: unknown datatype '{Clip(name)}'; expected one of {string.Join(", ", All)}");
-        if (!IsSupported(name)) throw ServingException.Invalid($"{what}: datatype {name} is not supported by Nabla");
     }
 
     /// <summary>The wire type of a value a model produced: BYTES for a string tensor's carrier, else its dtype's name.</summary>

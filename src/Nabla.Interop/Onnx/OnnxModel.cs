@@ -125,9 +125,6 @@ public sealed class OnnxModel
         return new OnnxModel(graph, 0, producer, new HashSet<string>(StringComparer.Ordinal), resolver);
     }
 
-    /// <summary>Whether this model runs with the string-aware kernels (it has STRING values, constants or casts, or ai.onnx.ml operators).</summary>
-    internal bool UsesStringKernels => !ReferenceEquals(resolver, OnnxOps.Resolver);
-
     /// <summary>Runs the model with inputs in declaration order (inputs that have initializers may be left out).</summary>
     public Tensor[] Run(params Tensor[] inputs) => executor.Run(inputs);
 

@@ -46,11 +46,6 @@ public sealed class PyDict : IEnumerable<KeyValuePair<object?, object?>>
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
-    internal void ReplaceValues(Func<object?, object?> map)
-    {
-        foreach (var k in keys) { var pk = new PyKey(k); values[pk] = map(values[pk]); }
-    }
-
     internal void ReplaceValues(Func<object?, object?, object?> mapWithKey)
     {
         foreach (var k in keys) { var pk = new PyKey(k); values[pk] = mapWithKey(k, values[pk]); }

@@ -98,8 +98,6 @@ public static partial class PyTorchCheckpoint
         DType.UInt8 => "ByteStorage",
         DType.Bool => "BoolStorage",
         DType.Int16 => "ShortStorage",
-        DType.UInt16 or DType.UInt32 or DType.UInt64 => throw new DTypeException(
-            $"PyTorch checkpoint: dtype {t.TorchName()} cannot be saved: the torch 1.13 format this writer targets has no {t.TorchName()} storage; convert with To(DType.Int64) (or save as safetensors)"),
         _ => throw new DTypeException($"dtype {t} has no PyTorch storage class"),
     };
 

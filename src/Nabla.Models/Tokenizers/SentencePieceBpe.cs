@@ -27,6 +27,8 @@ public sealed class SentencePieceBpeTokenizer : Tokenizer
     readonly Dictionary<int, string> tokens;
     readonly Dictionary<long, (int Rank, int Merged)> merges;
     readonly int[] byteIds = new int[256];
+    readonly Dictionary<int, byte> byteOfId = [];   // the inverse of byteIds, for decoding
+    static readonly UTF8Encoding StrictUtf8 = new(false, throwOnInvalidBytes: true);
     readonly (string Content, int Id, bool Special)[] added; // longest first
     readonly HashSet<int> specialIds;
     readonly Func<string, string>? legacyNormalizer;
@@ -60,7 +62,10 @@ public sealed class SentencePieceBpeTokenizer : Tokenizer
             merges.TryAdd(Key(ia, ib), (rank, merged));
         }
         for (int i = 0; i < 256; i++)
+        {
             byteIds[i] = vocab.TryGetValue(string.Create(CultureInfo.InvariantCulture, $"<0x{i:X2}>"), out int id) ? id : -1;
+            if (byteIds[i] >= 0) byteOfId.TryAdd(byteIds[i], (byte)i);   // the first byte naming an id, as a scan of byteIds would find
+        }
         added = addedTokens.OrderByDescending(a => a.Content.Length).ThenBy(a => a.Id).ToArray();
         foreach (var a in added)
         {
@@ -298,10 +303,9 @@ public sealed class SentencePieceBpeTokenizer : Tokenizer
         {
             if (!tokens.TryGetValue(id, out var tok)) throw new ArgumentOutOfRangeException(nameof(ids), $"token id {id} is not in the vocabulary");
             if (skipSpecialTokens && specialIds.Contains(id)) continue;
-            int b = Array.IndexOf(byteIds, id);
-            if (b >= 0 && !specialIds.Contains(id))
+            if (byteOfId.TryGetValue(id, out byte b) && !specialIds.Contains(id))
             {
-                pending.Add((byte)b);
+                pending.Add(b);
                 firstToken = false;
                 continue;
             }
@@ -323,7 +327,7 @@ public sealed class SentencePieceBpeTokenizer : Tokenizer
         pending.Clear();
         try
         {
-            sb.Append(new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes));
+            sb.Append(StrictUtf8.GetString(bytes));
         }
         catch (DecoderFallbackException)
         {

@@ -39,13 +39,15 @@ internal static class FusedOps
         };
         if (strides.Length != 2 || pads.Length != 4 || dil.Length != 2)
             throw new ModelFormatException($"{node.Describe()}: FusedConv needs 2 strides, 4 pads and 2 dilations");
-        Packed? cache = null;   // immutable; replaced whole, so concurrent runs see either the old or the new one
+        // Keyed on the node, which every instance of the model shares (OnnxModel.NewInstance), so the packed weights are
+        // made once per model. Immutable; replaced whole, so concurrent runs see either the old or the new one.
+        var cache = ConvCaches.GetValue(node, _ => new());
         return c =>
         {
             Tensor x = c.Input(0), w = c.Input(1);
             Tensor? b = c.OptionalInput(2), r = c.OptionalInput(3);
             if (x.DType != DType.Float32 || x.Dim != 4) throw Invalid(c, $"FusedConv expects a 4-D float32 input, got {x.DType} [{string.Join(", ", x.Shape)}]");
-            var p = Volatile.Read(ref cache);
+            var p = Volatile.Read(ref cache.Value);
             bool same = autoPad != "NOTSET";
             int h = same ? x.Size(2) : 0, wd = same ? x.Size(3) : 0;
             if (p is null || !ReferenceEquals(p.Weight, w) || !ReferenceEquals(p.Bias, b) || p.H != h || p.W != wd)
@@ -53,7 +55,7 @@ internal static class FusedOps
                 var pd = same ? SamePads(autoPad, [h, wd], [w.Size(2), w.Size(3)], strides, dil) : pads;
                 p = new Packed(w, b, h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
                     ((int)pd[0], (int)pd[1], (int)pd[2], (int)pd[3]), ((int)dil[0], (int)dil[1]), group, act));
-                Volatile.Write(ref cache, p);
+                Volatile.Write(ref cache.Value, p);
             }
             var shape = p.Conv.OutputShape(x.Shape);
             if (r is null || r.DType == DType.Float32 && r.Shape.SequenceEqual(shape))
@@ -72,6 +74,9 @@ internal static class FusedOps
 
     sealed record PackedFc(Tensor Weight, Tensor? Bias, PackedLinear Linear);
 
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<Packed?>> ConvCaches = new();
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<PackedFc?>> GemmCaches = new();
+
     /// <summary>FusedGemm: inputs A [M, K], B ([K, N], or [N, K] with transB), optional C [N]; Y = act(A·B + C).</summary>
     static OpKernel FusedGemm(Node node)
     {
@@ -82,17 +87,17 @@ internal static class FusedOps
             "Relu" => FusedActivation.Relu,
             var a => throw new ModelFormatException($"{node.Describe()}: unknown fused activation '{a}'"),
         };
-        PackedFc? cache = null;
+        var cache = GemmCaches.GetValue(node, _ => new());   // shared by the model's instances, as for FusedConv
         return c =>
         {
             Tensor a = c.Input(0), w = c.Input(1);
             var b = c.OptionalInput(2);
             if (a.DType != DType.Float32 || a.Dim != 2) throw Invalid(c, $"FusedGemm expects a 2-D float32 A, got {a.DType} [{string.Join(", ", a.Shape)}]");
-            var p = Volatile.Read(ref cache);
+            var p = Volatile.Read(ref cache.Value);
             if (p is null || !ReferenceEquals(p.Weight, w) || !ReferenceEquals(p.Bias, b))
             {
                 p = new PackedFc(w, b, new PackedLinear(w, transB, b, act));
-                Volatile.Write(ref cache, p);
+                Volatile.Write(ref cache.Value, p);
             }
             var y = c.NewOutput([a.Size(0), p.Linear.OutFeatures], DType.Float32);
             p.Linear.Run(a, y);
