@@ -202,13 +202,14 @@ public sealed class GraphExecutor
                 if (node.Outputs[i].Length == 0) continue;
                 if (i >= results.Length || results[i] is null)
                     throw new ModelFormatException($"{node.Describe()}: output {i} ('{node.Outputs[i]}') was not produced");
-                scope.Values[node.Outputs[i]] = results[i]!;
-                if (refs is not null && pool!.IsLent(results[i]!.Storage))
-                    refs[results[i]!.Storage] = refs.GetValueOrDefault(results[i]!.Storage) + 1;
+                var result = results[i]!;
+                scope.Values[node.Outputs[i]] = result;
+                if (refs is not null && pool!.IsLent(result.Storage))
+                    System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(refs, result.Storage, out bool _)++;
             }
             foreach (var dead in plan.Frees[step])
             {
-                if (refs is not null && scope.Values.TryGetValue(dead, out var t) && refs.TryGetValue(t.Storage, out int count))
+                if (scope.Values.Remove(dead, out var t) && refs is not null && refs.TryGetValue(t.Storage, out int count))
                 {
                     if (count > 1) refs[t.Storage] = count - 1;
                     else
@@ -217,7 +218,6 @@ public sealed class GraphExecutor
                         pool!.Return(t.Storage);
                     }
                 }
-                scope.Values.Remove(dead);
             }
         }
         var outputs = new Tensor[graph.Outputs.Count];

@@ -76,17 +76,7 @@ public static class GraphFile
         var dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
         SafeTensors.Save(weightsPath, weights, new Dictionary<string, string> { ["format"] = FormatName });
-        var temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temp, buffer.ToArray());
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        Nabla.IO.AtomicFile.WriteAllBytes(full, buffer.ToArray());
     }
 
     sealed class Writer(Dictionary<string, Tensor> weights, string path)

@@ -371,23 +371,7 @@ public static class SafeTensors
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(tensors);
         var (header, ordered) = BuildHeader(tensors, metadata);
-        string full = Path.GetFullPath(path);
-        string folder = Path.GetDirectoryName(full) ?? ".";
-        string temp = Path.Combine(folder, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                WriteTo(fs, header, ordered);
-                fs.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        AtomicFile.Write(path, fs => WriteTo(fs, header, ordered), flushToDisk: true);
     }
 
     /// <summary>
@@ -467,18 +451,7 @@ public static class SafeTensors
         for (int i = 0; i < entries.Count; i++)
             sb.Append("    ").Append(AsciiJson(entries[i].Key)).Append(": ").Append(AsciiJson(entries[i].Value)).Append(i + 1 < entries.Count ? ",\n" : "\n");
         sb.Append("  }\n}\n");
-        string full = Path.GetFullPath(indexPath);
-        string temp = Path.Combine(Path.GetDirectoryName(full) ?? ".", $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temp, Encoding.UTF8.GetBytes(sb.ToString()));
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        AtomicFile.WriteAllBytes(indexPath, Encoding.UTF8.GetBytes(sb.ToString()));
     }
 
     static string AsciiJson(string s)
