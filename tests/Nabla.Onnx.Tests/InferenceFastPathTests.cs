@@ -40,6 +40,10 @@ public class InferenceFastPathTests
         { 2, 1, 30, 70, 3, 5, 1, new[] { 2, 2, 2, 2 }, 1, 1 },   // direct (K = 25), 70 columns: two 32-column blocks and a tail
         { 9, 8, 7, 7, 10, 3, 2, new[] { 1, 1, 1, 1 }, 1, 1 },    // 16 columns per image, all nine folded into one GEMM
         { 5, 12, 6, 6, 7, 1, 1, new[] { 0, 0, 0, 0 }, 1, 1 },    // pointwise, folded
+        { 2, 3, 12, 28, 10, 3, 1, new[] { 1, 1, 1, 1 }, 1, 1 },  // direct (K = 27): a full and a partial group of 8 channels, 28 columns
+        { 3, 1, 28, 28, 6, 5, 1, new[] { 2, 2, 2, 2 }, 1, 1 },   // direct: LeNet's first layer
+        { 1, 3, 180, 180, 9, 5, 2, new[] { 2, 2, 2, 2 }, 1, 1 }, // 8100 positions from K = 75: blocks of output rows, threads take blocks
+        { 2, 3, 181, 179, 9, 5, 2, new[] { 2, 1, 2, 3 }, 1, 1 }, // the same in a batch (each image's blocks on one thread), uneven sizes
     };
 
     [Theory]
@@ -84,17 +88,53 @@ public class InferenceFastPathTests
     }
 
     [Theory]
-    [InlineData(3, 2, 1, 1, false)]
-    [InlineData(2, 2, 0, 1, false)]
-    [InlineData(3, 1, 1, 2, false)]
-    [InlineData(3, 2, 1, 1, true)]
-    public void MaxPoolMatchesEagerMaxPool(int k, int s, int p, int d, bool ceil)
+    [InlineData(3, 2, 1, 1, false, 12)]
+    [InlineData(2, 2, 0, 1, false, 12)]
+    [InlineData(3, 1, 1, 2, false, 12)]
+    [InlineData(3, 2, 1, 1, true, 12)]
+    // Rows wide enough for the eight-output vector paths (strides 1 and 2) with a scalar tail, odd and even dilations.
+    [InlineData(3, 2, 1, 1, false, 45)]
+    [InlineData(3, 2, 1, 1, true, 46)]
+    [InlineData(3, 2, 1, 2, false, 45)]
+    [InlineData(2, 2, 0, 3, true, 45)]
+    [InlineData(3, 1, 1, 1, false, 45)]
+    [InlineData(5, 1, 2, 2, true, 45)]
+    [InlineData(3, 3, 1, 1, true, 45)]
+    [InlineData(1, 2, 0, 1, false, 45)]
+    public void MaxPoolMatchesEagerMaxPool(int k, int s, int p, int d, bool ceil, int width)
     {
-        var x = Tensor.Randn([2, 3, 13, 12], DType.Float32, new Generator(5));
+        var x = Tensor.Randn([2, 3, 13, width], DType.Float32, new Generator(5));
+        var data = x.ToArray<float>();
+        data[width * 5 + 9] = float.NaN;        // plane 0, row 5: inside the vector part
+        data[13 * width + width - 1] = float.NaN; // plane 1, last row, last column: the right edge
+        x = Tensor.FromArray(data, x.Shape);
         var reference = Functional.MaxPool2d(x, (k, k), (s, s), (p, p), (d, d), ceil);
-        var y = Tensor.Full(reference.Shape, float.NaN);
+        var y = Tensor.Full(reference.Shape, 7f);
         InferencePool.MaxPool2d(x, y, (k, k), (s, s), (p, p), (d, d));
-        Close(reference, y, 0);
+        var e = reference.ToArray<float>();
+        var a = y.ToArray<float>();
+        Assert.Contains(a, float.IsNaN);
+        for (int i = 0; i < e.Length; i++)
+            Assert.True(e[i].Equals(a[i]), $"element {i}: expected {e[i]}, got {a[i]}");   // Equals: NaN equals NaN
+    }
+
+    [Fact]
+    public void MaxPoolWindowWithNoInputGivesNegativeInfinity()
+    {
+        // Padding 2 with a 1×1 window: the first output row and column look only at padding.
+        var x = Tensor.Randn([1, 2, 5, 20], DType.Float32, new Generator(8));
+        var y = Tensor.Full([1, 2, 3, 11], 7f);
+        InferencePool.MaxPool2d(x, y, (1, 1), (2, 2), (2, 2), (1, 1));
+        var a = y.ToArray<float>();
+        var xs = x.ToArray<float>();
+        for (int c = 0; c < 2; c++)
+            for (int r = 0; r < 3; r++)
+                for (int q = 0; q < 11; q++)
+                {
+                    int iy = 2 * r - 2, ix = 2 * q - 2;
+                    float expected = iy < 0 || ix < 0 ? float.NegativeInfinity : xs[c * 100 + iy * 20 + ix];
+                    Assert.Equal(expected, a[c * 33 + r * 11 + q]);
+                }
     }
 
     [Theory]

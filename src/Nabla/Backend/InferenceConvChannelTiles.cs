@@ -121,9 +121,20 @@ public sealed partial class PackedConv2d
                 for (int k0 = 0; k0 < kdim; k0 += TK)
                 {
                     int kc = Math.Min(TK, kdim - k0);
-                    for (int t = tFrom; t < tTo; t += TR)
-                        if (TC == 64) Tile(kc, pa + (long)k0 * lp + t, lp, wBlock + (long)k0 * TC, cBlock + t * opad, opad, k0 > 0);
-                        else Tile12x16(kc, pa + (long)k0 * lp + t, lp, wBlock + (long)k0 * TC, cBlock + t * opad, opad, k0 > 0);
+                    float* wk = wBlock + (long)k0 * TC;
+                    // The weight sub-panel after this one (the next k block, or the next channel block's first: they follow
+                    // in memory) is fetched into L2 by the first tiles, one line per k step, so its first tile does not
+                    // wait on DRAM: layers with 45 MB of weights (ResNet's last stage) stream them on every call.
+                    float* next = wk + (long)kc * TC;
+                    int nextLines = kc * TC / 16;
+                    for (int t = tFrom, i = 0; t < tTo; t += TR, i++)
+                    {
+                        bool fetch = (long)i * kc < nextLines;
+                        float* pf = fetch ? next + (long)i * kc * 16 : wk;
+                        int pfStep = fetch ? 16 : 0;
+                        if (TC == 64) Tile(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0, pf, pfStep);
+                        else Tile12x16(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0);
+                    }
                 }
                 // Epilogue: transpose this block's [L, 64] back to NCHW rows, adding bias and residual, then the activation.
                 int oc0 = ob * TC, ocEnd = Math.Min(o, oc0 + TC);
@@ -159,8 +170,10 @@ public sealed partial class PackedConv2d
     }
 
     /// <summary>C[6, 64] (+)= A[6 positions, kc]·W[kc, 64]: A read column-wise from im2col rows (stride lda), W a panel.</summary>
+    /// <remarks>Each k step also prefetches the line at <paramref name="pf"/> into L2 and advances it by <paramref name="pfStep"/>
+    /// floats (0: the same line again, already in cache).</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void Tile(int kc, float* a, int lda, float* w, float* c, int ldc, bool acc)
+    static unsafe void Tile(int kc, float* a, int lda, float* w, float* c, int ldc, bool acc, float* pf, int pfStep)
     {
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
@@ -174,6 +187,8 @@ public sealed partial class PackedConv2d
             var w1 = Vector512.Load(w + 16);
             var w2 = Vector512.Load(w + 32);
             var w3 = Vector512.Load(w + 48);
+            Sse.Prefetch1(pf);
+            pf += pfStep;
             var a0 = Vector512.Create(a[0]);
             c00 = Avx512F.FusedMultiplyAdd(a0, w0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, w1, c01);
             c02 = Avx512F.FusedMultiplyAdd(a0, w2, c02); c03 = Avx512F.FusedMultiplyAdd(a0, w3, c03);
