@@ -41,6 +41,13 @@ internal static unsafe partial class Gemm
         return new PackedA { M = m, K = k, Data = data, Offsets = offsets };
     }
 
+    /// <summary>Element (i, p) of the matrix that <paramref name="a"/> was packed from.</summary>
+    public static float PackedElement(PackedA a, int i, int p)
+    {
+        int ib = i / MC, pb = p / KC, il = i - ib * MC, kc = Math.Min(KC, a.K - pb * KC);
+        return a.Data[a.Offsets[pb, ib] + il / MR * MR * kc + (p - pb * KC) * MR + il % MR];
+    }
+
     /// <summary>
     /// C[M, n] (+)= A·B with A prepacked (<see cref="PackAOnce"/>); B and C as in <see cref="Sgemm"/>. Needs the fast
     /// path (<see cref="UseFastPath"/>); <paramref name="threads"/> &gt; 1 splits C by columns, or by row blocks when C

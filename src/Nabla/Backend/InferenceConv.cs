@@ -141,6 +141,14 @@ public sealed partial class PackedConv2d
                 for (int b = 0; b < n; b++) Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
             return;
         }
+        if (TakesWinograd(oh, ow))
+        {
+            if (n > 1 && Gemm.Threads > 1)
+                Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: true));
+            else
+                for (int b = 0; b < n; b++) Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: false);
+            return;
+        }
         if (l <= ChannelTileMaxColumns && UseChannelTiles && ChannelTilesPossible)
         {
             if (n > 1 && Gemm.Threads > 1)

@@ -1,0 +1,94 @@
+using Xunit;
+
+namespace Nabla.Tests;
+
+/// <summary>
+/// The Winograd F(2×2, 3×3) path of <see cref="PackedConv2d"/> (3×3, stride 1, padding 1, at least
+/// <see cref="PackedConv2d.WinogradMinChannels"/> channels, maps of at least <see cref="PackedConv2d.WinogradMinSide"/>)
+/// against eager <see cref="Functional.Conv2d"/> and against the paths it replaces. It changes <see cref="Gemm.Threads"/>
+/// and <see cref="PackedConv2d.UseWinograd"/>, so it runs in the GEMM settings collection.
+/// </summary>
+[Collection(nameof(GemmSettingsCollection))]
+public class InferenceWinogradTests
+{
+    static void Close(Tensor expected, Tensor actual, double tol = 1e-4)
+    {
+        Assert.Equal(expected.Shape, actual.Shape);
+        var e = expected.Contiguous().ToArray<float>();
+        var a = actual.Contiguous().ToArray<float>();
+        for (int i = 0; i < e.Length; i++)
+            Assert.True(Math.Abs(e[i] - a[i]) <= tol * Math.Max(1, Math.Abs(e[i])), $"element {i}: expected {e[i]}, got {a[i]}");
+    }
+
+    // n, c, h, w, o
+    public static TheoryData<int, int, int, int, int> Cases() => new()
+    {
+        { 1, 32, 14, 14, 32 },    // the smallest that takes the path
+        { 1, 40, 15, 17, 36 },    // odd sides: the last tile row and column reach past the map
+        { 2, 64, 16, 14, 70 },    // batch 2 (images split over threads)
+        { 1, 36, 20, 18, 130 },   // 130 output channels: more than one row block of the packed filters
+        { 1, 300, 14, 14, 40 },   // 300 input channels: the filters' K crosses a GEMM K block
+        { 1, 32, 56, 56, 32 },    // long rows: the vector column split and interleave
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void WinogradMatchesEagerConvAndTheOtherPaths(int n, int c, int h, int w, int o)
+    {
+        bool saved = PackedConv2d.UseWinograd;
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            var gen = new Generator(13);
+            var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
+            var weight = Tensor.Randn([o, c, 3, 3], DType.Float32, gen).Mul(0.2);
+            var bias = Tensor.Randn([o], DType.Float32, gen);
+            var reference = Functional.Conv2d(x, weight, bias, (1, 1), (1, 1));
+            var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
+            var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
+
+            PackedConv2d.UseWinograd = false;
+            var other = conv.Run(x, residual);
+            Assert.False(conv.HasWinogradFilters);
+
+            PackedConv2d.UseWinograd = true;
+            Gemm.Threads = 1;
+            var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
+            conv.Run(x, residual, y);
+            Assert.True(conv.HasWinogradFilters);
+            Close(reference.Add(residual).Relu(), y);
+            Close(other, y);
+            var plain = Tensor.Full(reference.Shape, float.NaN);
+            conv.Run(x, null, plain, FusedActivation.None);
+            Close(reference, plain);
+
+            // Two threads split channels, the 16 products or the images; each value is computed the same way.
+            Gemm.Threads = 2;
+            Assert.Equal(y.ToArray<float>(), conv.Run(x, residual).ToArray<float>());
+        }
+        finally
+        {
+            PackedConv2d.UseWinograd = saved;
+            Gemm.Threads = savedThreads;
+        }
+    }
+
+    [Fact]
+    public void OtherShapesKeepTheirPaths()
+    {
+        var gen = new Generator(4);
+        // Too few channels, a small map, stride 2, padding 0, dilation 2: none builds the transformed filters.
+        var cases = new (int c, int o, int side, int stride, int pad, int dil)[]
+        {
+            (16, 64, 16, 1, 1, 1), (64, 16, 16, 1, 1, 1), (32, 32, 13, 1, 1, 1), (32, 32, 16, 2, 1, 1), (32, 32, 16, 1, 0, 1), (32, 32, 16, 1, 1, 2),
+        };
+        foreach (var (c, o, side, stride, pad, dil) in cases)
+        {
+            var w = Tensor.Randn([o, c, 3, 3], DType.Float32, gen).Mul(0.2);
+            var conv = new PackedConv2d(w, null, (stride, stride), (pad, pad, pad, pad), (dil, dil), 1, FusedActivation.None);
+            var x = Tensor.Randn([1, c, side, side], DType.Float32, gen);
+            Close(Functional.Conv2d(x, w, null, (stride, stride), (pad, pad), (dil, dil)), conv.Run(x));
+            Assert.False(conv.HasWinogradFilters, $"c={c} o={o} side={side} stride={stride} pad={pad} dilation={dil}");
+        }
+    }
+}
