@@ -41,11 +41,24 @@ internal static unsafe partial class Gemm
         return new PackedA { M = m, K = k, Data = data, Offsets = offsets };
     }
 
-    /// <summary>Element (i, p) of the matrix that <paramref name="a"/> was packed from.</summary>
-    public static float PackedElement(PackedA a, int i, int p)
+    /// <summary>The row-major [M, K] matrix that <paramref name="a"/> was packed from (for kernels that lay the same
+    /// constant out another way on first use, so the model keeps one copy of it until then).</summary>
+    public static float[] UnpackA(PackedA a)
     {
-        int ib = i / MC, pb = p / KC, il = i - ib * MC, kc = Math.Min(KC, a.K - pb * KC);
-        return a.Data[a.Offsets[pb, ib] + il / MR * MR * kc + (p - pb * KC) * MR + il % MR];
+        int m = a.M, k = a.K;
+        var dst = new float[(long)m * k is var len && len <= int.MaxValue ? (int)len : throw new NablaException("UnpackA: matrix too large")];
+        for (int pb = 0; pb * KC < k; pb++)
+            for (int ib = 0; ib * MC < m; ib++)
+            {
+                int kc = Math.Min(KC, k - pb * KC), mc = Math.Min(MC, m - ib * MC), d = a.Offsets[pb, ib];
+                for (int i = 0; i < mc; i += MR, d += MR * kc)
+                    for (int r = 0, mr = Math.Min(MR, mc - i); r < mr; r++)
+                    {
+                        int row = (ib * MC + i + r) * k + pb * KC;
+                        for (int p = 0; p < kc; p++) dst[row + p] = a.Data[d + p * MR + r];
+                    }
+            }
+        return dst;
     }
 
     /// <summary>

@@ -89,7 +89,6 @@ public sealed partial class PackedConv2d
             for (int oc = 0; oc < o; oc++)
                 for (int t = 0; t < kdim; t++) directGroups[((oc / 8) * kdim + t) * 8 + oc % 8] = w[oc * kdim + t];
         }
-        if (groups == 1 && !direct && UseChannelTiles && ChannelTileEligible(o, weight.shape[1] * KernelH * KernelW)) flatWeight = w;
     }
 
     /// <summary>The output shape for an input of shape <paramref name="x"/>; throws naming the mismatch.</summary>

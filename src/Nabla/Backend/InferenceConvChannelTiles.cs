@@ -41,7 +41,6 @@ public sealed partial class PackedConv2d
     const int TK = 256;
 
 
-    float[]? flatWeight;           // [O, K] until the channel panels are built (only when the path is possible)
     float[]? channelPanels;        // [ceil(O/64)][K][64], zero padded
     readonly Lock panelLock = new();
 
@@ -50,7 +49,7 @@ public sealed partial class PackedConv2d
     /// <summary>Whether the channel panels have been built, i.e. the channel-tiled path has run (for tests).</summary>
     internal bool HasChannelPanels => Volatile.Read(ref channelPanels) is not null;
 
-    bool ChannelTilesPossible => ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW) && (Volatile.Read(ref channelPanels) is not null || Volatile.Read(ref flatWeight) is not null);
+    bool ChannelTilesPossible => Groups == 1 && !direct && packed is not null && ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW);
 
     float[] ChannelPanels()
     {
@@ -60,7 +59,7 @@ public sealed partial class PackedConv2d
         {
             if (channelPanels is null)
             {
-                var w = flatWeight!;
+                var w = Gemm.UnpackA(packed![0]);   // [O, K]
                 int TC = this.TC, o = OutChannels, k = w.Length / o, blocks = (o + TC - 1) / TC;
                 var d = new float[(long)blocks * k * TC is var len && len <= int.MaxValue ? (int)len : throw new NablaException("packed conv2d: weight too large for channel panels")];
                 for (int oc = 0; oc < o; oc++)
@@ -69,7 +68,6 @@ public sealed partial class PackedConv2d
                     for (int q = 0; q < k; q++) d[dst + q * TC] = w[src + q];
                 }
                 Volatile.Write(ref channelPanels, d);
-                flatWeight = null;
             }
             return channelPanels;
         }

@@ -47,12 +47,13 @@ public sealed partial class PackedConv2d
             if (winogradU is not null) return winogradU;
             int o = OutChannels, c = InChannels;
             var t = new float[16 * o * c];
+            var flat = Gemm.UnpackA(packed![0]);   // [O, C·9]
             Span<float> g = stackalloc float[9];
             Span<float> gg = stackalloc float[12];
             for (int oc = 0; oc < o; oc++)
                 for (int ic = 0; ic < c; ic++)
                 {
-                    for (int q = 0; q < 9; q++) g[q] = Gemm.PackedElement(packed![0], oc, ic * 9 + q);
+                    flat.AsSpan((oc * c + ic) * 9, 9).CopyTo(g);
                     // G·g, G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]: 4×3
                     for (int j = 0; j < 3; j++)
                     {
