@@ -42,6 +42,11 @@ public class InferenceFastPathTests
         { 5, 12, 6, 6, 7, 1, 1, new[] { 0, 0, 0, 0 }, 1, 1 },    // pointwise, folded
         { 2, 3, 12, 28, 10, 3, 1, new[] { 1, 1, 1, 1 }, 1, 1 },  // direct (K = 27): a full and a partial group of 8 channels, 28 columns
         { 3, 1, 28, 28, 6, 5, 1, new[] { 2, 2, 2, 2 }, 1, 1 },   // direct: LeNet's first layer
+        { 2, 6, 14, 14, 16, 5, 1, new[] { 0, 0, 0, 0 }, 1, 1 },  // narrow direct (16 channels, K = 150): LeNet's second layer
+        { 1, 8, 14, 14, 16, 5, 1, new[] { 2, 2, 2, 2 }, 1, 1 },  // narrow direct, padded: mnist-8's second layer
+        { 1, 57, 9, 8, 32, 3, 1, new[] { 1, 0, 2, 1 }, 1, 1 },   // narrow direct, K = 513 > 512: not direct; 32 channels
+        { 1, 56, 9, 8, 25, 3, 1, new[] { 1, 0, 2, 1 }, 1, 1 },   // narrow direct at K = 504, asymmetric padding, 25 channels
+        { 1, 4, 70, 60, 12, 5, 1, new[] { 2, 2, 2, 2 }, 1, 1 },  // narrow, 4200 positions: past the direct limit, the GEMM path
         { 1, 3, 180, 180, 9, 5, 2, new[] { 2, 2, 2, 2 }, 1, 1 }, // 8100 positions from K = 75: blocks of output rows, threads take blocks
         { 2, 3, 181, 179, 9, 5, 2, new[] { 2, 1, 2, 3 }, 1, 1 }, // the same in a batch (each image's blocks on one thread), uneven sizes
     };

@@ -30,9 +30,10 @@ public class InferenceChannelTileTests
         { 1, 24, 20, 20, 64, 3, 1, 1 },   // one channel block, 400 positions: two threads split the positions
         { 1, 32, 6, 6, 130, 3, 1, 1 },    // six position tiles, three channel blocks: two threads split the blocks
         { 2, 24, 7, 7, 70, 3, 1, 1 },     // batch 2: image by image
-        { 1, 6, 14, 14, 16, 5, 1, 0 },    // narrow (16-channel panels, 12-position tiles): LeNet's second convolution
-        { 3, 8, 14, 14, 16, 5, 1, 2 },    // narrow, batch 3, padded: mnist-8's second convolution
-        { 1, 8, 9, 9, 30, 3, 1, 1 },      // narrow, 30 channels (a partial 16 block), K = 72
+        // Narrow layers (16-channel panels, 12-position tiles) at stride 2: at stride 1 they run directly (DirectFlat).
+        { 1, 6, 28, 28, 16, 5, 2, 0 },    // narrow, LeNet's second convolution's taps
+        { 3, 8, 27, 27, 16, 5, 2, 2 },    // narrow, batch 3, padded: mnist-8's second convolution's taps
+        { 1, 8, 17, 17, 30, 3, 2, 1 },    // narrow, 30 channels (a partial 16 block), K = 72
     };
 
     [Theory]

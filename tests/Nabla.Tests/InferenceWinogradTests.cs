@@ -23,12 +23,13 @@ public class InferenceWinogradTests
     // n, c, h, w, o
     public static TheoryData<int, int, int, int, int> Cases() => new()
     {
-        { 1, 32, 14, 14, 32 },    // the smallest that takes the path
+        { 1, 32, 14, 14, 33 },    // the smallest that takes the path (32 output channels or fewer run directly)
         { 1, 40, 15, 17, 36 },    // odd sides: the last tile row and column reach past the map
         { 2, 64, 16, 14, 70 },    // batch 2 (images split over threads)
         { 1, 36, 20, 18, 130 },   // 130 output channels: more than one row block of the packed filters
         { 1, 300, 14, 14, 40 },   // 300 input channels: the filters' K crosses a GEMM K block
-        { 1, 32, 56, 56, 32 },    // long rows: the vector column split and interleave
+        { 1, 32, 56, 56, 40 },    // long rows: the vector column split and interleave
+        { 1, 32, 70, 60, 32 },    // 4200 positions: past the narrow direct kernel's limit, so 32 channels take this path
     };
 
     [Theory]
@@ -77,10 +78,11 @@ public class InferenceWinogradTests
     public void OtherShapesKeepTheirPaths()
     {
         var gen = new Generator(4);
-        // Too few channels, a small map, stride 2, padding 0, dilation 2: none builds the transformed filters.
+        // Too few channels, 32 channels on a map the direct kernel takes, a small map, stride 2, padding 0, dilation 2:
+        // none builds the transformed filters.
         var cases = new (int c, int o, int side, int stride, int pad, int dil)[]
         {
-            (16, 64, 16, 1, 1, 1), (64, 16, 16, 1, 1, 1), (32, 32, 13, 1, 1, 1), (32, 32, 16, 2, 1, 1), (32, 32, 16, 1, 0, 1), (32, 32, 16, 1, 1, 2),
+            (16, 64, 16, 1, 1, 1), (64, 16, 16, 1, 1, 1), (32, 32, 16, 1, 1, 1), (40, 40, 13, 1, 1, 1), (40, 40, 16, 2, 1, 1), (40, 40, 16, 1, 0, 1), (40, 40, 16, 1, 1, 2),
         };
         foreach (var (c, o, side, stride, pad, dil) in cases)
         {

@@ -26,12 +26,22 @@ public sealed partial class PackedConv2d
     readonly float[]? bias;    // [O]
     readonly PackedA[]? packed; // one per group, in the GEMM's A layout (null without the FMA fast path)
     readonly bool direct;       // few input taps (C·kh·kw ≤ DirectMaxK), stride and dilation 1, no groups: direct convolution
+    readonly bool narrowDirect; // few output channels, AVX-512: direct on maps of at most NarrowDirectMaxPositions (one thread per image)
     readonly float[]? directWeight; // [O, C·kh·kw]
     readonly float[]? directGroups; // [ceil(O/8)][C·kh·kw][8], the AVX-512 direct kernel's layout
 
     /// <summary>Largest C·kh·kw that runs as a direct convolution: first layers on 1–3 channels, where im2col would move
     /// more data than the GEMM computes on.</summary>
     const int DirectMaxK = 32;
+
+    /// <summary>With AVX-512, narrow layers (at most this many output channels and taps) run directly too: LeNet's and
+    /// mnist-8's second convolutions (16 channels, K = 150 and 200 on 10×10 and 14×14 maps) ran at 68–78 GFLOP/s in the
+    /// 12 × 16 channel tile, whose every FMA needs a broadcast load.</summary>
+    const int DirectNarrowMaxO = 32, DirectNarrowMaxK = 512;
+
+    /// <summary>Largest map (output positions) on which narrow layers run directly: the direct kernel keeps an image on one
+    /// thread, so larger maps at batch 1 keep the threaded paths.</summary>
+    const int NarrowDirectMaxPositions = 4096;
 
     public int OutChannels { get; }
     public int InChannels { get; }
@@ -78,10 +88,12 @@ public sealed partial class PackedConv2d
             for (int g = 0; g < groups; g++) packed[g] = Gemm.PackAOnce(og, kdim, w, g * og * kdim, kdim, 1);
         }
         else this.weight = w;
-        direct = groups == 1 && stride == (1, 1) && dilation == (1, 1) && weight.shape[1] * KernelH * KernelW <= DirectMaxK
-                 && Vector256.IsHardwareAccelerated;
+        int taps = weight.shape[1] * KernelH * KernelW;
+        bool unitStride = groups == 1 && stride == (1, 1) && dilation == (1, 1) && Vector256.IsHardwareAccelerated;
+        direct = unitStride && taps <= DirectMaxK;
+        narrowDirect = unitStride && !direct && Avx512F.IsSupported && o <= DirectNarrowMaxO && taps <= DirectNarrowMaxK;
         if (direct && !Avx512F.IsSupported) directWeight = w;
-        if (direct && Avx512F.IsSupported)
+        if ((direct || narrowDirect) && Avx512F.IsSupported)
         {
             // [ceil(O/8)][K][8]: the eight channel weights of one tap side by side, zero for channels past O.
             int kdim = weight.shape[1] * KernelH * KernelW, groupsOf8 = (o + 7) / 8;
@@ -132,7 +144,7 @@ public sealed partial class PackedConv2d
         var ya = output.storage.As<float>();
         int yo = output.offset;
         int n = shape[0], h = x.shape[2], w = x.shape[3], oh = shape[2], ow = shape[3], l = oh * ow;
-        if (direct)
+        if (direct || (narrowDirect && l <= NarrowDirectMaxPositions))
         {
             if (n > 1 && Gemm.Threads > 1)
                 Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
@@ -190,11 +202,16 @@ public sealed partial class PackedConv2d
     /// </summary>
     unsafe void Direct(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation)
     {
+        if (directGroups is not null)
+        {
+            DirectFlat(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+            return;
+        }
         int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, ph = Padding.Top, pw = Padding.Left, l = oh * ow;
         int blocks = (ow + 31) / 32, wp = blocks * 32 + kw - 1, hp = oh + kh - 1, kdim = c * kh * kw;
         int need = c * hp * wp;
         var pad = Grow(ref padded, need);
-        var wts = directWeight;   // null when the AVX-512 kernel runs
+        var wts = directWeight!;
         int yBase = yo + b * o * l;
         fixed (float* px = xa, pp = pad, pw8 = wts, py = ya)
         {
@@ -211,12 +228,6 @@ public sealed partial class PackedConv2d
                         dst[q] = (uint)ix < (uint)w ? src[ix] : 0f;
                     }
                 }
-            if (directGroups is not null)
-            {
-                fixed (float* pg = directGroups, pb = bias, pr = ra)
-                    DirectEight(pp, hp, wp, pg, pb, pr == null ? null : pr + ro + (long)b * o * l, py + yBase, oh, ow, activation);
-                return;
-            }
             float* tmp = stackalloc float[32];
             for (int oc = 0; oc < o; oc++)
             {
@@ -256,34 +267,61 @@ public sealed partial class PackedConv2d
         EpilogueRows(b, 0, o, l, ya, yBase, ra, ro, activation);
     }
 
+    [ThreadStatic] static float[]? flatOut;
+
     /// <summary>
-    /// The AVX-512 direct kernel: eight output channels × 32 columns of one output row in sixteen registers, so each
-    /// loaded input vector feeds eight FMAs (the per-channel loop above feeds one, and is load-bound: LeNet's first layer at
-    /// batch 64 ran at 23 GFLOP/s). Bias, residual and activation are applied as the registers are stored.
+    /// The AVX-512 direct kernel. The input is copied into zero-bordered planes of the padded width wp = ow + kw − 1, so
+    /// output (y, x) and its tap (ki, kj) are P = y·wp + x and P + ki·wp + kj: the output positions form one flat range (the
+    /// kw − 1 columns past each row's end are computed and dropped), which keeps 32-wide vectors full on narrow maps (a
+    /// 10×10 output is 140 flat positions, not 10 rows of 32). Eight output channels × 32 positions sit in sixteen
+    /// registers, so each input load feeds eight FMAs (one channel at a time was load-bound: LeNet's first layer at batch
+    /// 64 ran at 23 GFLOP/s). Bias and activation are applied in registers; the rows are then copied out (and the
+    /// residual added before the activation when there is one).
     /// </summary>
-    unsafe void DirectEight(float* pad, int hp, int wp, float* groups, float* bias, float* residual, float* y, int oh, int ow, FusedActivation activation)
+    unsafe void DirectFlat(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation)
     {
-        int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, kdim = c * kh * kw, l = oh * ow, blocks = (ow + 31) / 32;
-        bool relu = activation == FusedActivation.Relu;
-        float* tmp = stackalloc float[32];
-        for (int g = 0; g * 8 < o; g++)
+        int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, pt = Padding.Top, pl = Padding.Left, kdim = c * kh * kw, l = oh * ow;
+        int wp = ow + kw - 1, hp = oh + kh - 1, plane = hp * wp, positions = oh * wp, blocks = (positions + 31) / 32;
+        // The last block's taps read up to (blocks·32 − 1) + (kh − 1)·wp + kw − 1 past the last plane's start: zeroed slack.
+        int used = c * plane, slack = blocks * 32 + kh * wp + kw;
+        var pad = Grow(ref padded, used + slack);
+        var outBuf = Grow(ref flatOut, 8 * blocks * 32);
+        bool relu = activation == FusedActivation.Relu, reluInRegisters = relu && ra is null;
+        fixed (float* px = xa, pp = pad, pg = directGroups, py = ya, pb = bias, pr = ra, po = outBuf)
         {
-            float* wg = groups + (long)g * kdim * 8;
-            int channels = Math.Min(8, o - g * 8);
-            for (int row = 0; row < oh; row++)
-                for (int xb = 0; xb < blocks; xb++)
+            for (int ci = 0; ci < c; ci++)
+            {
+                float* src = px + xo + (long)(b * c + ci) * h * w;
+                for (int r = 0; r < hp; r++)
                 {
+                    float* dst = pp + (long)ci * plane + (long)r * wp;
+                    int iy = r - pt;
+                    if ((uint)iy >= (uint)h) { new Span<float>(dst, wp).Clear(); continue; }
+                    for (int q = 0; q < pl; q++) dst[q] = 0f;
+                    Buffer.MemoryCopy(src + (long)iy * w, dst + pl, (wp - pl) * 4L, w * 4L);
+                    for (int q = pl + w; q < wp; q++) dst[q] = 0f;
+                }
+            }
+            new Span<float>(pp + used, slack).Clear();
+            int yBase = yo + b * o * l;
+            for (int g = 0; g * 8 < o; g++)
+            {
+                float* wg = pg + (long)g * kdim * 8;
+                int channels = Math.Min(8, o - g * 8);
+                for (int blk = 0; blk < blocks; blk++)
+                {
+                    int p0 = blk * 32;
                     Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
                     Vector512<float> a40 = default, a41 = default, a50 = default, a51 = default, a60 = default, a61 = default, a70 = default, a71 = default;
                     float* wt = wg;
                     for (int ci = 0; ci < c; ci++)
                         for (int ki = 0; ki < kh; ki++)
                         {
-                            float* prow = pad + ((long)ci * hp + row + ki) * wp + xb * 32;
+                            float* row = pp + (long)ci * plane + (long)ki * wp + p0;
                             for (int kj = 0; kj < kw; kj++, wt += 8)
                             {
-                                var v0 = Vector512.Load(prow + kj);
-                                var v1 = Vector512.Load(prow + kj + 16);
+                                var v0 = Vector512.Load(row + kj);
+                                var v1 = Vector512.Load(row + kj + 16);
                                 var w0 = Vector512.Create(wt[0]); a00 = Avx512F.FusedMultiplyAdd(v0, w0, a00); a01 = Avx512F.FusedMultiplyAdd(v1, w0, a01);
                                 var w1 = Vector512.Create(wt[1]); a10 = Avx512F.FusedMultiplyAdd(v0, w1, a10); a11 = Avx512F.FusedMultiplyAdd(v1, w1, a11);
                                 var w2 = Vector512.Create(wt[2]); a20 = Avx512F.FusedMultiplyAdd(v0, w2, a20); a21 = Avx512F.FusedMultiplyAdd(v1, w2, a21);
@@ -294,51 +332,52 @@ public sealed partial class PackedConv2d
                                 var w7 = Vector512.Create(wt[7]); a70 = Avx512F.FusedMultiplyAdd(v0, w7, a70); a71 = Avx512F.FusedMultiplyAdd(v1, w7, a71);
                             }
                         }
-                    int x0 = xb * 32, len = Math.Min(32, ow - x0);
-                    for (int j = 0; j < channels; j++)
+                    int stride = blocks * 32;
+                    float* ob = po + p0;
+                    StoreFlat(ob, a00, a01, g * 8 < o && pb != null ? pb[g * 8] : 0f, reluInRegisters);
+                    StoreFlat(ob + stride, a10, a11, g * 8 + 1 < o && pb != null ? pb[g * 8 + 1] : 0f, reluInRegisters);
+                    StoreFlat(ob + 2 * stride, a20, a21, g * 8 + 2 < o && pb != null ? pb[g * 8 + 2] : 0f, reluInRegisters);
+                    StoreFlat(ob + 3 * stride, a30, a31, g * 8 + 3 < o && pb != null ? pb[g * 8 + 3] : 0f, reluInRegisters);
+                    StoreFlat(ob + 4 * stride, a40, a41, g * 8 + 4 < o && pb != null ? pb[g * 8 + 4] : 0f, reluInRegisters);
+                    StoreFlat(ob + 5 * stride, a50, a51, g * 8 + 5 < o && pb != null ? pb[g * 8 + 5] : 0f, reluInRegisters);
+                    StoreFlat(ob + 6 * stride, a60, a61, g * 8 + 6 < o && pb != null ? pb[g * 8 + 6] : 0f, reluInRegisters);
+                    StoreFlat(ob + 7 * stride, a70, a71, g * 8 + 7 < o && pb != null ? pb[g * 8 + 7] : 0f, reluInRegisters);
+                }
+                for (int j = 0; j < channels; j++)
+                {
+                    int oc = g * 8 + j;
+                    float* dstPlane = py + yBase + (long)oc * l, srcPlane = po + (long)j * blocks * 32;
+                    for (int y = 0; y < oh; y++)
                     {
-                        var (lo, hi) = j switch
-                        {
-                            0 => (a00, a01), 1 => (a10, a11), 2 => (a20, a21), 3 => (a30, a31),
-                            4 => (a40, a41), 5 => (a50, a51), 6 => (a60, a61), _ => (a70, a71),
-                        };
-                        int oc = g * 8 + j;
-                        if (bias is not null)
-                        {
-                            var bv = Vector512.Create(bias[oc]);
-                            lo += bv;
-                            hi += bv;
-                        }
-                        long at = (long)oc * l + (long)row * ow + x0;
-                        float* dst = len == 32 ? y + at : tmp;
-                        if (residual is not null)
-                        {
-                            float* r = residual + at;
-                            if (len == 32)
-                            {
-                                lo += Vector512.Load(r);
-                                hi += Vector512.Load(r + 16);
-                            }
-                            else
-                            {
-                                lo.Store(tmp);
-                                hi.Store(tmp + 16);
-                                for (int q = 0; q < len; q++) tmp[q] += r[q];
-                                lo = Vector512.Load(tmp);
-                                hi = Vector512.Load(tmp + 16);
-                            }
-                        }
-                        if (relu)
-                        {
-                            lo = Vector512.Max(lo, Vector512<float>.Zero);
-                            hi = Vector512.Max(hi, Vector512<float>.Zero);
-                        }
-                        lo.Store(dst);
-                        hi.Store(dst + 16);
-                        if (len < 32) new Span<float>(tmp, len).CopyTo(new Span<float>(y + at, len));
+                        float* s = srcPlane + (long)y * wp, d = dstPlane + (long)y * ow;
+                        int q = 0;
+                        for (; q + 16 <= ow; q += 16) Vector512.Load(s + q).Store(d + q);
+                        for (; q < ow; q++) d[q] = s[q];
+                    }
+                    if (pr is not null)
+                    {
+                        var outPlane = new Span<float>(dstPlane, l);
+                        TensorPrimitives.Add(outPlane, new ReadOnlySpan<float>(pr + ro + (long)(b * o + oc) * l, l), outPlane);
+                        if (relu) TensorPrimitives.Max(outPlane, 0f, outPlane);
                     }
                 }
+            }
         }
+    }
+
+    /// <summary>Stores one channel's 32 accumulated positions plus its bias and, optionally, ReLU.</summary>
+    static unsafe void StoreFlat(float* dst, Vector512<float> lo, Vector512<float> hi, float bias, bool relu)
+    {
+        var bv = Vector512.Create(bias);
+        lo += bv;
+        hi += bv;
+        if (relu)
+        {
+            lo = Vector512.Max(lo, Vector512<float>.Zero);
+            hi = Vector512.Max(hi, Vector512<float>.Zero);
+        }
+        lo.Store(dst);
+        hi.Store(dst + 16);
     }
 
     static Vector256<float> Mad(Vector256<float> a, Vector256<float> b, Vector256<float> c) =>

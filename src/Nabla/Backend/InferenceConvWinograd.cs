@@ -22,7 +22,9 @@ public sealed partial class PackedConv2d
     /// Settable by tests to compare paths.</summary>
     internal static bool UseWinograd = Environment.GetEnvironmentVariable("NABLA_CONV_WINOGRAD") != "0";
 
-    /// <summary>Fewest input and output channels (the GEMMs' K and M) and smallest map side for the Winograd path.</summary>
+    /// <summary>Fewest input and output channels (the GEMMs' K and M) and smallest map side for the Winograd path. Layers
+    /// with at most 32 output channels on maps of up to 4096 positions run directly instead (faster there: 32 → 32
+    /// channels on 56×56, 1 thread, 0.24 ms direct against 0.26 ms Winograd; on 14×14 0.019 against 0.035 ms).</summary>
     internal static int WinogradMinChannels = 32, WinogradMinSide = 14;
 
     PackedA[]? winogradU;   // 16 transformed filters [O, C], packed; built on first use
