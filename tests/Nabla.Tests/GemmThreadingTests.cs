@@ -95,6 +95,11 @@ public class GemmThreadingTests
         { 130, 129, 300, "row", "col" },
         { 37, 250, 60, "row", "row" },
         { 13, 333, 129, "col", "strided" },
+        // One or two rows of A: the GEMV path (row-major B: 128-, 16- and 1-column chunks; threads split columns from n·k ≥ 2^17).
+        { 1, 300, 129, "row", "row" },
+        { 2, 1000, 200, "strided", "row" },
+        { 1, 130, 400, "col", "row" },
+        { 2, 77, 50, "row", "col" },
     };
 
     [Theory, MemberData(nameof(Shapes))]

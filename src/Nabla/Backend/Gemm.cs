@@ -105,7 +105,10 @@ internal static unsafe partial class Gemm
             for (int i = 0; i < m; i++)
             {
                 var crow = c.AsSpan(cOff + i * ldc + j0, len);
-                if (csB == 1)
+                if (csB == 1 && Avx512F.IsSupported)
+                    fixed (float* pa = a, pb = b, pc = c)
+                        GemvRow512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
+                else if (csB == 1)
                 {
                     if (!accumulate) crow.Clear();
                     for (int p = 0; p < k; p++)
@@ -131,6 +134,44 @@ internal static unsafe partial class Gemm
         }
         if (parts == 1) Range(0);
         else Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, Range);
+    }
+
+    /// <summary>
+    /// c[0..n) (+)= Σ_p a[p·csA]·b[p·rsB + 0..n): 128 columns at a time held in eight registers over the whole k loop, the
+    /// last chunk through masked loads and stores. (A primitive call per row of B cost ~8 ns each: LeNet's 400 → 120 layer
+    /// at batch 1 took 3.8 µs.)
+    /// </summary>
+    static void GemvRow512(int k, float* a, int csA, float* b, int rsB, float* c, int n, bool accumulate)
+    {
+        for (int j = 0; j < n; j += 128)
+        {
+            int cw = Math.Min(128, n - j);
+            var lanes = Vector512<int>.Indices;
+            Vector512<float> M(int v) => Vector512.LessThan(lanes, Vector512.Create(cw - 16 * v)).AsSingle();
+            Vector512<float> m0 = M(0), m1 = M(1), m2 = M(2), m3 = M(3), m4 = M(4), m5 = M(5), m6 = M(6), m7 = M(7);
+            float* bj = b + j, cj = c + j;
+            var z = Vector512<float>.Zero;
+            Vector512<float> c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z;
+            if (accumulate)
+            {
+                c0 = Avx512F.MaskLoad(cj, m0, z); c1 = Avx512F.MaskLoad(cj + 16, m1, z); c2 = Avx512F.MaskLoad(cj + 32, m2, z); c3 = Avx512F.MaskLoad(cj + 48, m3, z);
+                c4 = Avx512F.MaskLoad(cj + 64, m4, z); c5 = Avx512F.MaskLoad(cj + 80, m5, z); c6 = Avx512F.MaskLoad(cj + 96, m6, z); c7 = Avx512F.MaskLoad(cj + 112, m7, z);
+            }
+            for (int p = 0; p < k; p++, bj += rsB)
+            {
+                var av = Vector512.Create(a[(long)p * csA]);
+                c0 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj, m0, z), c0);
+                c1 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj + 16, m1, z), c1);
+                c2 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj + 32, m2, z), c2);
+                c3 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj + 48, m3, z), c3);
+                c4 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj + 64, m4, z), c4);
+                c5 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj + 80, m5, z), c5);
+                c6 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj + 96, m6, z), c6);
+                c7 = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bj + 112, m7, z), c7);
+            }
+            Avx512F.MaskStore(cj, m0, c0); Avx512F.MaskStore(cj + 16, m1, c1); Avx512F.MaskStore(cj + 32, m2, c2); Avx512F.MaskStore(cj + 48, m3, c3);
+            Avx512F.MaskStore(cj + 64, m4, c4); Avx512F.MaskStore(cj + 80, m5, c5); Avx512F.MaskStore(cj + 96, m6, c6); Avx512F.MaskStore(cj + 112, m7, c7);
+        }
     }
 
     /// <summary>Single-threaded entry (the caller already runs in parallel, e.g. over a batch).</summary>
