@@ -11,14 +11,16 @@ public enum FusedActivation { None, Relu }
 /// An inference-only float32 2-D convolution (NCHW) with its weights prepared once: reshaped to the
 /// [O, C/groups·kh·kw] GEMM operand (with any folded BatchNorm already applied by the caller), and an epilogue that
 /// adds the bias, an optional residual of the output's shape and applies an activation in one pass over each output
-/// row while it is still in cache. The path is chosen by shape: stride-1, undilated, ungrouped convolutions with few
-/// taps (C·kh·kw ≤ 32) run directly (<see cref="Direct"/>); 1×1 stride-1 unpadded convolutions read the input as
-/// the GEMM operand; the others go through im2col into a per-thread scratch buffer that is reused across calls, with the
-/// images of a batch side by side when each has few output positions. With AVX-512, ungrouped layers with 64+ output
-/// channels and K ≥ 192 taps, or 12–32 channels and K ≥ 64, on maps of at most 4096 positions take the channel-tiled path
-/// instead (InferenceConvChannelTiles.cs), image by image. Batch 1 runs one (threaded) GEMM per group;
-/// larger batches split the images over threads. Records no autograd. One instance may serve concurrent calls (the only
-/// state built after construction, the channel panels, is built once under a lock).
+/// row while it is still in cache. The path is chosen per call by shape (docs/architecture.md, "Inference fast path"):
+/// stride-1, undilated, ungrouped convolutions with few taps (C·kh·kw ≤ 32), or with AVX-512 few output channels on
+/// small maps, run directly (<see cref="Direct"/>); 3×3 stride-1 padding-1 layers with 32+ channels on maps of 14+ use
+/// Winograd F(2×2, 3×3) (InferenceConvWinograd.cs); with AVX-512, layers with 64+ output channels and K ≥ 192 taps on
+/// maps of at most 4096 positions take the channel-tiled path (InferenceConvChannelTiles.cs); the others go through
+/// im2col (1×1 stride-1 unpadded convolutions read the input as the GEMM operand) into a per-thread scratch buffer that
+/// is reused across calls, with the images of a batch side by side when each has few output positions and large maps in
+/// blocks of output rows. Batch 1 runs threaded kernels; larger batches split the images over threads. Records no
+/// autograd. One instance may serve concurrent calls (the only state built after construction, the channel panels and the
+/// Winograd filters, is built once under a lock).
 /// </summary>
 public sealed partial class PackedConv2d
 {
