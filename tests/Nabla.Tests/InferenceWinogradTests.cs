@@ -4,7 +4,7 @@ namespace Nabla.Tests;
 
 /// <summary>
 /// The Winograd F(2×2, 3×3) path of <see cref="PackedConv2d"/> (3×3, stride 1, padding 1, at least
-/// <see cref="PackedConv2d.WinogradMinChannels"/> channels, maps of at least <see cref="PackedConv2d.WinogradMinSide"/>)
+/// <see cref="PackedConv2d.WinogradMinInChannels"/> input channels, maps of at least <see cref="PackedConv2d.WinogradMinSide"/>)
 /// against eager <see cref="Functional.Conv2d"/> and against the paths it replaces. It changes <see cref="Gemm.Threads"/>
 /// and <see cref="PackedConv2d.UseWinograd"/>, so it runs in the GEMM settings collection.
 /// </summary>
@@ -23,13 +23,13 @@ public class InferenceWinogradTests
     // n, c, h, w, o
     public static TheoryData<int, int, int, int, int> Cases() => new()
     {
-        { 1, 32, 14, 14, 33 },    // the smallest that takes the path (32 output channels or fewer run directly)
-        { 1, 40, 15, 17, 36 },    // odd sides: the last tile row and column reach past the map
+        { 1, 64, 14, 14, 33 },    // the smallest that takes the path (32 output channels or fewer run directly)
+        { 1, 64, 15, 17, 36 },    // odd sides: the last tile row and column reach past the map
         { 2, 64, 16, 14, 70 },    // batch 2 (images split over threads)
-        { 1, 36, 20, 18, 130 },   // 130 output channels: more than one row block of the packed filters
+        { 1, 70, 20, 18, 130 },   // 130 output channels: more than one row block of the packed filters
         { 1, 300, 14, 14, 40 },   // 300 input channels: the filters' K crosses a GEMM K block
-        { 1, 32, 56, 56, 40 },    // long rows: the vector column split and interleave
-        { 1, 32, 70, 60, 32 },    // 4200 positions: past the narrow direct kernel's limit, so 32 channels take this path
+        { 1, 64, 56, 56, 40 },    // long rows: the vector column split and interleave
+        { 1, 64, 70, 60, 32 },    // 4200 positions: past the narrow direct kernel's limit, so 32 channels take this path
     };
 
     [Theory]
@@ -78,11 +78,11 @@ public class InferenceWinogradTests
     public void OtherShapesKeepTheirPaths()
     {
         var gen = new Generator(4);
-        // Too few channels, 32 channels on a map the direct kernel takes, a small map, stride 2, padding 0, dilation 2:
-        // none builds the transformed filters.
+        // Too few input channels (twice; 56 → 32 runs directly), too few output channels, a small map, stride 2, padding 0,
+        // dilation 2: none builds the transformed filters.
         var cases = new (int c, int o, int side, int stride, int pad, int dil)[]
         {
-            (16, 64, 16, 1, 1, 1), (64, 16, 16, 1, 1, 1), (32, 32, 16, 1, 1, 1), (40, 40, 13, 1, 1, 1), (40, 40, 16, 2, 1, 1), (40, 40, 16, 1, 0, 1), (40, 40, 16, 1, 1, 2),
+            (32, 64, 16, 1, 1, 1), (64, 16, 16, 1, 1, 1), (56, 32, 16, 1, 1, 1), (64, 40, 13, 1, 1, 1), (64, 40, 16, 2, 1, 1), (64, 40, 16, 1, 0, 1), (64, 40, 16, 1, 1, 2),
         };
         foreach (var (c, o, side, stride, pad, dil) in cases)
         {

@@ -19,7 +19,8 @@ internal static partial class Cpu
         return r;
     }
 
-    static void UnfoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow, bool knl)
+    static void UnfoldT<T>(T[] src, T[] dst, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int oh, int ow, bool knl,
+        int b0 = 0, bool parallel = true)
     {
         int l = oh * ow, rows = c * kh * kw;
         void One(int b)
@@ -27,7 +28,7 @@ internal static partial class Cpu
             for (int row = 0; row < rows; row++)
             {
                 int ch = row / (kh * kw), ki = row / kw % kh, kj = row % kw;
-                int srcBase = (b * c + ch) * h * w;
+                int srcBase = ((b0 + b) * c + ch) * h * w;
                 int dstBase = knl ? (row * n + b) * l : (b * rows + row) * l;
                 for (int y = 0; y < oh; y++)
                 {
@@ -56,7 +57,7 @@ internal static partial class Cpu
                 }
             }
         }
-        if (n > 1 && (long)n * rows * l > 1 << 16) Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
+        if (parallel && n > 1 && (long)n * rows * l > 1 << 16) Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
         else for (int b = 0; b < n; b++) One(b);
     }
 

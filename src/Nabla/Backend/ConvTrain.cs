@@ -6,8 +6,10 @@ namespace Nabla;
 
 /// <summary>
 /// The float32 (and float64, for gradient checks) training path of conv2d (groups = 1) as one recorded primitive,
-/// "conv2d". Forward: im2col of the whole batch into [C·kh·kw, N·L] (L = oh·ow), one GEMM with the weight into [O, N·L],
-/// and one copy into [N, O, oh, ow] that adds the bias; the columns are lent to the backward rule. Backward, when no
+/// "conv2d". Forward in float32: <see cref="PackedConv2d"/> with the weights packed for the call (its kernels chosen by
+/// shape). Otherwise (float64, or <see cref="PackedForward"/> off): im2col of the whole batch into [C·kh·kw, N·L]
+/// (L = oh·ow), one GEMM with the weight into [O, N·L], and one copy into [N, O, oh, ow] that adds the bias; the columns
+/// are lent to the backward rule (without them the backward makes each chunk's own). Backward, when no
 /// graph of the gradient is being recorded: <see cref="Cpu.ConvBackward"/> (chunks of images: gradient copy, weight
 /// gradient GEMM against the saved columns, Wᵀ·g folded into dx). Scratch arrays come from <see cref="ConvScratch"/>
 /// instead of fresh allocations. With grad mode on in the rule (create_graph), the gradients are the same formulas
@@ -18,6 +20,10 @@ internal static class ConvTrain
 {
     /// <summary>Whether <see cref="Functional.Conv2d"/> takes this path when it applies (float32 or float64, groups = 1).</summary>
     internal static bool Enabled = true;
+
+    /// <summary>Whether the float32 forward runs through <see cref="PackedConv2d"/> (<c>NABLA_CONV_TRAIN_PACKED=0</c>: the
+    /// batch-wide im2col + GEMM, whose columns the backward then reuses).</summary>
+    internal static bool PackedForward = Environment.GetEnvironmentVariable("NABLA_CONV_TRAIN_PACKED") != "0";
 
     public static bool Applies(Tensor x, Tensor weight, Tensor? bias, int groups) =>
         Enabled && groups == 1 && x.DType is (DType.Float32 or DType.Float64) && weight.DType == x.DType
@@ -35,8 +41,16 @@ internal static class ConvTrain
         var y = Tensor.Empty([n, o, oh, ow], dt);
         // The forward's im2col columns are lent to the backward rule, which returns them to the scratch pool after
         // its first fast run; a rule run again (retainGraph) or never run recomputes or drops them.
-        Array cols;
-        if (dt == DType.Float32)
+        Array? cols;
+        if (dt == DType.Float32 && PackedForward)
+        {
+            // The inference kernels (direct, Winograd, channel tiles, blocked im2col: whichever fits the shape) with the
+            // weights packed for this call; no batch-wide columns are kept, the backward makes each chunk's own.
+            using (GradMode.NoGrad())
+                new PackedConv2d(weight, bias, s, (p.h, p.w, p.h, p.w), d, 1, FusedActivation.None).Run(x, null, y);
+            cols = null;
+        }
+        else if (dt == DType.Float32)
         {
             var c32 = ConvScratch.Rent<float>(geo.K * geo.NL);
             Cpu.ConvForward(geo, x.ContiguousData<float>(), weight.ContiguousData<float>(), bias?.ContiguousData<float>(), y.storage.As<float>(), c32);
@@ -78,7 +92,7 @@ internal static class ConvTrain
             }
             return bias is null ? [gx, gw] : [gx, gw, gb];
         }, x, weight);
-        if (!r.RequiresGrad) ConvScratch.Return(cols);   // no node holds them
+        if (!r.RequiresGrad && cols is not null) ConvScratch.Return(cols);   // no node holds them
         return r;
     }
 
@@ -177,11 +191,6 @@ internal static partial class Cpu
     {
         int k = g.K, l = g.L, nl = g.NL, o = g.O, n = g.N;
         T[]? cols = savedCols, partW = null;
-        if (gw is not null && cols is null)
-        {
-            cols = ConvScratch.Rent<T>(k * nl);
-            UnfoldT(x, cols, n, g.C, g.H, g.W, g.Kh, g.Kw, g.Sh, g.Sw, g.Ph, g.Pw, g.Dh, g.Dw, g.Oh, g.Ow, knl: true);
-        }
         try
         {
             // Images per chunk: about 256 K elements in the larger of the two per-chunk buffers.
@@ -197,6 +206,8 @@ internal static partial class Cpu
             {
                 var g2 = ConvScratch.Rent<T>(o * cb * l);
                 var gc = gx is null ? null : ConvScratch.Rent<T>(k * cb * l);
+                // Without the forward's columns, each chunk's are made here, into a chunk-sized buffer that stays in cache.
+                var cc = gw is not null && cols is null ? ConvScratch.Rent<T>(k * cb * l) : null;
                 try
                 {
                     bool first = true;
@@ -213,8 +224,15 @@ internal static partial class Cpu
                             }
                         if (partW is not null)
                         {
-                            if (transposed) ConvGemm(k, o, cl, cols!, b0 * l, nl, 1, g2, 0, 1, cl, partW, t * k * o, o, !first, threaded: false);
-                            else ConvGemm(o, k, cl, g2, 0, cl, 1, cols!, b0 * l, 1, nl, partW, t * k * o, k, !first, threaded: false);
+                            var src = cols;
+                            int at = b0 * l, ld = nl;
+                            if (cc is not null)
+                            {
+                                UnfoldT(x, cc, nb, g.C, g.H, g.W, g.Kh, g.Kw, g.Sh, g.Sw, g.Ph, g.Pw, g.Dh, g.Dw, g.Oh, g.Ow, knl: true, b0: b0, parallel: false);
+                                (src, at, ld) = (cc, 0, cl);
+                            }
+                            if (transposed) ConvGemm(k, o, cl, src!, at, ld, 1, g2, 0, 1, cl, partW, t * k * o, o, !first, threaded: false);
+                            else ConvGemm(o, k, cl, g2, 0, cl, 1, src!, at, 1, ld, partW, t * k * o, k, !first, threaded: false);
                         }
                         first = false;
                         if (gc is not null)
@@ -228,6 +246,7 @@ internal static partial class Cpu
                 }
                 finally
                 {
+                    if (cc is not null) ConvScratch.Return(cc);
                     if (gc is not null) ConvScratch.Return(gc);
                     ConvScratch.Return(g2);
                 }

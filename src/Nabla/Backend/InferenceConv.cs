@@ -13,7 +13,7 @@ public enum FusedActivation { None, Relu }
 /// adds the bias, an optional residual of the output's shape and applies an activation in one pass over each output
 /// row while it is still in cache. The path is chosen per call by shape (docs/architecture.md, "Inference fast path"):
 /// stride-1, undilated, ungrouped convolutions with few taps (C·kh·kw ≤ 32), or with AVX-512 few output channels on
-/// small maps, run directly (<see cref="Direct"/>); 3×3 stride-1 padding-1 layers with 32+ channels on maps of 14+ use
+/// small maps, run directly (<see cref="Direct"/>); 3×3 stride-1 padding-1 layers with 64+ input channels on maps of 14+ use
 /// Winograd F(2×2, 3×3) (InferenceConvWinograd.cs); with AVX-512, layers with 64+ output channels and K ≥ 192 taps on
 /// maps of at most 4096 positions take the channel-tiled path (InferenceConvChannelTiles.cs); the others go through
 /// im2col (1×1 stride-1 unpadded convolutions read the input as the GEMM operand) into a per-thread scratch buffer that
