@@ -117,7 +117,7 @@ internal static unsafe partial class Gemm
                     for (int ib = ibFrom; ib < ibTo; ib++)
                     {
                         int ic = ib * MC, mc = Math.Min(MC, m - ic);
-                        Macro(mc, nc, kc, pA + a.Offsets[pbIdx, ib], pB, pC + cOff + ic * ldc + j0 + jc, ldc, accumulate || pc > 0);
+                        Macro(mc, nc, kc, pA + a.Offsets[pbIdx, ib], pB, pC + cOff + ic * ldc + j0 + jc, ldc, accumulate || pc > 0, prefetchA: true);
                     }
                 }
             }
