@@ -15,6 +15,7 @@ static class Harness
     public static int Samples = 9;
     public static double SampleSeconds = 0.15;
     public static double WarmupSeconds = 0.4;
+    public const int PauseMs = 100;
 
     /// <summary>
     /// Warms every candidate up, then takes <see cref="Samples"/> timed samples of each, interleaved
@@ -49,8 +50,11 @@ static class Harness
             for (int j = 0; j < steps.Length; j++)
             {
                 int i = (j + s) % steps.Length;
-                // NOTE: a short sleep lets the previous framework's spinning workers (OpenMP, ORT, .NET pool) go idle.
-                Thread.Sleep(15);
+                // NOTE: a pause lets the previous framework's spinning workers (OpenMP, ORT, .NET pool) go idle. 15 ms was
+                // not enough: ResNet-18 at 2 threads measured 11.5–12.6 ms for Nabla right after ONNX Runtime's samples and
+                // 10.0–10.6 ms with 100–200 ms pauses, ONNX Runtime's own time unchanged (9.5–9.7 ms); with ORT's
+                // spinning turned off (session.intra_op.allow_spinning = 0) 10.6 ms after a 15 ms pause.
+                Thread.Sleep(PauseMs);
                 var step = steps[i];
                 int n = iters[i];
                 self.Refresh();
