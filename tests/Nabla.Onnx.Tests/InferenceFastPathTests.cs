@@ -21,6 +21,11 @@ public class InferenceFastPathTests
             Assert.True(Math.Abs(e[i] - a[i]) <= tol * Math.Max(1, Math.Abs(e[i])), $"element {i}: expected {e[i]}, got {a[i]}");
     }
 
+    /// <summary>The eager convolution in float64 (im2col and a double GEMM): independent of <see cref="PackedConv2d"/>,
+    /// which the float32 eager convolution itself runs on.</summary>
+    static Tensor Reference(Tensor x, Tensor w, Tensor? b, (int, int) stride, (int, int) pad, (int, int)? dil = null, int groups = 1) =>
+        Functional.Conv2d(x.To(DType.Float64), w.To(DType.Float64), b?.To(DType.Float64), stride, pad, dil ?? (1, 1), groups).To(DType.Float32);
+
     // n, c, h, w, o, k, stride, pad (t, l, b, r), dilation, groups
     public static TheoryData<int, int, int, int, int, int, int, int[], int, int> ConvCases() => new()
     {
@@ -47,8 +52,10 @@ public class InferenceFastPathTests
         { 1, 57, 9, 8, 32, 3, 1, new[] { 1, 0, 2, 1 }, 1, 1 },   // narrow direct, K = 513 > 512: not direct; 32 channels
         { 1, 56, 9, 8, 25, 3, 1, new[] { 1, 0, 2, 1 }, 1, 1 },   // narrow direct at K = 504, asymmetric padding, 25 channels
         { 1, 4, 70, 60, 12, 5, 1, new[] { 2, 2, 2, 2 }, 1, 1 },  // narrow, 4200 positions: past the direct limit, the GEMM path
-        { 1, 3, 180, 180, 9, 5, 2, new[] { 2, 2, 2, 2 }, 1, 1 }, // 8100 positions from K = 75: blocks of output rows, threads take blocks
-        { 2, 3, 181, 179, 9, 5, 2, new[] { 2, 1, 2, 3 }, 1, 1 }, // the same in a batch (each image's blocks on one thread), uneven sizes
+        { 1, 6, 180, 180, 9, 5, 2, new[] { 2, 2, 2, 2 }, 1, 1 }, // 8100 positions from K = 150: blocks of output rows, threads take blocks
+        { 2, 6, 181, 179, 9, 5, 2, new[] { 2, 1, 2, 3 }, 1, 1 }, // the same in a batch (each image's blocks on one thread), uneven sizes
+        { 1, 3, 60, 61, 20, 7, 2, new[] { 3, 3, 2, 4 }, 1, 1 },  // stride-2 direct over parity planes (3 channels, 7x7): two threads split channel groups
+        { 2, 4, 33, 31, 9, 3, 2, new[] { 0, 1, 1, 0 }, 1, 1 },   // stride-2 direct, batch 2, odd sizes, asymmetric padding
     };
 
     [Theory]
@@ -61,7 +68,7 @@ public class InferenceFastPathTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var conv = new PackedConv2d(weight, bias, (stride, stride), (pad[0], pad[1], pad[2], pad[3]), (dil, dil), groups, FusedActivation.Relu);
         // Reference: explicit zero padding (F.pad order: left, right, top, bottom), then the eager convolution.
-        var reference = Functional.Conv2d(Functional.Pad(x, [pad[1], pad[3], pad[0], pad[2]]), weight, bias, (stride, stride), (0, 0), (dil, dil), groups);
+        var reference = Reference(Functional.Pad(x, [pad[1], pad[3], pad[0], pad[2]]), weight, bias, (stride, stride), (0, 0), (dil, dil), groups);
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
         Assert.Equal(reference.Shape, conv.OutputShape(x.Shape));
         Close(reference.Add(residual).Relu(), conv.Run(x, residual));
@@ -78,7 +85,7 @@ public class InferenceFastPathTests
         var x = Tensor.Randn([3, 2, 8, 8], DType.Float32, gen).Permute(1, 0, 2, 3);   // [2, 3, 8, 8], not contiguous
         var weight = Tensor.Randn([4, 3, 3, 3], DType.Float32, gen);
         var conv = new PackedConv2d(weight, null, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.None);
-        Close(Functional.Conv2d(x, weight, null, (1, 1), (1, 1)), conv.Run(x));
+        Close(Reference(x, weight, null, (1, 1), (1, 1)), conv.Run(x));
     }
 
     [Fact]

@@ -28,7 +28,8 @@ public sealed partial class PackedConv2d
     readonly float[]? bias;    // [O]
     readonly PackedA[]? packed; // one per group, in the GEMM's A layout (null without the FMA fast path)
     readonly bool direct;       // few input taps (C·kh·kw ≤ DirectMaxK), stride and dilation 1, no groups: direct convolution
-    readonly bool narrowDirect; // few output channels, AVX-512: direct on maps of at most NarrowDirectMaxPositions (one thread per image)
+    readonly bool narrowDirect; // few output channels, AVX-512: direct on maps of at most NarrowDirectMaxPositions
+    readonly bool strideTwoDirect; // stride 2 with few taps (first layers: ResNet's 7×7 on RGB), AVX-512: direct over parity planes
     readonly float[]? directWeight; // [O, C·kh·kw]
     readonly float[]? directGroups; // [ceil(O/8)][C·kh·kw][8], the AVX-512 direct kernel's layout
 
@@ -44,6 +45,11 @@ public sealed partial class PackedConv2d
     /// <summary>Largest map (output positions) on which narrow layers run directly: the direct kernel keeps an image on one
     /// thread, so larger maps at batch 1 keep the threaded paths.</summary>
     const int NarrowDirectMaxPositions = 4096;
+
+    /// <summary>Most taps (C·kh·kw) and input channels for the stride-2 direct kernel: first layers on images (ResNet's
+    /// 7×7×3 = 147: 1.45–1.49 → 1.26–1.28 ms at 1 thread). Its 64-channel 1×1 stride-2 layers were twice as slow this way
+    /// (81 → 166 µs), hence the channel limit.</summary>
+    const int DirectStrideTwoMaxK = 160, DirectStrideTwoMaxC = 4;
 
     public int OutChannels { get; }
     public int InChannels { get; }
@@ -94,8 +100,10 @@ public sealed partial class PackedConv2d
         bool unitStride = groups == 1 && stride == (1, 1) && dilation == (1, 1) && Vector256.IsHardwareAccelerated;
         direct = unitStride && taps <= DirectMaxK;
         narrowDirect = unitStride && !direct && Avx512F.IsSupported && o <= DirectNarrowMaxO && taps <= DirectNarrowMaxK;
+        strideTwoDirect = groups == 1 && stride == (2, 2) && dilation == (1, 1) && Avx512F.IsSupported && taps <= DirectStrideTwoMaxK
+                          && weight.shape[1] <= DirectStrideTwoMaxC;
         if (direct && !Avx512F.IsSupported) directWeight = w;
-        if ((direct || narrowDirect) && Avx512F.IsSupported)
+        if ((direct || narrowDirect || strideTwoDirect) && Avx512F.IsSupported)
         {
             // [ceil(O/8)][K][8]: the eight channel weights of one tap side by side, zero for channels past O.
             int kdim = weight.shape[1] * KernelH * KernelW, groupsOf8 = (o + 7) / 8;
@@ -146,12 +154,12 @@ public sealed partial class PackedConv2d
         var ya = output.storage.As<float>();
         int yo = output.offset;
         int n = shape[0], h = x.shape[2], w = x.shape[3], oh = shape[2], ow = shape[3], l = oh * ow;
-        if (direct || (narrowDirect && l <= NarrowDirectMaxPositions))
+        if (direct || (narrowDirect && l <= NarrowDirectMaxPositions) || strideTwoDirect)
         {
             if (n > 1 && Gemm.Threads > 1)
                 Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
             else
-                for (int b = 0; b < n; b++) Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+                for (int b = 0; b < n; b++) Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: n > 1);
             return;
         }
         if (TakesWinograd(oh, ow))
@@ -202,11 +210,11 @@ public sealed partial class PackedConv2d
     /// Direct convolution of one image: the input is copied once into zero-bordered planes, then each output row is
     /// accumulated 32 columns at a time in four 8-wide registers over all C·kh·kw taps, and the epilogue runs per row.
     /// </summary>
-    unsafe void Direct(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation)
+    unsafe void Direct(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial = true)
     {
         if (directGroups is not null)
         {
-            DirectFlat(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+            DirectFlat(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial);
             return;
         }
         int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, ph = Padding.Top, pw = Padding.Left, l = oh * ow;
@@ -272,99 +280,122 @@ public sealed partial class PackedConv2d
     [ThreadStatic] static float[]? flatOut;
 
     /// <summary>
-    /// The AVX-512 direct kernel. The input is copied into zero-bordered planes of the padded width wp = ow + kw − 1, so
-    /// output (y, x) and its tap (ki, kj) are P = y·wp + x and P + ki·wp + kj: the output positions form one flat range (the
-    /// kw − 1 columns past each row's end are computed and dropped), which keeps 32-wide vectors full on narrow maps (a
-    /// 10×10 output is 140 flat positions, not 10 rows of 32). Eight output channels × 32 positions sit in sixteen
-    /// registers, so each input load feeds eight FMAs (one channel at a time was load-bound: LeNet's first layer at batch
-    /// 64 ran at 23 GFLOP/s). Bias and activation are applied in registers; the rows are then copied out (and the
-    /// residual added before the activation when there is one).
+    /// The AVX-512 direct kernel, for stride 1 and 2. The input is copied into zero-bordered planes: one per channel at
+    /// stride 1, four at stride 2 (the padded input split by row and column parity, plane (rp, cp)[i][j] = P[2i + rp][2j + cp]),
+    /// each of width wp = ow + (kw − 1)/stride, so output (y, x) and its tap (ki, kj) are P = y·wp + x and P plus a fixed
+    /// offset per tap (table <c>taps</c>). The output positions form one flat range (the columns past each row's end are
+    /// computed and dropped), which keeps 32-wide vectors full on narrow maps (a 10×10 output is 140 flat positions, not
+    /// 10 rows of 32). Eight output channels × 32 positions sit in sixteen registers, so each input load feeds eight FMAs
+    /// (one channel at a time was load-bound: LeNet's first layer at batch 64 ran at 23 GFLOP/s). Bias and activation are
+    /// applied in registers; the rows are then copied out (and the residual added before the activation when there is
+    /// one). At batch 1 (<paramref name="serial"/> false) threads take groups of eight channels.
     /// </summary>
-    unsafe void DirectFlat(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation)
+    unsafe void DirectFlat(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
     {
-        int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, pt = Padding.Top, pl = Padding.Left, kdim = c * kh * kw, l = oh * ow;
-        int wp = ow + kw - 1, hp = oh + kh - 1, plane = hp * wp, positions = oh * wp, blocks = (positions + 31) / 32;
-        // The last block's taps read up to (blocks·32 − 1) + (kh − 1)·wp + kw − 1 past the last plane's start: zeroed slack.
-        int used = c * plane, slack = blocks * 32 + kh * wp + kw;
+        int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, st = Stride.H, pt = Padding.Top, pl = Padding.Left, kdim = c * kh * kw, l = oh * ow;
+        int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, planes = c * st * st, positions = oh * wp, blocks = (positions + 31) / 32;
+        // The last block's taps read up to blocks·32 + 15 past the last plane's largest tap offset: zeroed slack.
+        int used = planes * plane, slack = blocks * 32 + plane + 64;
         var pad = Grow(ref padded, used + slack);
-        var outBuf = Grow(ref flatOut, 8 * blocks * 32);
+        Span<int> taps = kdim <= 1024 ? stackalloc int[kdim] : new int[kdim];
+        for (int ci = 0, t = 0; ci < c; ci++)
+            for (int ki = 0; ki < kh; ki++)
+                for (int kj = 0; kj < kw; kj++, t++)
+                    taps[t] = ((ci * st + ki % st) * st + kj % st) * plane + ki / st * wp + kj / st;
+        var tapArr = taps.ToArray();
         bool relu = activation == FusedActivation.Relu, reluInRegisters = relu && ra is null;
-        fixed (float* px = xa, pp = pad, pg = directGroups, py = ya, pb = bias, pr = ra, po = outBuf)
+        int yBase = yo + b * o * l, groups = (o + 7) / 8;
+        fixed (float* px = xa, pp = pad)
         {
             for (int ci = 0; ci < c; ci++)
             {
                 float* src = px + xo + (long)(b * c + ci) * h * w;
-                for (int r = 0; r < hp; r++)
-                {
-                    float* dst = pp + (long)ci * plane + (long)r * wp;
-                    int iy = r - pt;
-                    if ((uint)iy >= (uint)h) { new Span<float>(dst, wp).Clear(); continue; }
-                    for (int q = 0; q < pl; q++) dst[q] = 0f;
-                    Buffer.MemoryCopy(src + (long)iy * w, dst + pl, (wp - pl) * 4L, w * 4L);
-                    for (int q = pl + w; q < wp; q++) dst[q] = 0f;
-                }
+                for (int rp = 0; rp < st; rp++)
+                    for (int cp = 0; cp < st; cp++)
+                    {
+                        float* pbase = pp + (long)((ci * st + rp) * st + cp) * plane;
+                        // Columns j with input column st·j + cp − pl inside [0, w).
+                        int j0 = Math.Clamp((pl - cp + st - 1) / st, 0, wp), j1 = Math.Clamp((w - 1 + pl - cp) / st + 1, j0, wp);
+                        for (int i = 0; i < hp; i++)
+                        {
+                            float* dst = pbase + (long)i * wp;
+                            int iy = st * i + rp - pt;
+                            if ((uint)iy >= (uint)h) { new Span<float>(dst, wp).Clear(); continue; }
+                            float* row = src + (long)iy * w + cp - pl;
+                            for (int j = 0; j < j0; j++) dst[j] = 0f;
+                            if (st == 1) Buffer.MemoryCopy(row + j0, dst + j0, (j1 - j0) * 4L, (j1 - j0) * 4L);
+                            else for (int j = j0; j < j1; j++) dst[j] = row[st * j];
+                            for (int j = j1; j < wp; j++) dst[j] = 0f;
+                        }
+                    }
             }
             new Span<float>(pp + used, slack).Clear();
-            int yBase = yo + b * o * l;
-            for (int g = 0; g * 8 < o; g++)
-            {
-                float* wg = pg + (long)g * kdim * 8;
-                int channels = Math.Min(8, o - g * 8);
-                for (int blk = 0; blk < blocks; blk++)
-                {
-                    int p0 = blk * 32;
-                    Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
-                    Vector512<float> a40 = default, a41 = default, a50 = default, a51 = default, a60 = default, a61 = default, a70 = default, a71 = default;
-                    float* wt = wg;
-                    for (int ci = 0; ci < c; ci++)
-                        for (int ki = 0; ki < kh; ki++)
-                        {
-                            float* row = pp + (long)ci * plane + (long)ki * wp + p0;
-                            for (int kj = 0; kj < kw; kj++, wt += 8)
-                            {
-                                var v0 = Vector512.Load(row + kj);
-                                var v1 = Vector512.Load(row + kj + 16);
-                                var w0 = Vector512.Create(wt[0]); a00 = Avx512F.FusedMultiplyAdd(v0, w0, a00); a01 = Avx512F.FusedMultiplyAdd(v1, w0, a01);
-                                var w1 = Vector512.Create(wt[1]); a10 = Avx512F.FusedMultiplyAdd(v0, w1, a10); a11 = Avx512F.FusedMultiplyAdd(v1, w1, a11);
-                                var w2 = Vector512.Create(wt[2]); a20 = Avx512F.FusedMultiplyAdd(v0, w2, a20); a21 = Avx512F.FusedMultiplyAdd(v1, w2, a21);
-                                var w3 = Vector512.Create(wt[3]); a30 = Avx512F.FusedMultiplyAdd(v0, w3, a30); a31 = Avx512F.FusedMultiplyAdd(v1, w3, a31);
-                                var w4 = Vector512.Create(wt[4]); a40 = Avx512F.FusedMultiplyAdd(v0, w4, a40); a41 = Avx512F.FusedMultiplyAdd(v1, w4, a41);
-                                var w5 = Vector512.Create(wt[5]); a50 = Avx512F.FusedMultiplyAdd(v0, w5, a50); a51 = Avx512F.FusedMultiplyAdd(v1, w5, a51);
-                                var w6 = Vector512.Create(wt[6]); a60 = Avx512F.FusedMultiplyAdd(v0, w6, a60); a61 = Avx512F.FusedMultiplyAdd(v1, w6, a61);
-                                var w7 = Vector512.Create(wt[7]); a70 = Avx512F.FusedMultiplyAdd(v0, w7, a70); a71 = Avx512F.FusedMultiplyAdd(v1, w7, a71);
-                            }
-                        }
-                    int stride = blocks * 32;
-                    float* ob = po + p0;
-                    StoreFlat(ob, a00, a01, g * 8 < o && pb != null ? pb[g * 8] : 0f, reluInRegisters);
-                    StoreFlat(ob + stride, a10, a11, g * 8 + 1 < o && pb != null ? pb[g * 8 + 1] : 0f, reluInRegisters);
-                    StoreFlat(ob + 2 * stride, a20, a21, g * 8 + 2 < o && pb != null ? pb[g * 8 + 2] : 0f, reluInRegisters);
-                    StoreFlat(ob + 3 * stride, a30, a31, g * 8 + 3 < o && pb != null ? pb[g * 8 + 3] : 0f, reluInRegisters);
-                    StoreFlat(ob + 4 * stride, a40, a41, g * 8 + 4 < o && pb != null ? pb[g * 8 + 4] : 0f, reluInRegisters);
-                    StoreFlat(ob + 5 * stride, a50, a51, g * 8 + 5 < o && pb != null ? pb[g * 8 + 5] : 0f, reluInRegisters);
-                    StoreFlat(ob + 6 * stride, a60, a61, g * 8 + 6 < o && pb != null ? pb[g * 8 + 6] : 0f, reluInRegisters);
-                    StoreFlat(ob + 7 * stride, a70, a71, g * 8 + 7 < o && pb != null ? pb[g * 8 + 7] : 0f, reluInRegisters);
-                }
-                for (int j = 0; j < channels; j++)
-                {
-                    int oc = g * 8 + j;
-                    float* dstPlane = py + yBase + (long)oc * l, srcPlane = po + (long)j * blocks * 32;
-                    for (int y = 0; y < oh; y++)
-                    {
-                        float* s = srcPlane + (long)y * wp, d = dstPlane + (long)y * ow;
-                        int q = 0;
-                        for (; q + 16 <= ow; q += 16) Vector512.Load(s + q).Store(d + q);
-                        for (; q < ow; q++) d[q] = s[q];
-                    }
-                    if (pr is not null)
-                    {
-                        var outPlane = new Span<float>(dstPlane, l);
-                        TensorPrimitives.Add(outPlane, new ReadOnlySpan<float>(pr + ro + (long)(b * o + oc) * l, l), outPlane);
-                        if (relu) TensorPrimitives.Max(outPlane, 0f, outPlane);
-                    }
-                }
-            }
         }
+        var padArr = pad;
+        void Groups(int gFrom, int gTo)
+        {
+            var outBuf = Grow(ref flatOut, 8 * blocks * 32);
+            fixed (float* pp = padArr, pg = directGroups, py = ya, pb = bias, pr = ra, po = outBuf)
+            fixed (int* ptap = tapArr)
+                for (int g = gFrom; g < gTo; g++)
+                {
+                    float* wg = pg + (long)g * kdim * 8;
+                    int channels = Math.Min(8, o - g * 8);
+                    for (int blk = 0; blk < blocks; blk++)
+                    {
+                        float* at = pp + blk * 32;
+                        Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+                        Vector512<float> a40 = default, a41 = default, a50 = default, a51 = default, a60 = default, a61 = default, a70 = default, a71 = default;
+                        float* wt = wg;
+                        for (int t = 0; t < kdim; t++, wt += 8)
+                        {
+                            float* row = at + ptap[t];
+                            var v0 = Vector512.Load(row);
+                            var v1 = Vector512.Load(row + 16);
+                            var w0 = Vector512.Create(wt[0]); a00 = Avx512F.FusedMultiplyAdd(v0, w0, a00); a01 = Avx512F.FusedMultiplyAdd(v1, w0, a01);
+                            var w1 = Vector512.Create(wt[1]); a10 = Avx512F.FusedMultiplyAdd(v0, w1, a10); a11 = Avx512F.FusedMultiplyAdd(v1, w1, a11);
+                            var w2 = Vector512.Create(wt[2]); a20 = Avx512F.FusedMultiplyAdd(v0, w2, a20); a21 = Avx512F.FusedMultiplyAdd(v1, w2, a21);
+                            var w3 = Vector512.Create(wt[3]); a30 = Avx512F.FusedMultiplyAdd(v0, w3, a30); a31 = Avx512F.FusedMultiplyAdd(v1, w3, a31);
+                            var w4 = Vector512.Create(wt[4]); a40 = Avx512F.FusedMultiplyAdd(v0, w4, a40); a41 = Avx512F.FusedMultiplyAdd(v1, w4, a41);
+                            var w5 = Vector512.Create(wt[5]); a50 = Avx512F.FusedMultiplyAdd(v0, w5, a50); a51 = Avx512F.FusedMultiplyAdd(v1, w5, a51);
+                            var w6 = Vector512.Create(wt[6]); a60 = Avx512F.FusedMultiplyAdd(v0, w6, a60); a61 = Avx512F.FusedMultiplyAdd(v1, w6, a61);
+                            var w7 = Vector512.Create(wt[7]); a70 = Avx512F.FusedMultiplyAdd(v0, w7, a70); a71 = Avx512F.FusedMultiplyAdd(v1, w7, a71);
+                        }
+                        int stride = blocks * 32;
+                        float* ob = po + blk * 32;
+                        StoreFlat(ob, a00, a01, g * 8 < o && pb != null ? pb[g * 8] : 0f, reluInRegisters);
+                        StoreFlat(ob + stride, a10, a11, g * 8 + 1 < o && pb != null ? pb[g * 8 + 1] : 0f, reluInRegisters);
+                        StoreFlat(ob + 2 * stride, a20, a21, g * 8 + 2 < o && pb != null ? pb[g * 8 + 2] : 0f, reluInRegisters);
+                        StoreFlat(ob + 3 * stride, a30, a31, g * 8 + 3 < o && pb != null ? pb[g * 8 + 3] : 0f, reluInRegisters);
+                        StoreFlat(ob + 4 * stride, a40, a41, g * 8 + 4 < o && pb != null ? pb[g * 8 + 4] : 0f, reluInRegisters);
+                        StoreFlat(ob + 5 * stride, a50, a51, g * 8 + 5 < o && pb != null ? pb[g * 8 + 5] : 0f, reluInRegisters);
+                        StoreFlat(ob + 6 * stride, a60, a61, g * 8 + 6 < o && pb != null ? pb[g * 8 + 6] : 0f, reluInRegisters);
+                        StoreFlat(ob + 7 * stride, a70, a71, g * 8 + 7 < o && pb != null ? pb[g * 8 + 7] : 0f, reluInRegisters);
+                    }
+                    for (int j = 0; j < channels; j++)
+                    {
+                        int oc = g * 8 + j;
+                        float* dstPlane = py + yBase + (long)oc * l, srcPlane = po + (long)j * blocks * 32;
+                        for (int y = 0; y < oh; y++)
+                        {
+                            float* s = srcPlane + (long)y * wp, d = dstPlane + (long)y * ow;
+                            int q = 0;
+                            for (; q + 16 <= ow; q += 16) Vector512.Load(s + q).Store(d + q);
+                            for (; q < ow; q++) d[q] = s[q];
+                        }
+                        if (pr is not null)
+                        {
+                            var outPlane = new Span<float>(dstPlane, l);
+                            TensorPrimitives.Add(outPlane, new ReadOnlySpan<float>(pr + ro + (long)(b * o + oc) * l, l), outPlane);
+                            if (relu) TensorPrimitives.Max(outPlane, 0f, outPlane);
+                        }
+                    }
+                }
+        }
+        int threads = serial ? 1 : Math.Min(Gemm.Threads, groups);
+        if (threads > 1 && (long)o * positions * kdim >= 1 << 20)
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, q => Groups(groups * q / threads, groups * (q + 1) / threads));
+        else Groups(0, groups);
     }
 
     /// <summary>Stores one channel's 32 accumulated positions plus its bias and, optionally, ReLU.</summary>
