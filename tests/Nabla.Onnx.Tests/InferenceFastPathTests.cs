@@ -5,7 +5,7 @@ using Xunit;
 namespace Nabla.Onnx.Tests;
 
 /// <summary>
-/// The inference fast paths against the reference paths: <see cref="PackedConv2d"/> against eager
+/// The inference fast paths against the reference paths: <see cref="PackedConv2d"/> against the float64 eager
 /// <see cref="Functional.Conv2d"/>, <see cref="InferencePool"/> against <see cref="Functional.MaxPool2d"/>, the load-time
 /// fusion pass (<see cref="OnnxFusion"/>) against the unfused graph, and the executor's buffer reuse against runs
 /// without it.

@@ -4,26 +4,12 @@ namespace Nabla.Tests;
 
 /// <summary>
 /// The channel-tiled path of <see cref="PackedConv2d"/> (batch 1, at most <see cref="PackedConv2d.ChannelTileMaxColumns"/>
-/// output positions, AVX-512) against eager <see cref="Functional.Conv2d"/> and against the GEMM path it replaces; it
+/// output positions, AVX-512) against the float64 eager convolution (<see cref="ConvReference"/>) and the GEMM path it replaces; it
 /// changes <see cref="Gemm.Threads"/> and <see cref="PackedConv2d.UseChannelTiles"/>, so it runs in the GEMM settings collection.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
 public class InferenceChannelTileTests
 {
-    static void Close(Tensor expected, Tensor actual, double tol = 1e-4)
-    {
-        Assert.Equal(expected.Shape, actual.Shape);
-        var e = expected.Contiguous().ToArray<float>();
-        var a = actual.Contiguous().ToArray<float>();
-        for (int i = 0; i < e.Length; i++)
-            Assert.True(Math.Abs(e[i] - a[i]) <= tol * Math.Max(1, Math.Abs(e[i])), $"element {i}: expected {e[i]}, got {a[i]}");
-    }
-
-    /// <summary>The eager convolution in float64 (im2col and a double GEMM): independent of <see cref="PackedConv2d"/>,
-    /// which the float32 eager convolution itself runs on.</summary>
-    static Tensor Reference(Tensor x, Tensor w, Tensor? b, (int, int) stride, (int, int) pad, (int, int)? dil = null, int groups = 1) =>
-        Functional.Conv2d(x.To(DType.Float64), w.To(DType.Float64), b?.To(DType.Float64), stride, pad, dil ?? (1, 1), groups).To(DType.Float32);
-
     // n, c, h, w, o, k, stride, pad
     public static TheoryData<int, int, int, int, int, int, int, int> Cases() => new()
     {
@@ -53,7 +39,7 @@ public class InferenceChannelTileTests
             var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
             var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
             var bias = Tensor.Randn([o], DType.Float32, gen);
-            var reference = Reference(x, weight, bias, (stride, stride), (pad, pad));
+            var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
             var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
             var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
 
@@ -66,11 +52,11 @@ public class InferenceChannelTileTests
             var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
             conv.Run(x, residual, y);
             Assert.Equal(PackedConv2d.UseChannelTiles, conv.HasChannelPanels);
-            Close(reference.Add(residual).Relu(), y);
-            Close(viaGemm, y);
+            ConvReference.Close(reference.Add(residual).Relu(), y);
+            ConvReference.Close(viaGemm, y);
             var plain = Tensor.Full(reference.Shape, float.NaN);
             conv.Run(x, null, plain, FusedActivation.None);
-            Close(reference, plain);
+            ConvReference.Close(reference, plain);
 
             // Two threads split the channel blocks, the positions or the images; each output is computed the same way, so the
             // results are bitwise equal.
@@ -91,7 +77,7 @@ public class InferenceChannelTileTests
         var weight = Tensor.Randn([64, 24, 3, 3], DType.Float32, gen).Mul(0.2);
         var conv = new PackedConv2d(weight, null, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.None);
         var big = Tensor.Randn([1, 24, 65, 64], DType.Float32, gen);   // 4160 positions > 4096
-        Close(Reference(big, weight, null, (1, 1), (1, 1)), conv.Run(big));
+        ConvReference.Close(ConvReference.Conv(big, weight, null, (1, 1), (1, 1)), conv.Run(big));
         Assert.False(conv.HasChannelPanels);
         // Channels or taps outside both tiles' ranges: 8 channels (half a narrow tile), 64 channels with K = 180 < 192,
         // 48 channels (between the narrow and the wide tile), 16 channels with K = 54 < 64.
@@ -100,7 +86,7 @@ public class InferenceChannelTileTests
             var w = Tensor.Randn([o, c, 3, 3], DType.Float32, gen);
             var small = new PackedConv2d(w, null, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.None);
             var x = Tensor.Randn([1, c, 7, 7], DType.Float32, gen);
-            Close(Reference(x, w, null, (1, 1), (1, 1)), small.Run(x));
+            ConvReference.Close(ConvReference.Conv(x, w, null, (1, 1), (1, 1)), small.Run(x));
             Assert.False(small.HasChannelPanels);
         }
     }
@@ -115,6 +101,6 @@ public class InferenceChannelTileTests
         var outputs = new Tensor[inputs.Length];
         Parallel.For(0, inputs.Length, i => outputs[i] = conv.Run(inputs[i]));   // the first calls race to build the panels
         for (int i = 0; i < inputs.Length; i++)
-            Close(Reference(inputs[i], weight, null, (1, 1), (1, 1)), outputs[i]);
+            ConvReference.Close(ConvReference.Conv(inputs[i], weight, null, (1, 1), (1, 1)), outputs[i]);
     }
 }

@@ -5,26 +5,12 @@ namespace Nabla.Tests;
 /// <summary>
 /// The Winograd F(2×2, 3×3) path of <see cref="PackedConv2d"/> (3×3, stride 1, padding 1, at least
 /// <see cref="PackedConv2d.WinogradMinInChannels"/> input channels, maps of at least <see cref="PackedConv2d.WinogradMinSide"/>)
-/// against eager <see cref="Functional.Conv2d"/> and against the paths it replaces. It changes <see cref="Gemm.Threads"/>
+/// against the float64 eager convolution (<see cref="ConvReference"/>) and against the paths it replaces. It changes <see cref="Gemm.Threads"/>
 /// and <see cref="PackedConv2d.UseWinograd"/>, so it runs in the GEMM settings collection.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
 public class InferenceWinogradTests
 {
-    static void Close(Tensor expected, Tensor actual, double tol = 1e-4)
-    {
-        Assert.Equal(expected.Shape, actual.Shape);
-        var e = expected.Contiguous().ToArray<float>();
-        var a = actual.Contiguous().ToArray<float>();
-        for (int i = 0; i < e.Length; i++)
-            Assert.True(Math.Abs(e[i] - a[i]) <= tol * Math.Max(1, Math.Abs(e[i])), $"element {i}: expected {e[i]}, got {a[i]}");
-    }
-
-    /// <summary>The eager convolution in float64 (im2col and a double GEMM): independent of <see cref="PackedConv2d"/>,
-    /// which the float32 eager convolution itself runs on.</summary>
-    static Tensor Reference(Tensor x, Tensor w, Tensor? b, (int, int) stride, (int, int) pad, (int, int)? dil = null, int groups = 1) =>
-        Functional.Conv2d(x.To(DType.Float64), w.To(DType.Float64), b?.To(DType.Float64), stride, pad, dil ?? (1, 1), groups).To(DType.Float32);
-
     // n, c, h, w, o
     public static TheoryData<int, int, int, int, int> Cases() => new()
     {
@@ -49,7 +35,7 @@ public class InferenceWinogradTests
             var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
             var weight = Tensor.Randn([o, c, 3, 3], DType.Float32, gen).Mul(0.2);
             var bias = Tensor.Randn([o], DType.Float32, gen);
-            var reference = Reference(x, weight, bias, (1, 1), (1, 1));
+            var reference = ConvReference.Conv(x, weight, bias, (1, 1), (1, 1));
             var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
             var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
 
@@ -62,11 +48,11 @@ public class InferenceWinogradTests
             var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
             conv.Run(x, residual, y);
             Assert.True(conv.HasWinogradFilters);
-            Close(reference.Add(residual).Relu(), y);
-            Close(other, y);
+            ConvReference.Close(reference.Add(residual).Relu(), y);
+            ConvReference.Close(other, y);
             var plain = Tensor.Full(reference.Shape, float.NaN);
             conv.Run(x, null, plain, FusedActivation.None);
-            Close(reference, plain);
+            ConvReference.Close(reference, plain);
 
             // Two threads split channels, the 16 products or the images; each value is computed the same way.
             Gemm.Threads = 2;
@@ -94,7 +80,7 @@ public class InferenceWinogradTests
             var w = Tensor.Randn([o, c, 3, 3], DType.Float32, gen).Mul(0.2);
             var conv = new PackedConv2d(w, null, (stride, stride), (pad, pad, pad, pad), (dil, dil), 1, FusedActivation.None);
             var x = Tensor.Randn([1, c, side, side], DType.Float32, gen);
-            Close(Reference(x, w, null, (stride, stride), (pad, pad), (dil, dil)), conv.Run(x));
+            ConvReference.Close(ConvReference.Conv(x, w, null, (stride, stride), (pad, pad), (dil, dil)), conv.Run(x));
             Assert.False(conv.HasWinogradFilters, $"c={c} o={o} side={side} stride={stride} pad={pad} dilation={dil}");
         }
     }
