@@ -21,6 +21,10 @@ public class ConvTrainingFastPathTests
         [2, 5, 8, 8, 3, 1, 1, 1, 0, 1, true],        // 1×1
         [2, 3, 10, 7, 4, 5, 3, 3, 2, 1, true],       // stride 3 (strided gather in im2col)
         [1, 40, 6, 6, 8, 3, 3, 1, 1, 1, true],       // K = 360 > KC: the GEMMs split the reduction
+        // N·oh·ow ≥ 2048: the forward runs PackedConv2d, the backward makes each chunk's columns itself.
+        [16, 32, 14, 14, 64, 3, 3, 1, 1, 1, true],   // channel-tiled forward
+        [8, 3, 40, 40, 8, 7, 7, 2, 3, 1, false],     // stride-2 direct forward (a first layer)
+        [4, 64, 24, 24, 40, 3, 3, 1, 1, 1, true],    // Winograd forward
     };
 
     static (Tensor x, Tensor w, Tensor? b, Tensor v) Inputs(int seed, int n, int c, int h, int wd, int o, int kh, int kw, bool bias, DType dt, int oh, int ow)

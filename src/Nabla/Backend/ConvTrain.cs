@@ -6,8 +6,8 @@ namespace Nabla;
 
 /// <summary>
 /// The float32 (and float64, for gradient checks) training path of conv2d (groups = 1) as one recorded primitive,
-/// "conv2d". Forward in float32: <see cref="PackedConv2d"/> with the weights packed for the call (its kernels chosen by
-/// shape). Otherwise (float64, or <see cref="PackedForward"/> off): im2col of the whole batch into [C·kh·kw, N·L]
+/// "conv2d". Forward in float32 with at least <see cref="PackedForwardMinColumns"/> output positions over the batch:
+/// <see cref="PackedConv2d"/> with the weights packed for the call (its kernels chosen by shape). Otherwise (float64, or <see cref="PackedForward"/> off): im2col of the whole batch into [C·kh·kw, N·L]
 /// (L = oh·ow), one GEMM with the weight into [O, N·L], and one copy into [N, O, oh, ow] that adds the bias; the columns
 /// are lent to the backward rule (without them the backward makes each chunk's own). Backward, when no
 /// graph of the gradient is being recorded: <see cref="Cpu.ConvBackward"/> (chunks of images: gradient copy, weight
@@ -24,6 +24,15 @@ internal static class ConvTrain
     /// <summary>Whether the float32 forward runs through <see cref="PackedConv2d"/> (<c>NABLA_CONV_TRAIN_PACKED=0</c>: the
     /// batch-wide im2col + GEMM, whose columns the backward then reuses).</summary>
     internal static bool PackedForward = Environment.GetEnvironmentVariable("NABLA_CONV_TRAIN_PACKED") != "0";
+
+    /// <summary>
+    /// Fewest output positions over the batch (N·oh·ow) for the packed forward: the weights are prepared on every call
+    /// (packed, and for the Winograd and channel-tiled paths transformed again), which only pays when each weight serves
+    /// enough positions. 1 thread, 3×3 convolutions, packed per call against the batch-wide im2col: 256 channels on 14×14
+    /// at batch 1 (196 positions) 4.9 against 1.35 ms, 512 on 7×7 7.2 against 1.7 ms; 64 on 56×56 (3136) 1.06 against
+    /// 1.34 ms; 256 on 14×14 at batch 16 (3136) 16.4 against 23.7 ms; the quickstart CNN's layers (12544 and 50176) gain.
+    /// </summary>
+    internal const int PackedForwardMinColumns = 2048;
 
     public static bool Applies(Tensor x, Tensor weight, Tensor? bias, int groups) =>
         Enabled && groups == 1 && x.DType is (DType.Float32 or DType.Float64) && weight.DType == x.DType
@@ -42,7 +51,7 @@ internal static class ConvTrain
         // The forward's im2col columns are lent to the backward rule, which returns them to the scratch pool after
         // its first fast run; a rule run again (retainGraph) or never run recomputes or drops them.
         Array? cols;
-        if (dt == DType.Float32 && PackedForward)
+        if (dt == DType.Float32 && PackedForward && (long)n * oh * ow >= PackedForwardMinColumns)
         {
             // The inference kernels (direct, Winograd, channel tiles, blocked im2col: whichever fits the shape) with the
             // weights packed for this call; no batch-wide columns are kept, the backward makes each chunk's own.
