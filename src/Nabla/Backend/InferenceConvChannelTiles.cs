@@ -132,8 +132,8 @@ public sealed partial class PackedConv2d
                         bool fetch = (long)i * kc < nextLines;
                         float* pf = fetch ? next + (long)i * kc * 16 : wk;
                         int pfStep = fetch ? 16 : 0;
-                        if (TR == 6) Tile(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0, pf, pfStep);
-                        else if (TR == 5) Tile5(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0, pf, pfStep);
+                        if (TR == 6) Tile<SixRows>(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0, pf, pfStep);
+                        else if (TR == 5) Tile<FiveRows>(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0, pf, pfStep);
                         else Tile12x16(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0);
                     }
                 }
@@ -170,11 +170,12 @@ public sealed partial class PackedConv2d
         }
     }
 
-    /// <summary>C[6, 64] (+)= A[6 positions, kc]·W[kc, 64]: A read column-wise from im2col rows (stride lda), W a panel.</summary>
+    /// <summary>C[6, 64] (or C[5, 64]: <typeparamref name="R"/>) (+)= A[positions, kc]·W[kc, 64]: A read column-wise from
+    /// im2col rows (stride lda), W a panel.</summary>
     /// <remarks>Each k step also prefetches the line at <paramref name="pf"/> into L2 and advances it by <paramref name="pfStep"/>
     /// floats (0: the same line again, already in cache).</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void Tile(int kc, float* a, int lda, float* w, float* c, int ldc, bool acc, float* pf, int pfStep)
+    static unsafe void Tile<R>(int kc, float* a, int lda, float* w, float* c, int ldc, bool acc, float* pf, int pfStep) where R : struct, ITileRows
     {
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
@@ -205,53 +206,12 @@ public sealed partial class PackedConv2d
             var a4 = Vector512.Create(a[4]);
             c40 = Avx512F.FusedMultiplyAdd(a4, w0, c40); c41 = Avx512F.FusedMultiplyAdd(a4, w1, c41);
             c42 = Avx512F.FusedMultiplyAdd(a4, w2, c42); c43 = Avx512F.FusedMultiplyAdd(a4, w3, c43);
-            var a5 = Vector512.Create(a[5]);
-            c50 = Avx512F.FusedMultiplyAdd(a5, w0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, w1, c51);
-            c52 = Avx512F.FusedMultiplyAdd(a5, w2, c52); c53 = Avx512F.FusedMultiplyAdd(a5, w3, c53);
-            a += lda;
-            w += 64;
-        }
-        Store4(c, c00, c01, c02, c03, acc); c += ldc;
-        Store4(c, c10, c11, c12, c13, acc); c += ldc;
-        Store4(c, c20, c21, c22, c23, acc); c += ldc;
-        Store4(c, c30, c31, c32, c33, acc); c += ldc;
-        Store4(c, c40, c41, c42, c43, acc); c += ldc;
-        Store4(c, c50, c51, c52, c53, acc);
-    }
-
-    /// <summary>C[5, 64] (+)= A[5 positions, kc]·W[kc, 64]: A read column-wise from im2col rows (stride lda), W a panel.</summary>
-    /// <remarks>The five-position twin of <see cref="Tile"/>, prefetching the same way.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void Tile5(int kc, float* a, int lda, float* w, float* c, int ldc, bool acc, float* pf, int pfStep)
-    {
-        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
-        Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
-        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
-        Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
-        Vector512<float> c40 = default, c41 = default, c42 = default, c43 = default;
-        for (int p = 0; p < kc; p++)
-        {
-            var w0 = Vector512.Load(w);
-            var w1 = Vector512.Load(w + 16);
-            var w2 = Vector512.Load(w + 32);
-            var w3 = Vector512.Load(w + 48);
-            Sse.Prefetch1(pf);
-            pf += pfStep;
-            var a0 = Vector512.Create(a[0]);
-            c00 = Avx512F.FusedMultiplyAdd(a0, w0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, w1, c01);
-            c02 = Avx512F.FusedMultiplyAdd(a0, w2, c02); c03 = Avx512F.FusedMultiplyAdd(a0, w3, c03);
-            var a1 = Vector512.Create(a[1]);
-            c10 = Avx512F.FusedMultiplyAdd(a1, w0, c10); c11 = Avx512F.FusedMultiplyAdd(a1, w1, c11);
-            c12 = Avx512F.FusedMultiplyAdd(a1, w2, c12); c13 = Avx512F.FusedMultiplyAdd(a1, w3, c13);
-            var a2 = Vector512.Create(a[2]);
-            c20 = Avx512F.FusedMultiplyAdd(a2, w0, c20); c21 = Avx512F.FusedMultiplyAdd(a2, w1, c21);
-            c22 = Avx512F.FusedMultiplyAdd(a2, w2, c22); c23 = Avx512F.FusedMultiplyAdd(a2, w3, c23);
-            var a3 = Vector512.Create(a[3]);
-            c30 = Avx512F.FusedMultiplyAdd(a3, w0, c30); c31 = Avx512F.FusedMultiplyAdd(a3, w1, c31);
-            c32 = Avx512F.FusedMultiplyAdd(a3, w2, c32); c33 = Avx512F.FusedMultiplyAdd(a3, w3, c33);
-            var a4 = Vector512.Create(a[4]);
-            c40 = Avx512F.FusedMultiplyAdd(a4, w0, c40); c41 = Avx512F.FusedMultiplyAdd(a4, w1, c41);
-            c42 = Avx512F.FusedMultiplyAdd(a4, w2, c42); c43 = Avx512F.FusedMultiplyAdd(a4, w3, c43);
+            if (R.Six)
+            {
+                var a5 = Vector512.Create(a[5]);
+                c50 = Avx512F.FusedMultiplyAdd(a5, w0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, w1, c51);
+                c52 = Avx512F.FusedMultiplyAdd(a5, w2, c52); c53 = Avx512F.FusedMultiplyAdd(a5, w3, c53);
+            }
             a += lda;
             w += 64;
         }
@@ -260,7 +220,14 @@ public sealed partial class PackedConv2d
         Store4(c, c20, c21, c22, c23, acc); c += ldc;
         Store4(c, c30, c31, c32, c33, acc); c += ldc;
         Store4(c, c40, c41, c42, c43, acc);
+        if (R.Six) Store4(c + ldc, c50, c51, c52, c53, acc);
     }
+
+    /// <summary>The channel tile's height as a type, so each <see cref="Tile{R}"/> instantiation is compiled with its
+    /// own rows only (a static abstract member of a struct type argument is a constant to the JIT).</summary>
+    interface ITileRows { static abstract bool Six { get; } }
+    struct FiveRows : ITileRows { public static bool Six => false; }
+    struct SixRows : ITileRows { public static bool Six => true; }
 
     /// <summary>C[12, 16] (+)= A[12 positions, kc]·W[kc, 16]: the narrow tile, twelve accumulators.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
