@@ -56,6 +56,7 @@ public class InferenceFastPathTests
         { 2, 6, 181, 179, 9, 5, 2, new[] { 2, 1, 2, 3 }, 1, 1 }, // the same in a batch (each image's blocks on one thread), uneven sizes
         { 1, 3, 60, 61, 20, 7, 2, new[] { 3, 3, 2, 4 }, 1, 1 },  // stride-2 direct over parity planes (3 channels, 7x7): two threads split channel groups
         { 2, 4, 33, 31, 9, 3, 2, new[] { 0, 1, 1, 0 }, 1, 1 },   // stride-2 direct, batch 2, odd sizes, asymmetric padding
+        { 1, 3, 5, 1, 8, 3, 2, new[] { 1, 0, 1, 2 }, 1, 1 },     // stride-2 direct on a 1-wide input, SAME_UPPER-style padding: a parity plane with no input column
     };
 
     [Theory]
@@ -97,6 +98,10 @@ public class InferenceFastPathTests
         Assert.Throws<ShapeMismatchException>(() => conv.Run(Tensor.Randn(1, 3, 8, 8), null, Tensor.Randn(1, 4, 5, 5)));
         Assert.Throws<ShapeMismatchException>(() => new PackedConv2d(Tensor.Randn(4, 3, 3), null, (1, 1), (0, 0, 0, 0), (1, 1), 1, FusedActivation.None));
         Assert.Throws<ShapeMismatchException>(() => new PackedConv2d(Tensor.Randn(4, 3, 3, 3), null, (1, 1), (0, 0, 0, 0), (1, 1), 3, FusedActivation.None));
+        // A kernel wider than the input at stride 2: the span is negative (truncating division once gave one column).
+        var wide = new PackedConv2d(Tensor.Randn(4, 3, 2, 2), null, (2, 2), (0, 0, 0, 0), (1, 1), 1, FusedActivation.None);
+        Assert.Throws<ShapeMismatchException>(() => wide.Run(Tensor.Randn(1, 3, 1, 1)));
+        Assert.Throws<ShapeMismatchException>(() => wide.Run(Tensor.Randn(1, 3, 4, 1)));
     }
 
     [Theory]

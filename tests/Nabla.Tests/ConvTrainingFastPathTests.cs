@@ -50,6 +50,16 @@ public class ConvTrainingFastPathTests
         return (y, x.Grad!, w.Grad!, b?.Grad);
     }
 
+    [Fact]
+    public void KernelWiderThanTheInputThrowsAtAnyStride()
+    {
+        // (1 − 1 − 1) / 2 truncates to 0, which once made this one output column instead of an error.
+        var x = Tensor.Randn(1, 2, 1, 1);
+        Assert.Throws<ShapeMismatchException>(() => Functional.Conv2d(x, Tensor.Randn(3, 2, 2, 2), null, (2, 2), (0, 0)));
+        Assert.Throws<ShapeMismatchException>(() => Functional.AvgPool2d(x, (2, 2), (2, 2)));
+        Assert.Equal([1, 3, 1, 1], Functional.Conv2d(Tensor.Randn(1, 2, 2, 2), Tensor.Randn(3, 2, 2, 2), null, (2, 2), (0, 0)).Shape);
+    }
+
     [Theory, MemberData(nameof(Shapes))]
     public void Float32ForwardAndGradientsMatchTheComposite(int n, int c, int h, int wd, int o, int kh, int kw, int s, int p, int d, bool bias)
     {

@@ -2,7 +2,13 @@ namespace Nabla;
 
 internal static partial class Cpu
 {
-    public static int ConvOut(int size, int k, int stride, int pad, int dil) => (size + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+    /// <summary>Output size of a convolution or pooling window; 0 when the kernel does not fit (the span is tested before
+    /// dividing: truncating division turned -1 / 2 into one output for a 1-wide input and a 2-wide kernel at stride 2).</summary>
+    public static int ConvOut(int size, int k, int stride, int pad, int dil)
+    {
+        int span = size + 2 * pad - dil * (k - 1) - 1;
+        return span < 0 ? 0 : span / stride + 1;
+    }
 
     /// <summary>im2col: [N, C, H, W] → [N, C·kh·kw, oh·ow], zero outside the padded input.</summary>
     public static Tensor Unfold(Tensor x, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, bool knl = false)

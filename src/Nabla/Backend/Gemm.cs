@@ -480,9 +480,9 @@ internal static unsafe partial class Gemm
     }
 
     /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     /// <remarks>Each k step prefetches <paramref name="next"/> + p·MR into L1: the next A micro-panel, or (pass
     /// <paramref name="a"/>) the line being read.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Kernel512(int kc, float* a, float* b, float* c, int ldc, bool acc, float* next)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;

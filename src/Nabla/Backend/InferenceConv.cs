@@ -120,8 +120,11 @@ public sealed partial class PackedConv2d
             throw new ShapeMismatchException($"packed conv2d: expects a 4-D input [N, C, H, W], got rank {x.Count}");
         if (x[1] != InChannels)
             throw new ShapeMismatchException($"packed conv2d: input has {x[1]} channels, the weight expects {InChannels}");
-        int oh = (x[2] + Padding.Top + Padding.Bottom - Dilation.H * (KernelH - 1) - 1) / Stride.H + 1;
-        int ow = (x[3] + Padding.Left + Padding.Right - Dilation.W * (KernelW - 1) - 1) / Stride.W + 1;
+        // The spans can be negative (kernel wider than the padded input); C# division truncates towards zero, so test
+        // them before dividing (an input 1 wide with a 2-wide kernel at stride 2 used to give one output column).
+        int spanH = x[2] + Padding.Top + Padding.Bottom - Dilation.H * (KernelH - 1) - 1;
+        int spanW = x[3] + Padding.Left + Padding.Right - Dilation.W * (KernelW - 1) - 1;
+        int oh = spanH < 0 ? 0 : spanH / Stride.H + 1, ow = spanW < 0 ? 0 : spanW / Stride.W + 1;
         if (oh <= 0 || ow <= 0)
             throw new ShapeMismatchException($"packed conv2d: kernel {KernelH}x{KernelW} does not fit input [{string.Join(", ", x)}] with padding {Padding}");
         return [x[0], OutChannels, oh, ow];
@@ -315,7 +318,8 @@ public sealed partial class PackedConv2d
                     {
                         float* pbase = pp + (long)((ci * st + rp) * st + cp) * plane;
                         // Columns j with input column st·j + cp − pl inside [0, w).
-                        int j0 = Math.Clamp((pl - cp + st - 1) / st, 0, wp), j1 = Math.Clamp((w - 1 + pl - cp) / st + 1, j0, wp);
+                        int last = w - 1 + pl - cp;   // negative: no column of this plane lies in the input (floor, not truncation)
+                        int j0 = Math.Clamp((pl - cp + st - 1) / st, 0, wp), j1 = last < 0 ? j0 : Math.Clamp(last / st + 1, j0, wp);
                         for (int i = 0; i < hp; i++)
                         {
                             float* dst = pbase + (long)i * wp;
