@@ -304,6 +304,50 @@ public sealed partial class PackedConv2d
         int groups = (o + 7) / 8;
         fixed (float* px = xa, pp = pad)
         {
+            if (st == 2 && Avx2.IsSupported)
+            {
+                // Both column planes of an input row at once: the row with its left padding in a zeroed scratch row, then
+                // its even and odd floats, 8 at a time (a scalar strided copy took ~0.1 ms of ResNet's first layer).
+                int tl = 2 * wp + 16;
+                float[]? heap = tl > 8192 ? new float[tl] : null;
+                Span<float> tmpSpan = heap ?? stackalloc float[tl];
+                fixed (float* tmp = tmpSpan)
+                    for (int ci = 0; ci < c; ci++)
+                    {
+                        float* src = px + xo + (long)(b * c + ci) * h * w;
+                        for (int rp = 0; rp < 2; rp++)
+                        {
+                            float* even = pp + (long)((ci * 2 + rp) * 2) * plane, odd = even + plane;
+                            for (int i = 0; i < hp; i++, even += wp, odd += wp)
+                            {
+                                int iy = 2 * i + rp - pt;
+                                if ((uint)iy >= (uint)h)
+                                {
+                                    new Span<float>(even, wp).Clear();
+                                    new Span<float>(odd, wp).Clear();
+                                    continue;
+                                }
+                                new Span<float>(tmp, tl).Clear();
+                                int count = Math.Min(w, 2 * wp - pl);
+                                if (count > 0) Buffer.MemoryCopy(src + (long)iy * w, tmp + pl, count * 4L, count * 4L);
+                                int j = 0;
+                                for (; j + 8 <= wp; j += 8)
+                                {
+                                    var lo = Vector256.Load(tmp + 2 * j);
+                                    var hi = Vector256.Load(tmp + 2 * j + 8);
+                                    Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0x88).AsDouble(), 0xD8).AsSingle().Store(even + j);
+                                    Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0xDD).AsDouble(), 0xD8).AsSingle().Store(odd + j);
+                                }
+                                for (; j < wp; j++)
+                                {
+                                    even[j] = tmp[2 * j];
+                                    odd[j] = tmp[2 * j + 1];
+                                }
+                            }
+                        }
+                    }
+            }
+            else
             for (int ci = 0; ci < c; ci++)
             {
                 float* src = px + xo + (long)(b * c + ci) * h * w;
