@@ -1,12 +1,63 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Nabla;
 
 internal static partial class Cpu
 {
     /// <summary>Output size of a convolution or pooling window; 0 when the kernel does not fit (the span is tested before
     /// dividing: truncating division turned -1 / 2 into one output for a 1-wide input and a 2-wide kernel at stride 2).</summary>
-    public static int ConvOut(int size, int k, int stride, int pad, int dil)
+    public static int ConvOut(int size, int k, int stride, int pad, int dil) => ConvOut(size, k, stride, pad, pad, dil);
+
+    /// <summary>The even (or odd) floats of the 16 in <paramref name="lo"/>, <paramref name="hi"/>, in order: a within-lane
+    /// shuffle, then the 64-bit pairs put in order. Needs AVX2.</summary>
+    internal static Vector256<float> EvenLanes(Vector256<float> lo, Vector256<float> hi) =>
+        Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0x88).AsDouble(), 0xD8).AsSingle();
+
+    /// <inheritdoc cref="EvenLanes"/>
+    internal static Vector256<float> OddLanes(Vector256<float> lo, Vector256<float> hi) =>
+        Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0xDD).AsDouble(), 0xD8).AsSingle();
+
+    /// <summary>
+    /// even[j] = x[2j − pad] and odd[j] = x[2j + 1 − pad] for j &lt; n, zero outside [0, w) (all zero when
+    /// <paramref name="x"/> is null): one input row split by column parity, as stride-2 kernels read it. Inside the row,
+    /// 16-float loads split into both halves; the edges go one at a time.
+    /// </summary>
+    internal static unsafe void SplitPaddedRow(float* x, int w, int pad, float* even, float* odd, int n)
     {
-        int span = size + 2 * pad - dil * (k - 1) - 1;
+        if (x is null)
+        {
+            new Span<float>(even, n).Clear();
+            new Span<float>(odd, n).Clear();
+            return;
+        }
+        int j = 0;
+        for (; j < n && 2 * j - pad < 0; j++)
+        {
+            even[j] = At(x, w, 2 * j - pad);
+            odd[j] = At(x, w, 2 * j + 1 - pad);
+        }
+        if (Avx2.IsSupported)
+            for (; j + 8 <= n && 2 * j - pad + 16 <= w; j += 8)
+            {
+                var lo = Vector256.Load(x + 2 * j - pad);
+                var hi = Vector256.Load(x + 2 * j - pad + 8);
+                EvenLanes(lo, hi).Store(even + j);
+                OddLanes(lo, hi).Store(odd + j);
+            }
+        for (; j < n; j++)
+        {
+            even[j] = At(x, w, 2 * j - pad);
+            odd[j] = At(x, w, 2 * j + 1 - pad);
+        }
+
+        static float At(float* x, int w, int i) => (uint)i < (uint)w ? x[i] : 0f;
+    }
+
+    /// <summary><see cref="ConvOut(int, int, int, int, int)"/> with different padding before and after.</summary>
+    public static int ConvOut(int size, int k, int stride, int padBefore, int padAfter, int dil)
+    {
+        int span = size + padBefore + padAfter - dil * (k - 1) - 1;
         return span < 0 ? 0 : span / stride + 1;
     }
 

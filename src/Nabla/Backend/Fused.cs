@@ -120,11 +120,10 @@ internal static partial class Cpu
             var a1 = Vector256.LoadUnsafe(ref r0, (nuint)(j + 8));
             var b0 = Vector256.LoadUnsafe(ref r1, (nuint)j);
             var b1 = Vector256.LoadUnsafe(ref r1, (nuint)(j + 8));
-            // Deinterleave even and odd columns: within-lane shuffle, then put the 64-bit pairs in order.
-            var c0 = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0x88).AsDouble(), 0xD8).AsSingle();   // row0[j + 2i]
-            var c1 = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0xDD).AsDouble(), 0xD8).AsSingle();   // row0[j + 2i + 1]
-            var c2 = Avx2.Permute4x64(Avx.Shuffle(b0, b1, 0x88).AsDouble(), 0xD8).AsSingle();   // row1[j + 2i]
-            var c3 = Avx2.Permute4x64(Avx.Shuffle(b0, b1, 0xDD).AsDouble(), 0xD8).AsSingle();   // row1[j + 2i + 1]
+            var c0 = EvenLanes(a0, a1);   // row0[j + 2i]
+            var c1 = OddLanes(a0, a1);    // row0[j + 2i + 1]
+            var c2 = EvenLanes(b0, b1);   // row1[j + 2i]
+            var c3 = OddLanes(b0, b1);    // row1[j + 2i + 1]
             var best = c0;
             var off = Vector256<int>.Zero;   // offset of the chosen element from row0[j + 2i]: 0, 1, w or w + 1
             Step(ref best, ref off, c1, one);

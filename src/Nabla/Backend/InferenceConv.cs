@@ -120,11 +120,8 @@ public sealed partial class PackedConv2d
             throw new ShapeMismatchException($"packed conv2d: expects a 4-D input [N, C, H, W], got rank {x.Count}");
         if (x[1] != InChannels)
             throw new ShapeMismatchException($"packed conv2d: input has {x[1]} channels, the weight expects {InChannels}");
-        // The spans can be negative (kernel wider than the padded input); C# division truncates towards zero, so test
-        // them before dividing (an input 1 wide with a 2-wide kernel at stride 2 used to give one output column).
-        int spanH = x[2] + Padding.Top + Padding.Bottom - Dilation.H * (KernelH - 1) - 1;
-        int spanW = x[3] + Padding.Left + Padding.Right - Dilation.W * (KernelW - 1) - 1;
-        int oh = spanH < 0 ? 0 : spanH / Stride.H + 1, ow = spanW < 0 ? 0 : spanW / Stride.W + 1;
+        int oh = Cpu.ConvOut(x[2], KernelH, Stride.H, Padding.Top, Padding.Bottom, Dilation.H);
+        int ow = Cpu.ConvOut(x[3], KernelW, Stride.W, Padding.Left, Padding.Right, Dilation.W);
         if (oh <= 0 || ow <= 0)
             throw new ShapeMismatchException($"packed conv2d: kernel {KernelH}x{KernelW} does not fit input [{string.Join(", ", x)}] with padding {Padding}");
         return [x[0], OutChannels, oh, ow];
@@ -304,73 +301,38 @@ public sealed partial class PackedConv2d
         int groups = (o + 7) / 8;
         fixed (float* px = xa, pp = pad)
         {
-            if (st == 2 && Avx2.IsSupported)
+            if (st == 2)
             {
-                // Both column planes of an input row at once: the row with its left padding in a zeroed scratch row, then
-                // its even and odd floats, 8 at a time (a scalar strided copy took ~0.1 ms of ResNet's first layer).
-                int tl = 2 * wp + 16;
-                float[]? heap = tl > 8192 ? new float[tl] : null;
-                Span<float> tmpSpan = heap ?? stackalloc float[tl];
-                fixed (float* tmp = tmpSpan)
-                    for (int ci = 0; ci < c; ci++)
+                // Both column planes of an input row at once (a scalar strided copy took ~0.1 ms of ResNet's first layer).
+                for (int ci = 0; ci < c; ci++)
+                {
+                    float* src = px + xo + (long)(b * c + ci) * h * w;
+                    for (int rp = 0; rp < 2; rp++)
                     {
-                        float* src = px + xo + (long)(b * c + ci) * h * w;
-                        for (int rp = 0; rp < 2; rp++)
+                        float* even = pp + (long)((ci * 2 + rp) * 2) * plane, odd = even + plane;
+                        for (int i = 0; i < hp; i++, even += wp, odd += wp)
                         {
-                            float* even = pp + (long)((ci * 2 + rp) * 2) * plane, odd = even + plane;
-                            for (int i = 0; i < hp; i++, even += wp, odd += wp)
-                            {
-                                int iy = 2 * i + rp - pt;
-                                if ((uint)iy >= (uint)h)
-                                {
-                                    new Span<float>(even, wp).Clear();
-                                    new Span<float>(odd, wp).Clear();
-                                    continue;
-                                }
-                                new Span<float>(tmp, tl).Clear();
-                                int count = Math.Min(w, 2 * wp - pl);
-                                if (count > 0) Buffer.MemoryCopy(src + (long)iy * w, tmp + pl, count * 4L, count * 4L);
-                                int j = 0;
-                                for (; j + 8 <= wp; j += 8)
-                                {
-                                    var lo = Vector256.Load(tmp + 2 * j);
-                                    var hi = Vector256.Load(tmp + 2 * j + 8);
-                                    Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0x88).AsDouble(), 0xD8).AsSingle().Store(even + j);
-                                    Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0xDD).AsDouble(), 0xD8).AsSingle().Store(odd + j);
-                                }
-                                for (; j < wp; j++)
-                                {
-                                    even[j] = tmp[2 * j];
-                                    odd[j] = tmp[2 * j + 1];
-                                }
-                            }
+                            int iy = 2 * i + rp - pt;
+                            Cpu.SplitPaddedRow((uint)iy < (uint)h ? src + (long)iy * w : null, w, pl, even, odd, wp);
                         }
                     }
+                }
             }
             else
-            for (int ci = 0; ci < c; ci++)
-            {
-                float* src = px + xo + (long)(b * c + ci) * h * w;
-                for (int rp = 0; rp < st; rp++)
-                    for (int cp = 0; cp < st; cp++)
+                for (int ci = 0; ci < c; ci++)
+                {
+                    float* src = px + xo + (long)(b * c + ci) * h * w;
+                    int j1 = Math.Min(wp, pl + w);   // columns [pl, j1) hold the input row
+                    for (int i = 0; i < hp; i++)
                     {
-                        float* pbase = pp + (long)((ci * st + rp) * st + cp) * plane;
-                        // Columns j with input column st·j + cp − pl inside [0, w).
-                        int last = w - 1 + pl - cp;   // negative: no column of this plane lies in the input (floor, not truncation)
-                        int j0 = Math.Clamp((pl - cp + st - 1) / st, 0, wp), j1 = last < 0 ? j0 : Math.Clamp(last / st + 1, j0, wp);
-                        for (int i = 0; i < hp; i++)
-                        {
-                            float* dst = pbase + (long)i * wp;
-                            int iy = st * i + rp - pt;
-                            if ((uint)iy >= (uint)h) { new Span<float>(dst, wp).Clear(); continue; }
-                            float* row = src + (long)iy * w + cp - pl;
-                            for (int j = 0; j < j0; j++) dst[j] = 0f;
-                            if (st == 1) Buffer.MemoryCopy(row + j0, dst + j0, (j1 - j0) * 4L, (j1 - j0) * 4L);
-                            else for (int j = j0; j < j1; j++) dst[j] = row[st * j];
-                            for (int j = j1; j < wp; j++) dst[j] = 0f;
-                        }
+                        float* dst = pp + (long)ci * plane + (long)i * wp;
+                        int iy = i - pt;
+                        if ((uint)iy >= (uint)h || j1 <= pl) { new Span<float>(dst, wp).Clear(); continue; }
+                        new Span<float>(dst, pl).Clear();
+                        Buffer.MemoryCopy(src + (long)iy * w, dst + pl, (j1 - pl) * 4L, (j1 - pl) * 4L);
+                        new Span<float>(dst + j1, wp - j1).Clear();
                     }
-            }
+                }
             new Span<float>(pp + used, slack).Clear();
         }
         int threads = serial ? 1 : Math.Min(Gemm.Threads, groups);
@@ -641,8 +603,7 @@ public sealed partial class PackedConv2d
                                 if (Avx2.IsSupported)
                                     for (; q + 8 <= x1 && ix0 + 2 * q + 16 <= w; q += 8)
                                     {
-                                        var even = Avx.Shuffle(Vector256.Load(s + 2 * q), Vector256.Load(s + 2 * q + 8), 0x88);
-                                        Avx2.Permute4x64(even.AsDouble(), 0xD8).AsSingle().Store(d + q);
+                                        Cpu.EvenLanes(Vector256.Load(s + 2 * q), Vector256.Load(s + 2 * q + 8)).Store(d + q);
                                     }
                                 for (; q < x1; q++) d[q] = s[2 * q];
                             }

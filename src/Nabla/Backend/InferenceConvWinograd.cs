@@ -131,9 +131,9 @@ public sealed partial class PackedConv2d
                 float* plane = px + xBase + (long)ch * h * w;
                 for (int i = 0; i <= ty; i++)
                 {
-                    // P row 2i is x row 2i - 1; P row 2i + 1 is x row 2i.
-                    SplitColumns(plane, h, w, 2 * i - 1, ee + i * s, eo + i * s, s);
-                    SplitColumns(plane, h, w, 2 * i, oe + i * s, oo + i * s, s);
+                    // P row 2i is x row 2i - 1; P row 2i + 1 is x row 2i; P column q is x column q - 1.
+                    Cpu.SplitPaddedRow(2 * i - 1 >= 0 && 2 * i - 1 < h ? plane + (long)(2 * i - 1) * w : null, w, 1, ee + i * s, eo + i * s, s);
+                    Cpu.SplitPaddedRow(2 * i < h ? plane + (long)(2 * i) * w : null, w, 1, oe + i * s, oo + i * s, s);
                 }
                 ee[n] = eo[n] = oe[n] = oo[n] = 0f;
                 for (int rp = 0; rp < 2; rp++)
@@ -163,33 +163,6 @@ public sealed partial class PackedConv2d
                     TensorPrimitives.Subtract(r1, r3, new Span<float>(pv + ((long)(12 + j) * c + ch) * l, l));
                 }
             }
-        }
-    }
-
-    /// <summary>even[j] = x[row][2j - 1], odd[j] = x[row][2j] for j &lt; s (zero outside the input).</summary>
-    static unsafe void SplitColumns(float* plane, int h, int w, int row, float* even, float* odd, int s)
-    {
-        if ((uint)row >= (uint)h)
-        {
-            new Span<float>(even, s).Clear();
-            new Span<float>(odd, s).Clear();
-            return;
-        }
-        float* x = plane + (long)row * w;
-        even[0] = 0f;
-        int j = 0;
-        if (Avx2.IsSupported)
-            for (; 2 * j + 16 <= w && j + 9 <= s; j += 8)
-            {
-                var lo = Vector256.Load(x + 2 * j);
-                var hi = Vector256.Load(x + 2 * j + 8);
-                Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0x88).AsDouble(), 0xD8).AsSingle().Store(odd + j);
-                Avx2.Permute4x64(Avx.Shuffle(lo, hi, 0xDD).AsDouble(), 0xD8).AsSingle().Store(even + j + 1);
-            }
-        for (; j < s; j++)
-        {
-            odd[j] = 2 * j < w ? x[2 * j] : 0f;
-            if (j + 1 < s) even[j + 1] = 2 * j + 1 < w ? x[2 * j + 1] : 0f;
         }
     }
 
