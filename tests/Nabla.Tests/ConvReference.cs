@@ -9,6 +9,42 @@ static class ConvReference
     public static Tensor Conv(Tensor x, Tensor w, Tensor? b, (int, int) stride, (int, int) pad, (int, int)? dil = null, int groups = 1) =>
         Functional.Conv2d(x.To(DType.Float64), w.To(DType.Float64), b?.To(DType.Float64), stride, pad, dil ?? (1, 1), groups).To(DType.Float32);
 
+    /// <summary>
+    /// A fast path of <paramref name="conv"/> against the float64 reference and against the path it replaces: with the
+    /// path off (<paramref name="use"/>(false)) nothing is built; with it set to <paramref name="on"/> at 1 thread,
+    /// <paramref name="built"/> says whether it ran, every element is overwritten and matches (bias, residual and ReLU, then
+    /// no activation); 2 threads give the same bits. The switch and the thread count are restored.
+    /// </summary>
+    public static void CheckPath(PackedConv2d conv, Tensor x, Tensor reference, Tensor residual, Action<bool> use, bool on, bool restore, Func<bool> built)
+    {
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            use(false);
+            var other = conv.Run(x, residual);
+            Assert.False(built());
+            use(on);
+            Gemm.Threads = 1;
+            var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
+            conv.Run(x, residual, y);
+            Assert.Equal(on, built());
+            Close(reference.Add(residual).Relu(), y);
+            Close(other, y);
+            var plain = Tensor.Full(reference.Shape, float.NaN);
+            conv.Run(x, null, plain, FusedActivation.None);
+            Close(reference, plain);
+            // Two threads split the work (channel blocks, positions, channels, the 16 products, images); each output is
+            // computed the same way, so the results are bitwise equal.
+            Gemm.Threads = 2;
+            Assert.Equal(y.ToArray<float>(), conv.Run(x, residual).ToArray<float>());
+        }
+        finally
+        {
+            use(restore);
+            Gemm.Threads = savedThreads;
+        }
+    }
+
     /// <summary>Same shape, and every element within <paramref name="tol"/> relative (absolute below 1).</summary>
     public static void Close(Tensor expected, Tensor actual, double tol = 1e-4)
     {

@@ -31,43 +31,15 @@ public class InferenceChannelTileTests
     [MemberData(nameof(Cases))]
     public void ChannelTilesMatchEagerConvAndTheGemmPath(int n, int c, int h, int w, int o, int k, int stride, int pad)
     {
-        bool saved = PackedConv2d.UseChannelTiles;
-        int savedThreads = Gemm.Threads;
-        try
-        {
-            var gen = new Generator(11);
-            var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
-            var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
-            var bias = Tensor.Randn([o], DType.Float32, gen);
-            var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
-            var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-            var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
-
-            PackedConv2d.UseChannelTiles = false;
-            var viaGemm = conv.Run(x, residual);
-            Assert.False(conv.HasChannelPanels);
-            PackedConv2d.UseChannelTiles = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
-
-            Gemm.Threads = 1;
-            var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
-            conv.Run(x, residual, y);
-            Assert.Equal(PackedConv2d.UseChannelTiles, conv.HasChannelPanels);
-            ConvReference.Close(reference.Add(residual).Relu(), y);
-            ConvReference.Close(viaGemm, y);
-            var plain = Tensor.Full(reference.Shape, float.NaN);
-            conv.Run(x, null, plain, FusedActivation.None);
-            ConvReference.Close(reference, plain);
-
-            // Two threads split the channel blocks, the positions or the images; each output is computed the same way, so the
-            // results are bitwise equal.
-            Gemm.Threads = 2;
-            Assert.Equal(y.ToArray<float>(), conv.Run(x, residual).ToArray<float>());
-        }
-        finally
-        {
-            PackedConv2d.UseChannelTiles = saved;
-            Gemm.Threads = savedThreads;
-        }
+        var gen = new Generator(11);
+        var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
+        var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
+        var bias = Tensor.Randn([o], DType.Float32, gen);
+        var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
+        var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
+        var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
+        ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseChannelTiles = v,
+            on: System.Runtime.Intrinsics.X86.Avx512F.IsSupported, restore: PackedConv2d.UseChannelTiles, () => conv.HasChannelPanels);
     }
 
     [Fact]

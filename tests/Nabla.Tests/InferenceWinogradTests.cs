@@ -27,42 +27,15 @@ public class InferenceWinogradTests
     [MemberData(nameof(Cases))]
     public void WinogradMatchesEagerConvAndTheOtherPaths(int n, int c, int h, int w, int o)
     {
-        bool saved = PackedConv2d.UseWinograd;
-        int savedThreads = Gemm.Threads;
-        try
-        {
-            var gen = new Generator(13);
-            var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
-            var weight = Tensor.Randn([o, c, 3, 3], DType.Float32, gen).Mul(0.2);
-            var bias = Tensor.Randn([o], DType.Float32, gen);
-            var reference = ConvReference.Conv(x, weight, bias, (1, 1), (1, 1));
-            var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-            var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
-
-            PackedConv2d.UseWinograd = false;
-            var other = conv.Run(x, residual);
-            Assert.False(conv.HasWinogradFilters);
-
-            PackedConv2d.UseWinograd = true;
-            Gemm.Threads = 1;
-            var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
-            conv.Run(x, residual, y);
-            Assert.True(conv.HasWinogradFilters);
-            ConvReference.Close(reference.Add(residual).Relu(), y);
-            ConvReference.Close(other, y);
-            var plain = Tensor.Full(reference.Shape, float.NaN);
-            conv.Run(x, null, plain, FusedActivation.None);
-            ConvReference.Close(reference, plain);
-
-            // Two threads split channels, the 16 products or the images; each value is computed the same way.
-            Gemm.Threads = 2;
-            Assert.Equal(y.ToArray<float>(), conv.Run(x, residual).ToArray<float>());
-        }
-        finally
-        {
-            PackedConv2d.UseWinograd = saved;
-            Gemm.Threads = savedThreads;
-        }
+        var gen = new Generator(13);
+        var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
+        var weight = Tensor.Randn([o, c, 3, 3], DType.Float32, gen).Mul(0.2);
+        var bias = Tensor.Randn([o], DType.Float32, gen);
+        var reference = ConvReference.Conv(x, weight, bias, (1, 1), (1, 1));
+        var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
+        var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
+        ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseWinograd = v, on: true,
+            restore: PackedConv2d.UseWinograd, () => conv.HasWinogradFilters);
     }
 
     [Fact]
