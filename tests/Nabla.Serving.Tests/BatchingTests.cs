@@ -46,13 +46,7 @@ public static class LinearModel
         }
         """;
 
-    public static void Write(string root, string name, string config, int version = 1)
-    {
-        var dir = Path.Combine(root, name, version.ToString(CultureInfo.InvariantCulture));
-        Directory.CreateDirectory(dir);
-        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), Onnx);
-        File.WriteAllText(Path.Combine(root, name, "config.json"), config);
-    }
+    public static void Write(string root, string name, string config, int version = 1) => TempRepository.WriteModel(root, name, Onnx, config, version);
 
     public static float[] Row(int i) => [i, -0.5f * i, 1 + i % 3, 0.25f];
 

@@ -37,11 +37,8 @@ public sealed class IdentityServerFixture : ServerFixture
 {
     protected override void Configure(ServingOptions options)
     {
-        var dir = Path.Combine(options.ModelRepository, "identity", "1");
-        Directory.CreateDirectory(dir);
-        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), IdentityModel.Build());
         // max_batch_size 4: the exposed shape is [-1, 3] and the batch dim is checked against it.
-        File.WriteAllText(Path.Combine(options.ModelRepository, "identity", "config.json"), """{ "max_batch_size": 4 }""");
+        TempRepository.WriteModel(options.ModelRepository, "identity", IdentityModel.Build(), """{ "max_batch_size": 4 }""");
     }
 }
 

@@ -36,10 +36,8 @@ public sealed class PollFixture : ServerFixture
 
     public void AddVersion(string model, int version, byte[] bytes, bool marker)
     {
-        var dir = Path.Combine(Repository.Root, model, version.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        Directory.CreateDirectory(dir);
-        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), bytes);
-        if (marker) File.WriteAllText(Path.Combine(dir, ModelRepository.ReadyMarker), "");
+        TempRepository.WriteModel(Repository.Root, model, bytes, config: null, version);
+        if (marker) File.WriteAllText(Path.Combine(Repository.Root, model, version.ToString(System.Globalization.CultureInfo.InvariantCulture), ModelRepository.ReadyMarker), "");
     }
 
     public async Task<List<JsonElement>> IndexRows(string model)

@@ -149,10 +149,7 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
     {
         var m = new Sequential(new Conv2d(C, Wide, 3, padding: 1), new Conv2d(Wide, Wide, 3, padding: 1), new Conv2d(Wide, Wide, 3, padding: 1),
             new Conv2d(Wide, Wide, 3, padding: 1), new Conv2d(Wide, C, 3, padding: 1));
-        var dir = Path.Combine(root, "slow", "1");
-        Directory.CreateDirectory(dir);
-        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), OnnxExporter.ExportToBytes(m, Tensor.Zeros([1, C, H, W])));
-        File.WriteAllText(Path.Combine(root, "slow", "config.json"), $$"""
+        TempRepository.WriteModel(root, "slow", OnnxExporter.ExportToBytes(m, Tensor.Zeros([1, C, H, W])), $$"""
             {
               "name": "slow", "max_batch_size": 1,
               "input": [ { "name": "input", "data_type": "TYPE_FP32", "dims": [ {{C}}, {{H}}, {{W}} ] } ],

@@ -67,12 +67,15 @@ public sealed class TempRepository : IDisposable
         Directory.CreateDirectory(Path.Combine(Root, "bad name", "1"));
     }
 
-    void Model(string name, string? config, int version)
+    void Model(string name, string? config, int version) => WriteModel(Root, name, File.ReadAllBytes(Mnist.ModelPath), config, version);
+
+    /// <summary>Writes <c>root/name/version/model.onnx</c> and, when given, <c>root/name/config.json</c>.</summary>
+    public static void WriteModel(string root, string name, byte[] onnx, string? config, int version = 1)
     {
-        var dir = Path.Combine(Root, name, version.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var dir = Path.Combine(root, name, version.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Directory.CreateDirectory(dir);
-        File.Copy(Mnist.ModelPath, Path.Combine(dir, "model.onnx"));
-        if (config is not null) File.WriteAllText(Path.Combine(Root, name, "config.json"), config);
+        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), onnx);
+        if (config is not null) File.WriteAllText(Path.Combine(root, name, "config.json"), config);
     }
 
     public void Dispose()

@@ -55,10 +55,7 @@ public sealed class WideIntegerServerFixture : ServerFixture
 {
     protected override void Configure(ServingOptions options)
     {
-        var dir = Path.Combine(options.ModelRepository, "wide", "1");
-        Directory.CreateDirectory(dir);
-        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), WideIntegerModel.Build());
-        File.WriteAllText(Path.Combine(options.ModelRepository, "wide", "config.json"), """{ "max_batch_size": 4 }""");
+        TempRepository.WriteModel(options.ModelRepository, "wide", WideIntegerModel.Build(), """{ "max_batch_size": 4 }""");
     }
 }
 
