@@ -9,6 +9,15 @@ namespace Nabla.OnnxExport.Tests;
 /// <summary>Export, then run the file in ONNX Runtime and in Nabla's own importer, and compare both with Nabla's forward.</summary>
 internal static class ExportCheck
 {
+    /// <summary>Convolutions (strided, transposed, grouped, "same"), batch norm, pooling (ceil mode) and activations: the
+    /// layer mix both exporters are tested on.</summary>
+    public static Sequential ConvPoolActivationModel() => new(
+        new Conv2d(3, 8, 3, stride: 2, padding: 1), new BatchNorm2d(8), new LeakyReLU(0.2),
+        new ConvTranspose2d(8, 6, 3, stride: 2, padding: 1, outputPadding: 1), new ELU(0.5),
+        new Conv2d(6, 6, 3, paddingMode: "same", groups: 2), new SiLU(),
+        new AvgPool2d(2, padding: 1), new Tanh(), new MaxPool2d(3, stride: 2, padding: 1, ceilMode: true),
+        new AdaptiveAvgPool2d(1), new Flatten(), new Dropout(0.3), new Linear(6, 5), new Sigmoid());
+
     public const double Tolerance = 1e-4;
 
     /// <summary>Exports with an example of batch 1, then checks batches 1 and 5 (the dynamic batch) in both runtimes.</summary>

@@ -123,12 +123,7 @@ public class LayerExportTests
     public void ConvolutionsPoolingAndActivations()
     {
         Tensor.ManualSeed(11);
-        var model = new Sequential(
-            new Conv2d(3, 8, 3, stride: 2, padding: 1), new BatchNorm2d(8), new LeakyReLU(0.2),
-            new ConvTranspose2d(8, 6, 3, stride: 2, padding: 1, outputPadding: 1), new ELU(0.5),
-            new Conv2d(6, 6, 3, paddingMode: "same", groups: 2), new SiLU(),
-            new AvgPool2d(2, padding: 1), new Tanh(), new MaxPool2d(3, stride: 2, padding: 1, ceilMode: true),
-            new AdaptiveAvgPool2d(1), new Flatten(), new Dropout(0.3), new Linear(6, 5), new Sigmoid());
+        var model = ExportCheck.ConvPoolActivationModel();
         RandomizeBatchNorms(model, 111);
         RoundTrip(model, Images(3, 14, 110));
     }
