@@ -14,6 +14,9 @@ static class Harness
 {
     public static int Samples = 9;
     public static double SampleSeconds = 0.15;
+
+    /// <summary>NABLA_BENCH_TRACE=1 prints every sample to stderr: to see whether a slow row is a slow phase of the machine.</summary>
+    static readonly bool Trace = Environment.GetEnvironmentVariable("NABLA_BENCH_TRACE") == "1";
     public static double WarmupSeconds = 0.4;
     public const int PauseMs = 100;
 
@@ -66,6 +69,7 @@ static class Harness
                 cpu[i] += (self.TotalProcessorTime - c0).TotalSeconds;
                 wall[i] += elapsed;
                 times[i][s] = elapsed / n;
+                if (Trace) Console.Error.WriteLine($"  sample {s} {candidates[i].Framework}: {elapsed / n * 1e3:F3} ms");
             }
         }
 

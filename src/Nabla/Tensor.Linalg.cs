@@ -185,7 +185,7 @@ internal static partial class Cpu
         // one fork-join for the whole batch instead of one per matrix.
         if (batch > 1 && Gemm.Threads > 1 && (work < 1 << 20 || (batch >= 4 * Gemm.Threads && work < 1 << 22)))
         {
-            Parallel.For(0, batch, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, i =>
+            WorkerPool.For(batch, Gemm.Threads, i =>
                 Gemm2D(a, offsA[i], a.strides[^2], a.strides[^1], b, offsB[i], m, n, k, r, i * m * n, threads: false));
         }
         else

@@ -114,7 +114,7 @@ internal static partial class Cpu
                 }
             }
         }
-        if (parallel && n > 1 && (long)n * rows * l > 1 << 16) Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
+        if (parallel && n > 1 && (long)n * rows * l > 1 << 16) WorkerPool.For(n, Gemm.Threads, One);
         else for (int b = 0; b < n; b++) One(b);
     }
 
@@ -142,7 +142,7 @@ internal static partial class Cpu
         var g = new ConvGeometry(n, c, h, w, 0, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow);
         // Image b's row r of columns starts at r·ld + c0: [C·kh·kw, N·L] (knl) or [N, C·kh·kw, L].
         void One(int b) => FoldImage(src, knl ? n * l : l, knl ? b * l : b * rows * l, dst, b * c * h * w, g);
-        if (n > 1 && (long)n * rows * l > 1 << 16) Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
+        if (n > 1 && (long)n * rows * l > 1 << 16) WorkerPool.For(n, Gemm.Threads, One);
         else for (int b = 0; b < n; b++) One(b);
     }
 
@@ -178,7 +178,7 @@ internal static partial class Cpu
                 dst[dbase + y * ow + xo] = bi;
             }
         }
-        if (n * c > 1 && (long)n * c * oh * ow * kh * kw > 1 << 16) Parallel.For(0, n * c, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, One);
+        if (n * c > 1 && (long)n * c * oh * ow * kh * kw > 1 << 16) WorkerPool.For(n * c, Gemm.Threads, One);
         else for (int p = 0; p < n * c; p++) One(p);
         return r;
     }

@@ -261,7 +261,7 @@ internal static partial class Cpu
                 }
             }
             if (threads == 1) Worker(0);
-            else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, Worker);
+            else WorkerPool.For(threads, threads, Worker);
 
             if (gw is not null)
             {

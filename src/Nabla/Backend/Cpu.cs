@@ -215,7 +215,7 @@ internal static partial class Cpu
     static void Map2FlatParallel<TA, TB, TK>(int mode, TA[] sa, int ao, TA[] sb, int bo, TB[] dst, int numel, int parts) where TK : IMap2<TA, TB>
     {
         int chunk = (numel + parts - 1) / parts;
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts },
+        WorkerPool.For(parts, parts,
             p => Map2Flat<TA, TB, TK>(mode, sa, ao, sb, bo, dst, p * chunk, Math.Min(chunk, numel - p * chunk)));
     }
 
@@ -262,7 +262,7 @@ internal static partial class Cpu
     static void Map2RowsParallel<TA, TB, TK>(TA[] sa, int aOff, int[] stA, TA[] sb, int bOff, int[] stB, int[] cs, TB[] dst, int outer, int parts) where TK : IMap2<TA, TB>
     {
         int chunk = (outer + parts - 1) / parts;
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts },
+        WorkerPool.For(parts, parts,
             p => Map2Rows<TA, TB, TK>(sa, aOff, stA, sb, bOff, stB, cs, dst, p * chunk, Math.Min(outer, (p + 1) * chunk)));
     }
 
@@ -287,7 +287,7 @@ internal static partial class Cpu
     static void Map1Parallel<TA, TB, TK>(TA[] src, int so, TB[] dst, int numel, int parts) where TK : IMap1<TA, TB>
     {
         int chunk = (numel + parts - 1) / parts;
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+        WorkerPool.For(parts, parts, p =>
         {
             int start = p * chunk, len = Math.Min(chunk, numel - start);
             TK.Vec(src.AsSpan(so + start, len), dst.AsSpan(start, len));

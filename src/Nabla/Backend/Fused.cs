@@ -13,7 +13,7 @@ internal static partial class Cpu
     static void ForPlanes(int planes, long work, Action<int> body)
     {
         if (planes > 1 && work > 1 << 15 && Gemm.Threads > 1)
-            Parallel.For(0, planes, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, body);
+            WorkerPool.For(planes, Gemm.Threads, body);
         else for (int p = 0; p < planes; p++) body(p);
     }
 
@@ -414,7 +414,7 @@ internal static partial class Cpu
         {
             // One contiguous piece per thread, as the other elementwise maps split.
             int chunk = (n + parts - 1) / parts;
-            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+            WorkerPool.For(parts, parts, p =>
             {
                 int start = p * chunk, len = Math.Min(chunk, n - start);
                 ReluBackwardRange(ga.AsSpan(g.offset + start, len), ya.AsSpan(y.offset + start, len), ra.AsSpan(start, len));

@@ -69,7 +69,7 @@ internal static unsafe partial class Gemm
         }
         int chunk = (extent + parts - 1) / parts;
         chunk = (chunk + align - 1) / align * align;
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+        WorkerPool.For(parts, parts, p =>
         {
             int start = p * chunk, len = Math.Min(chunk, extent - start);
             if (len <= 0) return;
@@ -133,7 +133,7 @@ internal static unsafe partial class Gemm
             }
         }
         if (parts == 1) Range(0);
-        else Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, Range);
+        else WorkerPool.For(parts, parts, Range);
     }
 
     /// <summary>

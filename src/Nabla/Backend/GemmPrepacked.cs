@@ -82,7 +82,7 @@ internal static unsafe partial class Gemm
         {
             int parts = Math.Max(1, colParts);
             int chunk = ((n + parts - 1) / parts + NR - 1) / NR * NR;
-            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+            WorkerPool.For(parts, parts, p =>
             {
                 int start = p * chunk, len = Math.Min(chunk, n - start);
                 if (len > 0) PackedRange(a, 0, mBlocks, start, len, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
@@ -91,7 +91,7 @@ internal static unsafe partial class Gemm
         else
         {
             int parts = Math.Min(threads, mBlocks);
-            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+            WorkerPool.For(parts, parts, p =>
             {
                 int from = mBlocks * p / parts, to = mBlocks * (p + 1) / parts;
                 if (to > from) PackedRange(a, from, to, 0, n, b, bOff, rsB, csB, c, cOff, ldc, accumulate);

@@ -157,7 +157,7 @@ public sealed partial class PackedConv2d
         if (direct || (narrowDirect && l <= NarrowDirectMaxPositions) || strideTwoDirect)
         {
             if (n > 1 && Gemm.Threads > 1)
-                Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
+                WorkerPool.For(n, Gemm.Threads, b => Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
             else
                 for (int b = 0; b < n; b++) Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: n > 1);
             return;
@@ -165,7 +165,7 @@ public sealed partial class PackedConv2d
         if (TakesWinograd(oh, ow))
         {
             if (n > 1 && Gemm.Threads > 1)
-                Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: true));
+                WorkerPool.For(n, Gemm.Threads, b => Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: true));
             else
                 for (int b = 0; b < n; b++) Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: false);
             return;
@@ -173,7 +173,7 @@ public sealed partial class PackedConv2d
         if (l <= ChannelTileMaxColumns && UseChannelTiles && ChannelTilesPossible)
         {
             if (n > 1 && Gemm.Threads > 1)
-                Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
+                WorkerPool.For(n, Gemm.Threads, b => ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
             else
                 for (int b = 0; b < n; b++) ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: n > 1);
             return;
@@ -185,14 +185,14 @@ public sealed partial class PackedConv2d
             int nb = Math.Max(1, FoldColumns / l), chunks = (n + nb - 1) / nb;
             int threads = Math.Min(Gemm.Threads, chunks);
             if (threads > 1)
-                Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                WorkerPool.For(chunks, threads,
                     q => Folded(q * nb, Math.Min(nb, n - q * nb), xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, 1));
             else
                 for (int q = 0; q < chunks; q++) Folded(q * nb, Math.Min(nb, n - q * nb), xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, Gemm.Threads);
             return;
         }
         if (n > 1 && Gemm.Threads > 1)
-            Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, b => Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
+            WorkerPool.For(n, Gemm.Threads, b => Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
         else
             for (int b = 0; b < n; b++) Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: false);
     }
@@ -342,7 +342,7 @@ public sealed partial class PackedConv2d
             else DirectFlatGroups<StrideTwo>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
         }
         if (threads > 1 && (long)o * positions * kdim >= 1 << 20)
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, q => Run(groups * q / threads, groups * (q + 1) / threads));
+            WorkerPool.For(threads, threads, q => Run(groups * q / threads, groups * (q + 1) / threads));
         else Run(0, groups);
     }
 
@@ -491,7 +491,7 @@ public sealed partial class PackedConv2d
                     ra is null ? default : ra.AsSpan(ro + (b * o + oc) * l + at, cols), ra is not null, activation);
         }
         int threads = serial ? 1 : Math.Min(Gemm.Threads, blocks);
-        if (threads > 1) Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Block);
+        if (threads > 1) WorkerPool.For(blocks, threads, Block);
         else for (int q = 0; q < blocks; q++) Block(q);
     }
 
@@ -524,7 +524,7 @@ public sealed partial class PackedConv2d
                 {
                     // Batch 1 on several threads: split the im2col rows by input channel so it is not the serial part.
                     var buf = cols;
-                    Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts },
+                    WorkerPool.For(parts, parts,
                         q => Im2Col(xa, xBase, cg * q / parts, cg * (q + 1) / parts, h, w, buf, oh, ow, l, 0));
                 }
                 else Im2Col(xa, xBase, 0, cg, h, w, cols, oh, ow, l, 0);
@@ -697,7 +697,7 @@ public static class InferencePool
         {
             void Plane2(int p) => MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow);
             if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow > 1 << 16)
-                Parallel.For(0, planes, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, Plane2);
+                WorkerPool.For(planes, Gemm.Threads, Plane2);
             else for (int p = 0; p < planes; p++) Plane2(p);
             return;
         }
@@ -731,7 +731,7 @@ public static class InferencePool
             }
         }
         if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow * kh * kw > 1 << 16)
-            Parallel.For(0, planes, new ParallelOptions { MaxDegreeOfParallelism = Gemm.Threads }, Plane);
+            WorkerPool.For(planes, Gemm.Threads, Plane);
         else for (int p = 0; p < planes; p++) Plane(p);
     }
 

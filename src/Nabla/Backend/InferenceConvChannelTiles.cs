@@ -88,7 +88,7 @@ public sealed partial class PackedConv2d
         int threads = serial ? 1 : Gemm.Threads, tiles = lp / TR;
         if (threads > 1 && (long)kdim * lp * opad < 1 << 20) threads = 1;
         if (threads > 1 && c > 1 && need >= 1 << 16)
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+            WorkerPool.For(threads, threads,
                 q => Im2Col(xa, xBase, c * q / threads, c * (q + 1) / threads, h, w, cols, oh, ow, lp, 0));
         else Im2Col(xa, xBase, 0, c, h, w, cols, oh, ow, lp, 0);
         if (lp > l)
@@ -98,10 +98,10 @@ public sealed partial class PackedConv2d
         // positions (each thread reads half the columns: on 28×28 maps with 2 blocks this measured faster than splitting blocks).
         bool byBlocks = blocks >= 4 * threads || (blocks >= threads && tiles < 4 * threads);
         if (threads > 1 && byBlocks)
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+            WorkerPool.For(threads, threads,
                 p => ChannelBlocks(blocks * p / threads, blocks * (p + 1) / threads, 0, lp, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
         else if (threads > 1 && tiles >= threads)
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads },
+            WorkerPool.For(threads, threads,
                 p => ChannelBlocks(0, blocks, tiles * p / threads * TR, tiles * (p + 1) / threads * TR, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
         else ChannelBlocks(0, blocks, 0, lp, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation);
     }

@@ -97,7 +97,7 @@ public sealed partial class PackedConv2d
         int xBase = xo + b * c * h * w, yBase = yo + b * o * h * w, rBase = ro + b * o * h * w;
         Ranges(c, threads, (from, to) => InputTransform(xa, xBase, from, to, h, w, ty, s, v));
         if (threads > 1)
-            Parallel.For(0, 16, new ParallelOptions { MaxDegreeOfParallelism = threads },
+            WorkerPool.For(16, threads,
                 xi => Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1));
         else
             for (int xi = 0; xi < 16; xi++) Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1);
@@ -108,7 +108,7 @@ public sealed partial class PackedConv2d
     {
         int parts = Math.Min(threads, count);
         if (parts <= 1) body(0, count);
-        else Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p => body(count * p / parts, count * (p + 1) / parts));
+        else WorkerPool.For(parts, parts, p => body(count * p / parts, count * (p + 1) / parts));
     }
 
     /// <summary>

@@ -1,0 +1,146 @@
+using Xunit;
+
+namespace Nabla.Tests;
+
+/// <summary>
+/// <see cref="WorkerPool.For"/>: every index exactly once, work really on two threads at once, the degree respected,
+/// exceptions surfaced after the other indices finish, nested and concurrent calls completing (inline), and the
+/// Parallel.For switch. Calls from other test classes running at the same time only make some of these run inline,
+/// which the assertions allow for, except where the test takes the pool itself first.
+/// </summary>
+[Collection(nameof(GemmSettingsCollection))]
+public class WorkerPoolTests
+{
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Every_index_runs_exactly_once(bool pool)
+    {
+        bool was = WorkerPool.Enabled;
+        WorkerPool.Enabled = pool;
+        try
+        {
+            foreach (int degree in new[] { 1, 2, 3, 4 })
+            foreach (int count in new[] { 1, 2, 3, 7, 64, 1000 })
+            {
+                var hits = new int[count];
+                WorkerPool.For(count, degree, i => Interlocked.Increment(ref hits[i]));
+                Assert.All(hits, h => Assert.Equal(1, h));
+            }
+        }
+        finally { WorkerPool.Enabled = was; }
+    }
+
+    [Fact]
+    public void Two_indices_run_at_the_same_time_with_degree_two()
+    {
+        // Each index waits for the other to start: only possible when two threads run them. A pool busy with another
+        // test's job runs the call inline, so retry a few times before concluding.
+        bool together = false;
+        for (int attempt = 0; attempt < 20 && !together; attempt++)
+        {
+            using var both = new CountdownEvent(2);
+            var met = new bool[2];
+            WorkerPool.For(2, 2, i =>
+            {
+                both.Signal();
+                met[i] = both.Wait(TimeSpan.FromSeconds(2));
+            });
+            together = met[0] && met[1];
+        }
+        Assert.True(together, "indices 0 and 1 never ran concurrently");
+    }
+
+    [Fact]
+    public void No_more_threads_than_the_degree_take_part()
+    {
+        // A degree-3 job whose indices wait for each other keeps both workers busy to its end, so both are still
+        // spinning when the degree-2 job is published right after (usually: it is a race, hence the rounds); it must
+        // still run on at most two threads.
+        for (int attempt = 0; attempt < 20; attempt++)
+        {
+            using (var all = new CountdownEvent(3))
+                WorkerPool.For(3, 3, _ =>
+                {
+                    all.Signal();
+                    all.Wait(TimeSpan.FromSeconds(2));
+                });
+            var threads = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
+            WorkerPool.For(32, 2, _ =>
+            {
+                threads[Environment.CurrentManagedThreadId] = true;
+                Thread.Sleep(1);
+            });
+            Assert.InRange(threads.Count, 1, 2);
+        }
+    }
+
+    [Fact]
+    public void An_exception_reaches_the_caller_after_the_other_indices_finish_and_the_pool_still_works()
+    {
+        var hits = new int[50];
+        var e = Assert.Throws<AggregateException>(() => WorkerPool.For(50, 2, i =>
+        {
+            Interlocked.Increment(ref hits[i]);
+            if (i == 7) throw new InvalidOperationException("index 7 failed");
+        }));
+        Assert.Equal("index 7 failed", Assert.IsType<InvalidOperationException>(e.InnerException).Message);
+        Assert.All(hits, h => Assert.Equal(1, h));
+
+        var after = new int[50];
+        WorkerPool.For(50, 2, i => Interlocked.Increment(ref after[i]));
+        Assert.All(after, h => Assert.Equal(1, h));
+    }
+
+    [Fact]
+    public void A_call_from_inside_a_body_runs_inline_and_completes()
+    {
+        var hits = new int[8 * 8];
+        WorkerPool.For(8, 2, i => WorkerPool.For(8, 2, j => Interlocked.Increment(ref hits[i * 8 + j])));
+        Assert.All(hits, h => Assert.Equal(1, h));
+    }
+
+    [Fact]
+    public async Task Concurrent_callers_all_complete_with_every_index_once()
+    {
+        const int callers = 4, rounds = 200, count = 33;
+        var totals = new long[callers];
+        var tasks = Enumerable.Range(0, callers).Select(t => Task.Factory.StartNew(() =>
+        {
+            for (int r = 0; r < rounds; r++)
+            {
+                var hits = new int[count];
+                WorkerPool.For(count, 2, i => Interlocked.Increment(ref hits[i]));
+                if (hits.Any(h => h != 1)) throw new InvalidOperationException($"caller {t} round {r}: an index ran {hits.First(h => h != 1)} times");
+                totals[t] += hits.Sum();
+            }
+        }, TaskCreationOptions.LongRunning)).ToArray();
+        await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.All(totals, s => Assert.Equal(rounds * count, s));
+    }
+
+    [Fact]
+    public void Sgemm_on_the_pool_matches_the_reference_after_workers_have_gone_to_sleep()
+    {
+        // Workers block after SpinMicroseconds without a job; the next call must wake them (or run the indices itself).
+        var rng = new Random(3);
+        int m = 96, n = 80, k = 70;
+        var a = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var b = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var want = new float[m * n];
+        Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, n, 1, want, 0, n, false);
+        int threads = Gemm.Threads;
+        Gemm.Threads = 2;
+        try
+        {
+            for (int round = 0; round < 3; round++)
+            {
+                Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
+                var c = new float[m * n];
+                Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
+                for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-4f);
+            }
+        }
+        finally { Gemm.Threads = threads; }
+    }
+}
