@@ -16,6 +16,7 @@ public class InferenceWinogradTests
     {
         { 1, 64, 14, 14, 33 },    // the smallest that takes the path (32 output channels or fewer run directly)
         { 1, 64, 15, 17, 36 },    // odd sides: the last tile row and column reach past the map
+        { 1, 64, 31, 29, 33 },    // odd sides with bands of tile rows per thread (4·O ≤ tile positions)
         { 2, 64, 16, 14, 70 },    // batch 2 (images split over threads)
         { 1, 70, 20, 18, 130 },   // 130 output channels: more than one row block of the packed filters
         { 1, 300, 14, 14, 40 },   // 300 input channels: the filters' K crosses a GEMM K block
@@ -33,9 +34,19 @@ public class InferenceWinogradTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var reference = ConvReference.Conv(x, weight, bias, (1, 1), (1, 1));
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-        var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
-        ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseWinograd = v, on: true,
-            restore: PackedConv2d.UseWinograd, () => conv.HasWinogradFilters);
+        bool bands = PackedConv2d.WinogradBands;
+        try
+        {
+            // With several threads: bands of tile rows per thread, and the three stages each split over the threads.
+            foreach (bool banded in new[] { true, false })
+            {
+                PackedConv2d.WinogradBands = banded;
+                var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
+                ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseWinograd = v, on: true,
+                    restore: PackedConv2d.UseWinograd, () => conv.HasWinogradFilters);
+            }
+        }
+        finally { PackedConv2d.WinogradBands = bands; }
     }
 
     [Fact]

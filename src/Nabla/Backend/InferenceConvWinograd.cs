@@ -85,23 +85,50 @@ public sealed partial class PackedConv2d
         }
     }
 
+    /// <summary>Whether, with several threads, each thread may run the whole pipeline on its own band of tile rows (one
+    /// fork-join, nothing handed between cores) instead of all threads sharing each of the three stages
+    /// (<c>NABLA_WINOGRAD_BANDS=0</c>, for A/B measurements). Bands are taken where the transformed filters are small
+    /// next to the transformed input (output channels · 4 ≤ tile positions: ResNet-18's 56×56 layers, not its 28×28 or
+    /// 14×14 ones), since every band reads all sixteen filters. ResNet-18 batch 1 at 2 threads, the two splits
+    /// alternating in one process (bench/README.md, "Winograd bands"): 8.76–8.97 against 8.69–8.77 ms in the machine's
+    /// normal phases, 11.75–12.07 against 12.50–12.65 ms in its slow ones, where data handed between the cores costs
+    /// about five times as much.</summary>
+    internal static bool WinogradBands = Environment.GetEnvironmentVariable("NABLA_WINOGRAD_BANDS") != "0";
+
     /// <summary>One image through F(2×2, 3×3). <paramref name="serial"/>: the caller already runs images in parallel.</summary>
     void Winograd(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, FusedActivation activation, bool serial)
     {
         var u = WinogradFilters();
         int c = InChannels, o = OutChannels;
-        int ty = (h + 1) / 2, tx = (w + 1) / 2, s = tx + 1, l = ty * s;
-        var v = Grow(ref winogradV, 16 * c * l);
-        var m = Grow(ref winogradM, 16 * o * l);
+        int ty = (h + 1) / 2, tx = (w + 1) / 2, s = tx + 1;
         int threads = serial ? 1 : Gemm.Threads;
         int xBase = xo + b * c * h * w, yBase = yo + b * o * h * w, rBase = ro + b * o * h * w;
-        Ranges(c, threads, (from, to) => InputTransform(xa, xBase, from, to, h, w, ty, s, v));
+        if (threads > 1 && WinogradBands && ty >= 2 * threads && 4 * o <= ty * s)
+        {
+            // Bands of tile rows, one per thread: each stage's output stays in the core that made it (stage-shared
+            // splits hand V and M across cores twice per layer).
+            WorkerPool.For(threads, threads, p =>
+                WinogradBand(u, ty * p / threads, ty * (p + 1) / threads, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, 1));
+            return;
+        }
+        WinogradBand(u, 0, ty, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, threads);
+    }
+
+    /// <summary>Tile rows [r0, r1) of one image: input transform, the 16 GEMMs and the output transform, the stages split
+    /// over <paramref name="threads"/> (by input channels, by ξ, by output channels).</summary>
+    void WinogradBand(PackedA[] u, int r0, int r1, float[] xa, int xBase, float[]? ra, int rBase, float[] ya, int yBase,
+        int h, int w, int s, FusedActivation activation, int threads)
+    {
+        int c = InChannels, o = OutChannels, l = (r1 - r0) * s;
+        var v = Grow(ref winogradV, 16 * c * l);
+        var m = Grow(ref winogradM, 16 * o * l);
+        Ranges(c, threads, (from, to) => InputTransform(xa, xBase, from, to, h, w, r0, r1, s, v));
         if (threads > 1)
             WorkerPool.For(16, threads,
                 xi => Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1));
         else
             for (int xi = 0; xi < 16; xi++) Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1);
-        Ranges(o, threads, (from, to) => OutputTransform(m, from, to, h, w, ty, tx, s, ya, yBase, ra, rBase, activation));
+        Ranges(o, threads, (from, to) => OutputTransform(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation));
     }
 
     static void Ranges(int count, int threads, Action<int, int> body)
@@ -112,13 +139,14 @@ public sealed partial class PackedConv2d
     }
 
     /// <summary>
-    /// V[ξ][ch] for channels [from, to): the padded input P (P[r][q] = x[r - 1][q - 1], zero outside) split into four
-    /// parity planes of (ty + 1) rows × s columns, plane (rp, cp)[i][j] = P[2i + rp][2j + cp]; tile (i, j) reads rows
-    /// 2i..2i+3 and columns 2j..2j+3 of P, i.e. entries (i, j) and (i, j + 1) / (i + 1, j) of the planes.
+    /// V[ξ][ch] for channels [from, to) and tile rows [r0, r1): the padded input P (P[r][q] = x[r - 1][q - 1], zero
+    /// outside) split into four parity planes of (r1 - r0 + 1) rows × s columns, plane (rp, cp)[i][j] =
+    /// P[2(r0 + i) + rp][2j + cp]; tile (i, j) reads rows 2i..2i+3 and columns 2j..2j+3 of P, i.e. entries (i, j) and
+    /// (i, j + 1) / (i + 1, j) of the planes.
     /// </summary>
-    unsafe void InputTransform(float[] xa, int xBase, int from, int to, int h, int w, int ty, int s, float[] v)
+    unsafe void InputTransform(float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v)
     {
-        int c = InChannels, n = (ty + 1) * s, l = ty * s;
+        int c = InChannels, ty = r1 - r0, n = (ty + 1) * s, l = ty * s;
         // 4 parity planes + 8 row-transformed planes, each n floats and one of slack (the shifted reads at the end).
         int stride = n + 1;
         var planes = Grow(ref winogradPlanes, 12 * stride);
@@ -131,9 +159,10 @@ public sealed partial class PackedConv2d
                 float* plane = px + xBase + (long)ch * h * w;
                 for (int i = 0; i <= ty; i++)
                 {
-                    // P row 2i is x row 2i - 1; P row 2i + 1 is x row 2i; P column q is x column q - 1.
-                    Cpu.SplitPaddedRow(2 * i - 1 >= 0 && 2 * i - 1 < h ? plane + (long)(2 * i - 1) * w : null, w, 1, ee + i * s, eo + i * s, s);
-                    Cpu.SplitPaddedRow(2 * i < h ? plane + (long)(2 * i) * w : null, w, 1, oe + i * s, oo + i * s, s);
+                    // P row 2g is x row 2g - 1; P row 2g + 1 is x row 2g; P column q is x column q - 1 (g = r0 + i).
+                    int g = r0 + i;
+                    Cpu.SplitPaddedRow(2 * g - 1 >= 0 && 2 * g - 1 < h ? plane + (long)(2 * g - 1) * w : null, w, 1, ee + i * s, eo + i * s, s);
+                    Cpu.SplitPaddedRow(2 * g < h ? plane + (long)(2 * g) * w : null, w, 1, oe + i * s, oo + i * s, s);
                 }
                 ee[n] = eo[n] = oe[n] = oo[n] = 0f;
                 for (int rp = 0; rp < 2; rp++)
@@ -153,27 +182,28 @@ public sealed partial class PackedConv2d
                 // Rows: Bᵀ·(d·B), with the patch's rows E[i], O[i], E[i + 1], O[i + 1] (one plane row = s floats).
                 for (int j = 0; j < 4; j++)
                 {
-                    var r0 = new ReadOnlySpan<float>(hr + j * stride, l);
-                    var r2 = new ReadOnlySpan<float>(hr + j * stride + s, l);
-                    var r1 = new ReadOnlySpan<float>(hr + (4 + j) * stride, l);
-                    var r3 = new ReadOnlySpan<float>(hr + (4 + j) * stride + s, l);
-                    TensorPrimitives.Subtract(r0, r2, new Span<float>(pv + ((long)(0 + j) * c + ch) * l, l));
-                    TensorPrimitives.Add(r1, r2, new Span<float>(pv + ((long)(4 + j) * c + ch) * l, l));
-                    TensorPrimitives.Subtract(r2, r1, new Span<float>(pv + ((long)(8 + j) * c + ch) * l, l));
-                    TensorPrimitives.Subtract(r1, r3, new Span<float>(pv + ((long)(12 + j) * c + ch) * l, l));
+                    var w0 = new ReadOnlySpan<float>(hr + j * stride, l);
+                    var w2 = new ReadOnlySpan<float>(hr + j * stride + s, l);
+                    var w1 = new ReadOnlySpan<float>(hr + (4 + j) * stride, l);
+                    var w3 = new ReadOnlySpan<float>(hr + (4 + j) * stride + s, l);
+                    TensorPrimitives.Subtract(w0, w2, new Span<float>(pv + ((long)(0 + j) * c + ch) * l, l));
+                    TensorPrimitives.Add(w1, w2, new Span<float>(pv + ((long)(4 + j) * c + ch) * l, l));
+                    TensorPrimitives.Subtract(w2, w1, new Span<float>(pv + ((long)(8 + j) * c + ch) * l, l));
+                    TensorPrimitives.Subtract(w1, w3, new Span<float>(pv + ((long)(12 + j) * c + ch) * l, l));
                 }
             }
         }
     }
 
     /// <summary>
-    /// Output channels [from, to): Y = Aᵀ·M·A per tile (Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]) on whole planes, scattered
+    /// Output channels [from, to), tile rows [r0, r1): Y = Aᵀ·M·A per tile (Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]) on whole planes, scattered
     /// into the NCHW output (the junk column and any row or column past the map dropped), then bias, residual, activation.
     /// </summary>
-    unsafe void OutputTransform(float[] m, int from, int to, int h, int w, int ty, int tx, int s, float[] ya, int yBase,
+    unsafe void OutputTransform(float[] m, int from, int to, int h, int w, int r0, int r1, int s, float[] ya, int yBase,
         float[]? ra, int rBase, FusedActivation activation)
     {
-        int o = OutChannels, l = ty * s, stride = l + 8;
+        int o = OutChannels, ty = r1 - r0, l = ty * s, stride = l + 8;
+        int row0 = 2 * r0, rows = Math.Min(2 * r1, h) - row0;   // the output rows of these tiles
         var planes = Grow(ref winogradPlanes, 12 * stride);
         fixed (float* pm = m, pp = planes, py = ya)
         {
@@ -207,11 +237,12 @@ public sealed partial class PackedConv2d
                     TensorPrimitives.Subtract(q1, q2, y1);
                     TensorPrimitives.Subtract(y1, q3, y1);
                 }
-                float* dst = py + yBase + (long)oc * h * w;
+                float* dst = py + yBase + (long)oc * h * w + (long)row0 * w;
                 for (int i = 0; i < ty; i++)
-                    for (int a = 0; a < 2 && 2 * i + a < h; a++)
+                    for (int a = 0; a < 2 && 2 * i + a < rows; a++)
                         Interleave(yr + (2 * a) * stride + i * s, yr + (2 * a + 1) * stride + i * s, dst + (long)(2 * i + a) * w, w);
-                Epilogue(new Span<float>(dst, h * w), bias?[oc] ?? 0f, ra is null ? default : ra.AsSpan(rBase + oc * h * w, h * w), ra is not null, activation);
+                Epilogue(new Span<float>(dst, rows * w), bias?[oc] ?? 0f,
+                    ra is null ? default : ra.AsSpan(rBase + oc * h * w + row0 * w, rows * w), ra is not null, activation);
             }
         }
     }
