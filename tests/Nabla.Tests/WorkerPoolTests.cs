@@ -52,6 +52,31 @@ public class WorkerPoolTests
     }
 
     [Fact]
+    public void Each_thread_starts_with_its_own_block_of_indices()
+    {
+        // Degree 2, four indices: blocks {0, 1} (the caller) and {2, 3} (the worker). Index 0 waits until 2 has started and
+        // 3 until 1 has, so neither thread can finish early and take the other's second index: run in block order that
+        // is quick; taken in ascending order it stalls until the waits time out, with index 1 on the worker.
+        bool blocks = false;
+        for (int attempt = 0; attempt < 5 && !blocks; attempt++)
+        {
+            var started = new int[4];
+            var ran = new int[4];
+            WorkerPool.For(4, 2, i =>
+            {
+                ran[i] = Environment.CurrentManagedThreadId;
+                Volatile.Write(ref started[i], 1);
+                int wait = i == 0 ? 2 : i == 3 ? 1 : -1;
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                while (wait >= 0 && Volatile.Read(ref started[wait]) == 0 && clock.ElapsedMilliseconds < 500) Thread.SpinWait(20);
+            });
+            int me = Environment.CurrentManagedThreadId;
+            blocks = ran[0] == me && ran[1] == me && ran[2] != me && ran[3] != me;
+        }
+        Assert.True(blocks, "the caller never ran indices 0 and 1 while the worker ran 2 and 3");
+    }
+
+    [Fact]
     public void No_more_threads_than_the_degree_take_part()
     {
         // A degree-3 job whose indices wait for each other keeps both workers busy to its end, so both are still

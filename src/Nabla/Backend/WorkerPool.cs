@@ -12,8 +12,9 @@ namespace Nabla;
 /// <see cref="SpinMicroseconds"/> after their last job, so the next one starts at once, then block on a semaphore and
 /// cost nothing. Measured at 2 threads (bench/README.md, "Fork-join"): 1024² matmul 452–462 GFLOP/s against 387–419
 /// with Parallel.For, ResNet-18 batch 1 8.8–9.1 ms against 9.2–9.5.
-/// <para>Indices are claimed one at a time from a shared counter, so a worker that is late (or never wakes) only means
-/// the others run more of them; the caller waits for the indices, not for the workers. One job runs at a time: a
+/// <para>Each thread first runs its own block of indices, then takes what is left of the others' (see
+/// <see cref="Job.Work"/>), so a worker that is late (or never wakes) only means the others run more of them; the caller
+/// waits for the indices, not for the workers. One job runs at a time: a
 /// <see cref="For"/> from inside a body, or from a second thread while a job runs, runs its indices inline on its own
 /// thread, a choice made so that concurrent callers (a server's requests) never put more threads than cores to work.
 /// An exception from a body is rethrown to the caller inside an <see cref="AggregateException"/>, as Parallel.For does,
@@ -27,26 +28,40 @@ internal static class WorkerPool
     /// <summary>Off: every call goes to Parallel.For (A/B switch for benchmarks; NABLA_WORKER_POOL=0).</summary>
     internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") != "0";
 
+    /// <summary>Whether threads start with their own block of indices (<c>NABLA_POOL_AFFINITY=0</c>: all take indices in
+    /// ascending order, for A/B measurements).</summary>
+    internal static bool Affinity = Environment.GetEnvironmentVariable("NABLA_POOL_AFFINITY") != "0";
+
     sealed class Job(Action<int> body, int count, int helpers)
     {
         public readonly Action<int> Body = body;
         public readonly int Count = count;
-        /// <summary>Workers 0..Helpers-1 take part; the caller is the last of the degree.</summary>
+        /// <summary>Workers 0..Helpers-1 take part, besides the caller.</summary>
         public readonly int Helpers = helpers;
-        public int Next;
         public int Done;
         public Exception? Error;
+        readonly int[] taken = new int[count];
 
-        /// <summary>Claims and runs indices until none are left.</summary>
-        public void Work()
+        /// <summary>Runs indices until none are left: first the block that belongs to <paramref name="rank"/> (the caller is
+        /// rank 0, worker w rank w + 1; block r = [count·r/degree, count·(r+1)/degree)), in order, then whatever is left of
+        /// the other blocks, from their ends. The same index goes to the same thread from one job to the next unless a
+        /// thread is late, so a split by rows or channels keeps its data in one core's cache across layers.</summary>
+        public void Work(int rank)
         {
-            int i;
-            while ((i = Interlocked.Increment(ref Next) - 1) < Count)
-            {
-                try { Body(i); }
-                catch (Exception e) { Interlocked.CompareExchange(ref Error, e, null); }
-                Interlocked.Increment(ref Done);
-            }
+            int degree = Affinity ? Helpers + 1 : 1;
+            if (!Affinity) rank = 0;
+            int from = (int)((long)Count * rank / degree), to = (int)((long)Count * (rank + 1) / degree);
+            for (int i = from; i < to; i++) Run(i);
+            for (int i = Count - 1; i >= 0; i--)
+                if (i < from || i >= to) Run(i);
+        }
+
+        void Run(int i)
+        {
+            if (Volatile.Read(ref taken[i]) != 0 || Interlocked.Exchange(ref taken[i], 1) != 0) return;
+            try { Body(i); }
+            catch (Exception e) { Interlocked.CompareExchange(ref Error, e, null); }
+            Interlocked.Increment(ref Done);
         }
     }
 
@@ -86,7 +101,7 @@ internal static class WorkerPool
             Volatile.Write(ref current, job);
             for (int w = 0; w < degree - 1; w++)
                 if (Interlocked.CompareExchange(ref ws[w].Sleeping, 0, 1) == 1) ws[w].Wake.Release();
-            job.Work();
+            job.Work(0);
             var spin = new SpinWait();
             while (Volatile.Read(ref job.Done) < count) spin.SpinOnce(sleep1Threshold: -1);
         }
@@ -138,7 +153,7 @@ internal static class WorkerPool
                 start = Stopwatch.GetTimestamp();
             }
             me.Last = job;
-            if (index < job!.Helpers) job.Work();
+            if (index < job!.Helpers) job.Work(index + 1);
         }
     }
 }
