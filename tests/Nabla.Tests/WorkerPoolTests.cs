@@ -3,10 +3,10 @@ using Xunit;
 namespace Nabla.Tests;
 
 /// <summary>
-/// <see cref="WorkerPool.For"/>: every index exactly once, work really on two threads at once, the degree respected,
-/// exceptions surfaced after the other indices finish, nested and concurrent calls completing (inline), and the
-/// Parallel.For switch. Calls from other test classes running at the same time only make some of these run inline,
-/// which the assertions allow for, except where the test takes the pool itself first.
+/// <see cref="WorkerPool.For"/>: every index exactly once, work really on two threads at once (also after the workers
+/// have gone to sleep), each thread starting with its own block, the degree respected, exceptions surfaced after the
+/// other indices finish on the pooled and the inline path, nested and concurrent calls completing (inline), and the
+/// Parallel.For switch. The class runs in the GEMM settings collection, which no other test class runs beside.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
 public class WorkerPoolTests
@@ -112,6 +112,16 @@ public class WorkerPoolTests
         Assert.Equal("index 7 failed", Assert.IsType<InvalidOperationException>(e.InnerException).Message);
         Assert.All(hits, h => Assert.Equal(1, h));
 
+        // Inline (degree 1) keeps the same contract.
+        var inline = new int[50];
+        e = Assert.Throws<AggregateException>(() => WorkerPool.For(50, 1, i =>
+        {
+            Interlocked.Increment(ref inline[i]);
+            if (i == 7) throw new InvalidOperationException("index 7 failed");
+        }));
+        Assert.IsType<InvalidOperationException>(e.InnerException);
+        Assert.All(inline, h => Assert.Equal(1, h));
+
         var after = new int[50];
         WorkerPool.For(50, 2, i => Interlocked.Increment(ref after[i]));
         Assert.All(after, h => Assert.Equal(1, h));
@@ -145,7 +155,7 @@ public class WorkerPoolTests
     }
 
     [Fact]
-    public void Sgemm_on_the_pool_matches_the_reference_after_workers_have_gone_to_sleep()
+    public void Sleeping_workers_are_woken_and_Sgemm_on_the_pool_matches_the_reference()
     {
         // Workers block after SpinMicroseconds without a job; the next call must wake them (or run the indices itself).
         var rng = new Random(3);
@@ -160,6 +170,18 @@ public class WorkerPoolTests
         {
             for (int round = 0; round < 3; round++)
             {
+                // Asleep now: a job whose two indices wait for each other needs the worker woken.
+                Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
+                using (var both = new CountdownEvent(2))
+                {
+                    var met = new bool[2];
+                    WorkerPool.For(2, 2, i =>
+                    {
+                        both.Signal();
+                        met[i] = both.Wait(TimeSpan.FromSeconds(5));
+                    });
+                    Assert.True(met[0] && met[1], $"round {round}: the sleeping worker was not woken");
+                }
                 Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
                 var c = new float[m * n];
                 Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);

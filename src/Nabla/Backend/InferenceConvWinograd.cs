@@ -141,8 +141,8 @@ public sealed partial class PackedConv2d
     /// <summary>
     /// V[ξ][ch] for channels [from, to) and tile rows [r0, r1): the padded input P (P[r][q] = x[r - 1][q - 1], zero
     /// outside) split into four parity planes of (r1 - r0 + 1) rows × s columns, plane (rp, cp)[i][j] =
-    /// P[2(r0 + i) + rp][2j + cp]; tile (i, j) reads rows 2i..2i+3 and columns 2j..2j+3 of P, i.e. entries (i, j) and
-    /// (i, j + 1) / (i + 1, j) of the planes.
+    /// P[2(r0 + i) + rp][2j + cp]; tile (r0 + i, j) reads rows 2(r0 + i)..2(r0 + i)+3 and columns 2j..2j+3 of P, i.e.
+    /// entries (i, j) and (i, j + 1) / (i + 1, j) of the planes.
     /// </summary>
     unsafe void InputTransform(float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v)
     {

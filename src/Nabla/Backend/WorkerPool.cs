@@ -16,13 +16,14 @@ namespace Nabla;
 /// <see cref="Job.Work"/>), so a worker that is late (or never wakes) only means the others run more of them; the caller
 /// waits for the indices, not for the workers. One job runs at a time: a
 /// <see cref="For"/> from inside a body, or from a second thread while a job runs, runs its indices inline on its own
-/// thread, a choice made so that concurrent callers (a server's requests) never put more threads than cores to work.
-/// An exception from a body is rethrown to the caller inside an <see cref="AggregateException"/>, as Parallel.For does,
-/// after every claimed index has finished.</para>
+/// thread, a choice made so that concurrent callers (a server's requests) add one thread each rather than a whole pool
+/// each. Pooled or inline, every index runs even when one throws, and the first exception then reaches the caller inside
+/// an <see cref="AggregateException"/> (Parallel.For would aggregate all of them).</para>
 /// </remarks>
 internal static class WorkerPool
 {
-    /// <summary>How long an idle worker keeps spinning for the next job before it blocks (NABLA_SPIN_US overrides).</summary>
+    /// <summary>How long an idle worker keeps spinning for the next job before it blocks (NABLA_SPIN_US overrides; read
+    /// on every wait).</summary>
     internal static int SpinMicroseconds = ReadSpin();
 
     /// <summary>Off: every call goes to Parallel.For (A/B switch for benchmarks; NABLA_WORKER_POOL=0).</summary>
@@ -38,43 +39,54 @@ internal static class WorkerPool
         public readonly int Count = count;
         /// <summary>Workers 0..Helpers-1 take part, besides the caller.</summary>
         public readonly int Helpers = helpers;
+        /// <summary>Sequence number: workers remember the last one they saw, not the job (and the arrays its body holds).</summary>
+        public readonly long Seq = Interlocked.Increment(ref jobs);
         public int Done;
         public Exception? Error;
-        readonly int[] taken = new int[count];
+        // One claim cursor per block, 16 ints (a cache line) apart: block r = [Count·r/degree, Count·(r+1)/degree).
+        readonly int[] next = new int[16 * (helpers + 1)];
 
         /// <summary>Runs indices until none are left: first the block that belongs to <paramref name="rank"/> (the caller is
-        /// rank 0, worker w rank w + 1; block r = [count·r/degree, count·(r+1)/degree)), in order, then whatever is left of
-        /// the other blocks, from their ends. The same index goes to the same thread from one job to the next unless a
-        /// thread is late, so a split by rows or channels keeps its data in one core's cache across layers.</summary>
+        /// rank 0, worker w rank w + 1), in order, then whatever is left of the other blocks. The same index goes to the
+        /// same thread from one job to the next unless a thread is late, so a split by rows or channels keeps its data in
+        /// one core's cache across layers.</summary>
         public void Work(int rank)
         {
             int degree = Affinity ? Helpers + 1 : 1;
-            if (!Affinity) rank = 0;
-            int from = (int)((long)Count * rank / degree), to = (int)((long)Count * (rank + 1) / degree);
-            for (int i = from; i < to; i++) Run(i);
-            for (int i = Count - 1; i >= 0; i--)
-                if (i < from || i >= to) Run(i);
+            for (int k = 0; k < degree; k++)
+            {
+                int r = Affinity ? (rank + k) % degree : 0;
+                int from = (int)((long)Count * r / degree), to = (int)((long)Count * (r + 1) / degree);
+                int i;
+                while ((i = from + Interlocked.Increment(ref next[16 * r]) - 1) < to) Run(Body, i, ref Error);
+            }
         }
 
-        void Run(int i)
+        void Run(Action<int> body, int i, ref Exception? error)
         {
-            if (Volatile.Read(ref taken[i]) != 0 || Interlocked.Exchange(ref taken[i], 1) != 0) return;
-            try { Body(i); }
-            catch (Exception e) { Interlocked.CompareExchange(ref Error, e, null); }
+            WorkerPool.Run(body, i, ref error);
             Interlocked.Increment(ref Done);
         }
+    }
+
+    /// <summary>One index; an exception is kept (the first one) and the other indices still run.</summary>
+    static void Run(Action<int> body, int i, ref Exception? error)
+    {
+        try { body(i); }
+        catch (Exception e) { Interlocked.CompareExchange(ref error, e, null); }
     }
 
     sealed class Worker
     {
         public readonly SemaphoreSlim Wake = new(0);
         public int Sleeping;
-        public Job? Last;
+        public long LastJob;
     }
 
     static readonly object grow = new();
     static Worker[] workers = [];
     static Job? current;
+    static long jobs;   // the last job's sequence number
     static int busy;
 
     static int ReadSpin() =>
@@ -89,28 +101,33 @@ internal static class WorkerPool
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
             return;
         }
+        Exception? error = null;
         if (degree <= 1 || Interlocked.CompareExchange(ref busy, 1, 0) != 0)
         {
-            for (int i = 0; i < count; i++) body(i);
-            return;
+            // Inline: same contract as the pooled path (every index runs, the first exception comes wrapped).
+            for (int i = 0; i < count; i++) Run(body, i, ref error);
         }
-        var job = new Job(body, count, degree - 1);
-        try
+        else
         {
-            var ws = Ensure(degree - 1);
-            Volatile.Write(ref current, job);
-            for (int w = 0; w < degree - 1; w++)
-                if (Interlocked.CompareExchange(ref ws[w].Sleeping, 0, 1) == 1) ws[w].Wake.Release();
-            job.Work(0);
-            var spin = new SpinWait();
-            while (Volatile.Read(ref job.Done) < count) spin.SpinOnce(sleep1Threshold: -1);
+            try
+            {
+                var job = new Job(body, count, degree - 1);
+                var ws = Ensure(degree - 1);
+                Volatile.Write(ref current, job);
+                for (int w = 0; w < degree - 1; w++)
+                    if (Interlocked.CompareExchange(ref ws[w].Sleeping, 0, 1) == 1) ws[w].Wake.Release();
+                job.Work(0);
+                var spin = new SpinWait();
+                while (Volatile.Read(ref job.Done) < count) spin.SpinOnce(sleep1Threshold: -1);
+                error = job.Error;
+            }
+            finally
+            {
+                Volatile.Write(ref current, null);
+                Volatile.Write(ref busy, 0);
+            }
         }
-        finally
-        {
-            Volatile.Write(ref current, null);
-            Volatile.Write(ref busy, 0);
-        }
-        if (job.Error is { } e) throw new AggregateException(e);
+        if (error is not null) throw new AggregateException(error);
     }
 
     static Worker[] Ensure(int n)
@@ -134,26 +151,37 @@ internal static class WorkerPool
         }
     }
 
+    /// <summary>A worker: wait for a job it has not seen (spinning, then blocked), run its share, repeat. A job it takes
+    /// no part in (a smaller degree) does not restart its spin, so workers beyond the current degree go to sleep.</summary>
     static void Loop(Worker me, int index)
     {
-        long spinTicks = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+        long start = Stopwatch.GetTimestamp();
         while (true)
         {
-            long start = Stopwatch.GetTimestamp();
-            Job? job;
-            while ((job = Volatile.Read(ref current)) is null || job == me.Last)
+            Job? job = Volatile.Read(ref current);
+            if (job is not null && job.Seq != me.LastJob)
             {
-                if (Stopwatch.GetTimestamp() - start < spinTicks) { Thread.SpinWait(30); continue; }
-                // Block. The caller clears Sleeping and releases the semaphore when it publishes a job; a job published
-                // between the flag and the re-check is caught by the re-check.
-                Interlocked.Exchange(ref me.Sleeping, 1);
-                job = Volatile.Read(ref current);
-                if (job is not null && job != me.Last && Interlocked.CompareExchange(ref me.Sleeping, 0, 1) == 1) break;
-                me.Wake.Wait();
-                start = Stopwatch.GetTimestamp();
+                me.LastJob = job.Seq;
+                if (index < job.Helpers)
+                {
+                    job.Work(index + 1);
+                    start = Stopwatch.GetTimestamp();
+                }
+                continue;
             }
-            me.Last = job;
-            if (index < job!.Helpers) job.Work(index + 1);
+            if (Stopwatch.GetTimestamp() - start < Stopwatch.Frequency * SpinMicroseconds / 1_000_000)
+            {
+                Thread.SpinWait(30);
+                continue;
+            }
+            // Block. The caller clears Sleeping and releases the semaphore when it publishes a job; a job published
+            // between the flag and the re-check is caught by the re-check.
+            Interlocked.Exchange(ref me.Sleeping, 1);
+            job = Volatile.Read(ref current);
+            if (job is not null && job.Seq != me.LastJob && Interlocked.CompareExchange(ref me.Sleeping, 0, 1) == 1)
+                continue;
+            me.Wake.Wait();
+            start = Stopwatch.GetTimestamp();
         }
     }
 }
