@@ -13,9 +13,10 @@ static class ConvReference
     /// A fast path of <paramref name="conv"/> against the float64 reference and against the path it replaces: with the
     /// path off (<paramref name="use"/>(false)) nothing is built; with it set to <paramref name="on"/> at 1 thread,
     /// <paramref name="built"/> says whether it ran, every element is overwritten and matches (bias, residual and ReLU, then
-    /// no activation); 2 threads give the same bits. The switch and the thread count are restored.
+    /// no activation) within <paramref name="tol"/>; 2 threads give the same bits. The switch and the thread count are restored.
     /// </summary>
-    public static void CheckPath(PackedConv2d conv, Tensor x, Tensor reference, Tensor residual, Action<bool> use, bool on, bool restore, Func<bool> built)
+    public static void CheckPath(PackedConv2d conv, Tensor x, Tensor reference, Tensor residual, Action<bool> use, bool on, bool restore, Func<bool> built,
+        double tol = 1e-4)
     {
         int savedThreads = Gemm.Threads;
         try
@@ -28,11 +29,11 @@ static class ConvReference
             var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
             conv.Run(x, residual, y);
             Assert.Equal(on, built());
-            Close(reference.Add(residual).Relu(), y);
-            Close(other, y);
+            Close(reference.Add(residual).Relu(), y, tol);
+            Close(other, y, tol);
             var plain = Tensor.Full(reference.Shape, float.NaN);
             conv.Run(x, null, plain, FusedActivation.None);
-            Close(reference, plain);
+            Close(reference, plain, tol);
             // Two threads split the work (channel blocks, positions, channels, the 16 products, images); each output is
             // computed the same way, so the results are bitwise equal.
             Gemm.Threads = 2;

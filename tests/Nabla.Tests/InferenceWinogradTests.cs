@@ -22,6 +22,8 @@ public class InferenceWinogradTests
         { 1, 300, 14, 14, 40 },   // 300 input channels: the filters' K crosses a GEMM K block
         { 1, 64, 56, 56, 40 },    // long rows: the vector column split and interleave
         { 1, 64, 70, 60, 32 },    // 4200 positions: past the narrow direct kernel's limit, so 32 channels take this path
+        { 1, 300, 30, 31, 40 },   // F(4×4, 3×3) with a K block crossed and odd sides
+        { 2, 64, 28, 29, 36 },    // F(4×4, 3×3) at its smallest map, batch 2
     };
 
     [Theory]
@@ -34,19 +36,29 @@ public class InferenceWinogradTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var reference = ConvReference.Conv(x, weight, bias, (1, 1), (1, 1));
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-        bool bands = PackedConv2d.WinogradBands;
+        bool bands = PackedConv2d.WinogradBands, f4 = PackedConv2d.WinogradF4;
         try
         {
-            // With several threads: bands of tile rows per thread, and the three stages each split over the threads.
+            // With several threads: bands of tile rows per thread, and the three stages each split over the threads; on maps
+            // of 28 and more, F(4×4, 3×3) and F(2×2, 3×3).
+            foreach (bool large in new[] { false, true })
             foreach (bool banded in new[] { true, false })
             {
+                PackedConv2d.WinogradF4 = large;
                 PackedConv2d.WinogradBands = banded;
                 var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
+                // F(4×4, 3×3)'s transforms (coefficients up to 8 and 1/24) cost about a decimal digit: errors up to 1.8e-4 on
+                // these outputs of order 1, whose sums before the activation spread over ±5 to ±10 (64 to 300 channels).
+                double tol = large && Math.Min(h, w) >= PackedConv2d.WinogradF4MinSide ? 5e-4 : 1e-4;
                 ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseWinograd = v, on: true,
-                    restore: PackedConv2d.UseWinograd, () => conv.HasWinogradFilters);
+                    restore: PackedConv2d.UseWinograd, () => conv.HasWinogradFilters, tol);
             }
         }
-        finally { PackedConv2d.WinogradBands = bands; }
+        finally
+        {
+            PackedConv2d.WinogradBands = bands;
+            PackedConv2d.WinogradF4 = f4;
+        }
     }
 
     [Fact]

@@ -32,7 +32,7 @@ public sealed partial class PackedConv2d
     PackedA[]? winogradU;   // 16 transformed filters [O, C], packed; built on first use
 
     /// <summary>Whether the transformed filters have been built, i.e. the Winograd path has run (for tests).</summary>
-    internal bool HasWinogradFilters => Volatile.Read(ref winogradU) is not null;
+    internal bool HasWinogradFilters => Volatile.Read(ref winogradU) is not null || Volatile.Read(ref winograd4U) is not null;
 
     [ThreadStatic] static float[]? winogradV, winogradM, winogradPlanes;
 
@@ -98,6 +98,11 @@ public sealed partial class PackedConv2d
     /// <summary>One image through F(2×2, 3×3). <paramref name="serial"/>: the caller already runs images in parallel.</summary>
     void Winograd(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, FusedActivation activation, bool serial)
     {
+        if (WinogradF4 && Math.Min(h, w) >= WinogradF4MinSide)
+        {
+            Winograd4(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial);
+            return;
+        }
         var u = WinogradFilters();
         int c = InChannels, o = OutChannels;
         int ty = (h + 1) / 2, tx = (w + 1) / 2, s = tx + 1;
