@@ -9,8 +9,15 @@ namespace Nabla.Tests;
 /// Parallel.For switch. The class runs in the GEMM settings collection, which no other test class runs beside.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
-public class WorkerPoolTests
+public sealed class WorkerPoolTests : IDisposable
 {
+    // The pool is opt-in; these tests turn it on and put the setting back.
+    readonly bool wasEnabled = WorkerPool.Enabled;
+
+    public WorkerPoolTests() => WorkerPool.Enabled = true;
+
+    public void Dispose() => WorkerPool.Enabled = wasEnabled;
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]

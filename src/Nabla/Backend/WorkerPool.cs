@@ -26,8 +26,30 @@ internal static class WorkerPool
     /// on every wait).</summary>
     internal static int SpinMicroseconds = ReadSpin();
 
-    /// <summary>Off: every call goes to Parallel.For (A/B switch for benchmarks; NABLA_WORKER_POOL=0).</summary>
-    internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") != "0";
+    /// <summary>Opt-in (<c>NABLA_WORKER_POOL=1</c>); off, every call goes to Parallel.For. Off by default because the
+    /// quickstart trains 25% slower with it (64.8 s against 48.1 s with Parallel.For and 52.5 s at the session's starting
+    /// commit, 07:19–07:22 UTC; bench/README.md, "Fork-join"), for a reason not found yet, while inference and GEMMs at
+    /// 2 threads gain from it.</summary>
+    internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "1";
+
+    /// <summary>Off: never use the pool, not even inside a <see cref="Scope"/> (<c>NABLA_WORKER_POOL=0</c>).</summary>
+    static readonly bool Never = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "0";
+
+    [ThreadStatic] static int scopes;
+
+    /// <summary>Calls on this thread use the pool until the returned value is disposed, whatever <see cref="Enabled"/>
+    /// says: graph runs (<see cref="Graph.GraphExecutor"/>) take it, where it measured faster (ResNet-18 b1 at 2 threads
+    /// 9.18 against 12.61 ms in the same minute, 07:27).</summary>
+    internal static ScopeToken Scope()
+    {
+        scopes++;
+        return default;
+    }
+
+    internal readonly struct ScopeToken : IDisposable
+    {
+        public void Dispose() => scopes--;
+    }
 
     /// <summary>Whether threads start with their own block of indices (<c>NABLA_POOL_AFFINITY=0</c>: all take indices in
     /// ascending order, for A/B measurements).</summary>
@@ -42,6 +64,8 @@ internal static class WorkerPool
         /// <summary>Sequence number: workers remember the last one they saw, not the job (and the arrays its body holds).</summary>
         public readonly long Seq = Interlocked.Increment(ref jobs);
         public int Done;
+        /// <summary>Set when every index has finished; the caller blocks on it after spinning.</summary>
+        public readonly ManualResetEventSlim Finished = new(false, 0);
         public Exception? Error;
         // One claim cursor per block, 16 ints (a cache line) apart: block r = [Count·r/degree, Count·(r+1)/degree).
         readonly int[] next = new int[16 * (helpers + 1)];
@@ -53,19 +77,25 @@ internal static class WorkerPool
         public void Work(int rank)
         {
             int degree = Affinity ? Helpers + 1 : 1;
+            if (!Affinity) rank = 0;
+            // Indices are claimed a chunk at a time (an eighth of a block), and finished ones are counted once per thread:
+            // per-index claims and counts on shared cache lines cost more than the bodies when there are thousands of
+            // small ones (pooling and col2im over every plane of a training batch).
+            int chunk = Math.Max(1, Count / (degree * 8)), mine = 0;
             for (int k = 0; k < degree; k++)
             {
-                int r = Affinity ? (rank + k) % degree : 0;
+                int r = (rank + k) % degree;
                 int from = (int)((long)Count * r / degree), to = (int)((long)Count * (r + 1) / degree);
-                int i;
-                while ((i = from + Interlocked.Increment(ref next[16 * r]) - 1) < to) Run(Body, i, ref Error);
+                while (true)
+                {
+                    int i0 = from + Interlocked.Add(ref next[16 * r], chunk) - chunk;
+                    if (i0 >= to) break;
+                    int i1 = Math.Min(to, i0 + chunk);
+                    for (int i = i0; i < i1; i++) WorkerPool.Run(Body, i, ref Error);
+                    mine += i1 - i0;
+                }
             }
-        }
-
-        void Run(Action<int> body, int i, ref Exception? error)
-        {
-            WorkerPool.Run(body, i, ref error);
-            Interlocked.Increment(ref Done);
+            if (mine > 0 && Interlocked.Add(ref Done, mine) == Count) Finished.Set();
         }
     }
 
@@ -96,7 +126,7 @@ internal static class WorkerPool
     {
         if (count <= 0) return;
         if (degree > count) degree = count;
-        if (degree > 1 && !Enabled)
+        if (degree > 1 && (Never || !Enabled && scopes == 0))
         {
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
             return;
@@ -117,8 +147,11 @@ internal static class WorkerPool
                 for (int w = 0; w < degree - 1; w++)
                     if (Interlocked.CompareExchange(ref ws[w].Sleeping, 0, 1) == 1) ws[w].Wake.Release();
                 job.Work(0);
-                var spin = new SpinWait();
-                while (Volatile.Read(ref job.Done) < count) spin.SpinOnce(sleep1Threshold: -1);
+                // Spin (without yielding: a yield on a busy machine hands the core to another thread for a whole time
+                // slice, which cost the quickstart 25%), then block until the last index finishes.
+                long start = Stopwatch.GetTimestamp(), budget = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+                while (Volatile.Read(ref job.Done) < count && Stopwatch.GetTimestamp() - start < budget) Thread.SpinWait(20);
+                if (Volatile.Read(ref job.Done) < count) job.Finished.Wait();
                 error = job.Error;
             }
             finally
