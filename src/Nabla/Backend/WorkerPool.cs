@@ -4,14 +4,15 @@ namespace Nabla;
 
 /// <summary>
 /// The kernels' fork-join: <see cref="For"/> runs <c>body(0..count-1)</c> on the calling thread and on persistent
-/// worker threads that spin for a short while after each job before they block.
+/// worker threads that spin for a short while after each job before they block, inside a <see cref="Scope"/> (graph
+/// runs) or everywhere with <see cref="Enabled"/>; otherwise it hands the call to Parallel.For.
 /// </summary>
 /// <remarks>
 /// Why not <see cref="Parallel.For(int, int, Action{int})"/>: a ResNet-18 inference is about fifty fork-joins of
 /// 20–800 µs each, and a thread-pool thread may have gone to sleep between two of them. Workers here spin for
 /// <see cref="SpinMicroseconds"/> after their last job, so the next one starts at once, then block on a semaphore and
 /// cost nothing. Measured at 2 threads (bench/README.md, "Fork-join"): 1024² matmul 452–462 GFLOP/s against 387–419
-/// with Parallel.For, ResNet-18 batch 1 8.8–9.1 ms against 9.2–9.5.
+/// with Parallel.For (with <see cref="Enabled"/>), ResNet-18 batch 1 8.8–9.1 ms against 9.2–9.5.
 /// <para>Each thread first runs its own block of indices, then takes what is left of the others' (see
 /// <see cref="Job.Work"/>), so a worker that is late (or never wakes) only means the others run more of them; the caller
 /// waits for the indices, not for the workers. One job runs at a time: a
