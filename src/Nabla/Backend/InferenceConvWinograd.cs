@@ -95,17 +95,14 @@ public sealed partial class PackedConv2d
     /// about five times as much.</summary>
     internal static bool WinogradBands = Environment.GetEnvironmentVariable("NABLA_WINOGRAD_BANDS") != "0";
 
-    /// <summary>One image through F(2×2, 3×3). <paramref name="serial"/>: the caller already runs images in parallel.</summary>
+    /// <summary>One image through F(2×2, 3×3), or F(4×4, 3×3) on maps of at least <see cref="WinogradF4MinSide"/>.
+    /// <paramref name="serial"/>: the caller already runs images in parallel.</summary>
     void Winograd(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, FusedActivation activation, bool serial)
     {
-        if (WinogradF4 && Math.Min(h, w) >= WinogradF4MinSide)
-        {
-            Winograd4(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial);
-            return;
-        }
-        var u = WinogradFilters();
-        int c = InChannels, o = OutChannels;
-        int ty = (h + 1) / 2, tx = (w + 1) / 2, s = tx + 1;
+        bool f4 = WinogradF4 && Math.Min(h, w) >= WinogradF4MinSide;
+        var u = f4 ? Winograd4Filters() : WinogradFilters();
+        int tile = f4 ? 4 : 2, c = InChannels, o = OutChannels;
+        int ty = (h + tile - 1) / tile, tx = (w + tile - 1) / tile, s = tx + 1;
         int threads = serial ? 1 : Gemm.Threads;
         int xBase = xo + b * c * h * w, yBase = yo + b * o * h * w, rBase = ro + b * o * h * w;
         if (threads > 1 && WinogradBands && ty >= 2 * threads && 4 * o <= ty * s)
@@ -113,27 +110,35 @@ public sealed partial class PackedConv2d
             // Bands of tile rows, one per thread: each stage's output stays in the core that made it (stage-shared
             // splits hand V and M across cores twice per layer).
             WorkerPool.For(threads, threads, p =>
-                WinogradBand(u, ty * p / threads, ty * (p + 1) / threads, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, 1));
+                WinogradBand(u, f4, ty * p / threads, ty * (p + 1) / threads, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, 1));
             return;
         }
-        WinogradBand(u, 0, ty, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, threads);
+        WinogradBand(u, f4, 0, ty, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, threads);
     }
 
-    /// <summary>Tile rows [r0, r1) of one image: input transform, the 16 GEMMs and the output transform, the stages split
-    /// over <paramref name="threads"/> (by input channels, by ξ, by output channels).</summary>
-    void WinogradBand(PackedA[] u, int r0, int r1, float[] xa, int xBase, float[]? ra, int rBase, float[] ya, int yBase,
+    /// <summary>Tile rows [r0, r1) of one image: input transform, the 16 (or 36) GEMMs and the output transform, the
+    /// stages split over <paramref name="threads"/> (by input channels, by ξ, by output channels).</summary>
+    void WinogradBand(PackedA[] u, bool f4, int r0, int r1, float[] xa, int xBase, float[]? ra, int rBase, float[] ya, int yBase,
         int h, int w, int s, FusedActivation activation, int threads)
     {
-        int c = InChannels, o = OutChannels, l = (r1 - r0) * s;
-        var v = Grow(ref winogradV, 16 * c * l);
-        var m = Grow(ref winogradM, 16 * o * l);
-        Ranges(c, threads, (from, to) => InputTransform(xa, xBase, from, to, h, w, r0, r1, s, v));
+        int c = InChannels, o = OutChannels, l = (r1 - r0) * s, products = u.Length;
+        var v = Grow(ref winogradV, products * c * l);
+        var m = Grow(ref winogradM, products * o * l);
+        Ranges(c, threads, (from, to) =>
+        {
+            if (f4) Input4(xa, xBase, from, to, h, w, r0, r1, s, v);
+            else InputTransform(xa, xBase, from, to, h, w, r0, r1, s, v);
+        });
         if (threads > 1)
-            WorkerPool.For(16, threads,
+            WorkerPool.For(products, threads,
                 xi => Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1));
         else
-            for (int xi = 0; xi < 16; xi++) Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1);
-        Ranges(o, threads, (from, to) => OutputTransform(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation));
+            for (int xi = 0; xi < products; xi++) Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1);
+        Ranges(o, threads, (from, to) =>
+        {
+            if (f4) Output4(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
+            else OutputTransform(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
+        });
     }
 
     static void Ranges(int count, int threads, Action<int, int> body)

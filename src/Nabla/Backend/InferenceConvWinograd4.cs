@@ -61,38 +61,6 @@ public sealed partial class PackedConv2d
         }
     }
 
-    /// <summary>One image through F(4×4, 3×3); the same thread split as <see cref="Winograd"/>.</summary>
-    void Winograd4(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, FusedActivation activation, bool serial)
-    {
-        var u = Winograd4Filters();
-        int c = InChannels, o = OutChannels;
-        int ty = (h + 3) / 4, tx = (w + 3) / 4, s = tx + 1;
-        int threads = serial ? 1 : Gemm.Threads;
-        int xBase = xo + b * c * h * w, yBase = yo + b * o * h * w, rBase = ro + b * o * h * w;
-        if (threads > 1 && WinogradBands && ty >= 2 * threads && 4 * o <= ty * s)
-        {
-            WorkerPool.For(threads, threads, p =>
-                Winograd4Band(u, ty * p / threads, ty * (p + 1) / threads, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, 1));
-            return;
-        }
-        Winograd4Band(u, 0, ty, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, threads);
-    }
-
-    void Winograd4Band(PackedA[] u, int r0, int r1, float[] xa, int xBase, float[]? ra, int rBase, float[] ya, int yBase,
-        int h, int w, int s, FusedActivation activation, int threads)
-    {
-        int c = InChannels, o = OutChannels, l = (r1 - r0) * s;
-        var v = Grow(ref winogradV, 36 * c * l);
-        var m = Grow(ref winogradM, 36 * o * l);
-        Ranges(c, threads, (from, to) => Input4(xa, xBase, from, to, h, w, r0, r1, s, v));
-        if (threads > 1)
-            WorkerPool.For(36, threads,
-                xi => Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1));
-        else
-            for (int xi = 0; xi < 36; xi++) Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1);
-        Ranges(o, threads, (from, to) => Output4(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation));
-    }
-
     /// <summary>
     /// V[ξ][ch] for channels [from, to), tile rows [r0, r1). Plane (m, q)[i][j] = P[4(r0 + i) + m][4j + q] of the padded
     /// input P (P[r][c] = x[r − 1][c − 1], zero outside); tile (r0 + i, j) reads entries (i, j) of all sixteen planes and
