@@ -53,25 +53,28 @@ public sealed partial class PackedConv2d
 
     bool ChannelTilesPossible => Groups == 1 && !direct && packed is not null && ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW);
 
-    float[] ChannelPanels()
+    float[] ChannelPanels() => Once(ref channelPanels, () =>
     {
-        var p = Volatile.Read(ref channelPanels);
-        if (p is not null) return p;
+        var w = Gemm.UnpackA(packed![0]);   // [O, K]
+        int TC = this.TC, o = OutChannels, k = w.Length / o, blocks = (o + TC - 1) / TC;
+        var d = new float[(long)blocks * k * TC is var len && len <= int.MaxValue ? (int)len : throw new NablaException("packed conv2d: weight too large for channel panels")];
+        for (int oc = 0; oc < o; oc++)
+        {
+            int ob = oc / TC, j = oc % TC, dst = ob * k * TC + j, src = oc * k;
+            for (int q = 0; q < k; q++) d[dst + q * TC] = w[src + q];
+        }
+        return d;
+    });
+
+    /// <summary>A weight layout built from the packed weights on first use, once even when threads race for it.</summary>
+    T Once<T>(ref T? field, Func<T> build) where T : class
+    {
+        var v = Volatile.Read(ref field);
+        if (v is not null) return v;
         lock (panelLock)
         {
-            if (channelPanels is null)
-            {
-                var w = Gemm.UnpackA(packed![0]);   // [O, K]
-                int TC = this.TC, o = OutChannels, k = w.Length / o, blocks = (o + TC - 1) / TC;
-                var d = new float[(long)blocks * k * TC is var len && len <= int.MaxValue ? (int)len : throw new NablaException("packed conv2d: weight too large for channel panels")];
-                for (int oc = 0; oc < o; oc++)
-                {
-                    int ob = oc / TC, j = oc % TC, dst = ob * k * TC + j, src = oc * k;
-                    for (int q = 0; q < k; q++) d[dst + q * TC] = w[src + q];
-                }
-                Volatile.Write(ref channelPanels, d);
-            }
-            return channelPanels;
+            if (field is null) Volatile.Write(ref field, build());
+            return field!;
         }
     }
 

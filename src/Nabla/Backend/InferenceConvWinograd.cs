@@ -42,48 +42,41 @@ public sealed partial class PackedConv2d
     bool TakesWinograd(int oh, int ow) => UseWinograd && WinogradShape && InChannels >= WinogradMinInChannels
                                           && OutChannels >= WinogradMinOutChannels && oh >= WinogradMinSide && ow >= WinogradMinSide;
 
-    PackedA[] WinogradFilters()
+    PackedA[] WinogradFilters() => Once(ref winogradU, () =>
     {
-        var u = Volatile.Read(ref winogradU);
-        if (u is not null) return u;
-        lock (panelLock)
-        {
-            if (winogradU is not null) return winogradU;
-            int o = OutChannels, c = InChannels;
-            var t = new float[16 * o * c];
-            var flat = Gemm.UnpackA(packed![0]);   // [O, C·9]
-            Span<float> g = stackalloc float[9];
-            Span<float> gg = stackalloc float[12];
-            for (int oc = 0; oc < o; oc++)
-                for (int ic = 0; ic < c; ic++)
+        int o = OutChannels, c = InChannels;
+        var t = new float[16 * o * c];
+        var flat = Gemm.UnpackA(packed![0]);   // [O, C·9]
+        Span<float> g = stackalloc float[9];
+        Span<float> gg = stackalloc float[12];
+        for (int oc = 0; oc < o; oc++)
+            for (int ic = 0; ic < c; ic++)
+            {
+                flat.AsSpan((oc * c + ic) * 9, 9).CopyTo(g);
+                // G·g, G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]: 4×3
+                for (int j = 0; j < 3; j++)
                 {
-                    flat.AsSpan((oc * c + ic) * 9, 9).CopyTo(g);
-                    // G·g, G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]: 4×3
-                    for (int j = 0; j < 3; j++)
-                    {
-                        float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-                        gg[j] = g0;
-                        gg[3 + j] = 0.5f * (g0 + g1 + g2);
-                        gg[6 + j] = 0.5f * (g0 - g1 + g2);
-                        gg[9 + j] = g2;
-                    }
-                    // (G·g)·Gᵀ: 4×4, element (i, j) is transformed filter ξ = 4i + j
-                    for (int i = 0; i < 4; i++)
-                    {
-                        float a0 = gg[3 * i], a1 = gg[3 * i + 1], a2 = gg[3 * i + 2];
-                        int at = (4 * i) * o * c + oc * c + ic, step = o * c;
-                        t[at] = a0;
-                        t[at + step] = 0.5f * (a0 + a1 + a2);
-                        t[at + 2 * step] = 0.5f * (a0 - a1 + a2);
-                        t[at + 3 * step] = a2;
-                    }
+                    float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+                    gg[j] = g0;
+                    gg[3 + j] = 0.5f * (g0 + g1 + g2);
+                    gg[6 + j] = 0.5f * (g0 - g1 + g2);
+                    gg[9 + j] = g2;
                 }
-            var packedU = new PackedA[16];
-            for (int xi = 0; xi < 16; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
-            Volatile.Write(ref winogradU, packedU);
-            return packedU;
-        }
-    }
+                // (G·g)·Gᵀ: 4×4, element (i, j) is transformed filter ξ = 4i + j
+                for (int i = 0; i < 4; i++)
+                {
+                    float a0 = gg[3 * i], a1 = gg[3 * i + 1], a2 = gg[3 * i + 2];
+                    int at = (4 * i) * o * c + oc * c + ic, step = o * c;
+                    t[at] = a0;
+                    t[at + step] = 0.5f * (a0 + a1 + a2);
+                    t[at + 2 * step] = 0.5f * (a0 - a1 + a2);
+                    t[at + 3 * step] = a2;
+                }
+            }
+        var packedU = new PackedA[16];
+        for (int xi = 0; xi < 16; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
+        return packedU;
+    });
 
     /// <summary>Whether, with several threads, each thread may run the whole pipeline on its own band of tile rows (one
     /// fork-join, nothing handed between cores) instead of all threads sharing each of the three stages

@@ -24,42 +24,35 @@ public sealed partial class PackedConv2d
 
     PackedA[]? winograd4U;   // 36 transformed filters [O, C], packed; built on first use
 
-    PackedA[] Winograd4Filters()
+    PackedA[] Winograd4Filters() => Once(ref winograd4U, () =>
     {
-        var u = Volatile.Read(ref winograd4U);
-        if (u is not null) return u;
-        lock (panelLock)
+        int o = OutChannels, c = InChannels;
+        var t = new float[36 * o * c];
+        var flat = Gemm.UnpackA(packed![0]);   // [O, C·9]
+        double[,] g6 =
         {
-            if (winograd4U is not null) return winograd4U;
-            int o = OutChannels, c = InChannels;
-            var t = new float[36 * o * c];
-            var flat = Gemm.UnpackA(packed![0]);   // [O, C·9]
-            double[,] g6 =
+            { 0.25, 0, 0 }, { -1.0 / 6, -1.0 / 6, -1.0 / 6 }, { -1.0 / 6, 1.0 / 6, -1.0 / 6 },
+            { 1.0 / 24, 1.0 / 12, 1.0 / 6 }, { 1.0 / 24, -1.0 / 12, 1.0 / 6 }, { 0, 0, 1 },
+        };
+        Span<double> gg = stackalloc double[18];
+        for (int oc = 0; oc < o; oc++)
+            for (int ic = 0; ic < c; ic++)
             {
-                { 0.25, 0, 0 }, { -1.0 / 6, -1.0 / 6, -1.0 / 6 }, { -1.0 / 6, 1.0 / 6, -1.0 / 6 },
-                { 1.0 / 24, 1.0 / 12, 1.0 / 6 }, { 1.0 / 24, -1.0 / 12, 1.0 / 6 }, { 0, 0, 1 },
-            };
-            Span<double> gg = stackalloc double[18];
-            for (int oc = 0; oc < o; oc++)
-                for (int ic = 0; ic < c; ic++)
-                {
-                    int src = (oc * c + ic) * 9;
-                    // G·g: 6×3
-                    for (int a = 0; a < 6; a++)
-                        for (int q = 0; q < 3; q++)
-                            gg[3 * a + q] = g6[a, 0] * flat[src + q] + g6[a, 1] * flat[src + 3 + q] + g6[a, 2] * flat[src + 6 + q];
-                    // (G·g)·Gᵀ: 6×6, element (a, k) is transformed filter ξ = 6a + k
-                    for (int a = 0; a < 6; a++)
-                        for (int k = 0; k < 6; k++)
-                            t[(6 * a + k) * o * c + oc * c + ic] =
-                                (float)(gg[3 * a] * g6[k, 0] + gg[3 * a + 1] * g6[k, 1] + gg[3 * a + 2] * g6[k, 2]);
-                }
-            var packedU = new PackedA[36];
-            for (int xi = 0; xi < 36; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
-            Volatile.Write(ref winograd4U, packedU);
-            return packedU;
-        }
-    }
+                int src = (oc * c + ic) * 9;
+                // G·g: 6×3
+                for (int a = 0; a < 6; a++)
+                    for (int q = 0; q < 3; q++)
+                        gg[3 * a + q] = g6[a, 0] * flat[src + q] + g6[a, 1] * flat[src + 3 + q] + g6[a, 2] * flat[src + 6 + q];
+                // (G·g)·Gᵀ: 6×6, element (a, k) is transformed filter ξ = 6a + k
+                for (int a = 0; a < 6; a++)
+                    for (int k = 0; k < 6; k++)
+                        t[(6 * a + k) * o * c + oc * c + ic] =
+                            (float)(gg[3 * a] * g6[k, 0] + gg[3 * a + 1] * g6[k, 1] + gg[3 * a + 2] * g6[k, 2]);
+            }
+        var packedU = new PackedA[36];
+        for (int xi = 0; xi < 36; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
+        return packedU;
+    });
 
     /// <summary>
     /// V[ξ][ch] for channels [from, to), tile rows [r0, r1). Plane (m, q)[i][j] = P[4(r0 + i) + m][4j + q] of the padded

@@ -120,6 +120,8 @@ internal static class WorkerPool
     static long jobs;   // the last job's sequence number
     static int busy;
 
+    static long SpinTicks => Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+
     static int ReadSpin() =>
         int.TryParse(Environment.GetEnvironmentVariable("NABLA_SPIN_US"), out var us) && us >= 0 ? us : 200;
 
@@ -127,7 +129,8 @@ internal static class WorkerPool
     {
         if (count <= 0) return;
         if (degree > count) degree = count;
-        if (degree > 1 && (Never || !Enabled && scopes == 0))
+        bool pooled = !Never && (Enabled || scopes > 0);
+        if (degree > 1 && !pooled)
         {
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
             return;
@@ -148,9 +151,8 @@ internal static class WorkerPool
                 for (int w = 0; w < degree - 1; w++)
                     if (Interlocked.CompareExchange(ref ws[w].Sleeping, 0, 1) == 1) ws[w].Wake.Release();
                 job.Work(0);
-                // Spin (without yielding: a yield on a busy machine hands the core to another thread for a whole time
-                // slice, which cost the quickstart 25%), then block until the last index finishes.
-                long start = Stopwatch.GetTimestamp(), budget = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+                // Spin for the last indices (without yielding the core), then block until they finish.
+                long start = Stopwatch.GetTimestamp(), budget = SpinTicks;
                 while (Volatile.Read(ref job.Done) < count && Stopwatch.GetTimestamp() - start < budget) Thread.SpinWait(20);
                 if (Volatile.Read(ref job.Done) < count) job.Finished.Wait();
                 error = job.Error;
@@ -203,7 +205,7 @@ internal static class WorkerPool
                 }
                 continue;
             }
-            if (Stopwatch.GetTimestamp() - start < Stopwatch.Frequency * SpinMicroseconds / 1_000_000)
+            if (Stopwatch.GetTimestamp() - start < SpinTicks)
             {
                 Thread.SpinWait(30);
                 continue;
