@@ -197,4 +197,51 @@ public sealed class WorkerPoolTests : IDisposable
         }
         finally { Gemm.Threads = threads; }
     }
+
+    [Theory]
+    [InlineData(true, true, true)]
+    [InlineData(true, false, false)]
+    [InlineData(false, true, false)]
+    public void Outside_graph_runs_only_calls_marked_large_use_the_pool(bool large, bool largeJobs, bool expectPool)
+    {
+        bool was = WorkerPool.LargeJobs;
+        WorkerPool.Enabled = false;
+        WorkerPool.LargeJobs = largeJobs;
+        try
+        {
+            var names = new string?[2];
+            using var both = new CountdownEvent(2);
+            WorkerPool.For(2, 2, i =>
+            {
+                names[i] = Thread.CurrentThread.Name;
+                both.Signal();
+                Assert.True(both.Wait(TimeSpan.FromSeconds(5)), "the two indices did not run at the same time");
+            }, large);
+            bool onPool = names.Any(n => n?.StartsWith("Nabla worker", StringComparison.Ordinal) == true);
+            Assert.Equal(expectPool, onPool);
+        }
+        finally { WorkerPool.LargeJobs = was; }
+    }
+
+    [Fact]
+    public void A_large_Sgemm_outside_graph_runs_matches_the_reference()
+    {
+        // 512·256·512 = 2^26: the threshold from which Gemm marks its split as large.
+        WorkerPool.Enabled = false;
+        var rng = new Random(5);
+        int m = 512, n = 512, k = 256;
+        var a = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var b = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var want = new float[m * n];
+        Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, n, 1, want, 0, n, false);
+        int threads = Gemm.Threads;
+        Gemm.Threads = 2;
+        try
+        {
+            var c = new float[m * n];
+            Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
+            for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-3f);
+        }
+        finally { Gemm.Threads = threads; }
+    }
 }

@@ -30,6 +30,10 @@ internal static unsafe partial class Gemm
         return int.TryParse(env, out var t) && t > 0 ? t : Environment.ProcessorCount;
     }
 
+    /// <summary>m·n·k from which a threaded GEMM counts as large for <see cref="WorkerPool.For"/>: 2^26, about 0.3 ms at
+    /// two threads, where a sleeping thread-pool worker's wake-up would show.</summary>
+    const long LargeWork = 1L << 26;
+
     internal static bool UseFastPath = Fma.IsSupported && Avx.IsSupported;
 
     public static void Sgemm(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff, int rsB, int csB,
@@ -77,7 +81,7 @@ internal static unsafe partial class Gemm
                 Serial(len, n, k, a, aOff + start * rsA, rsA, csA, b, bOff, rsB, csB, c, cOff + start * ldc, ldc, accumulate);
             else
                 Serial(m, len, k, a, aOff, rsA, csA, b, bOff + start * csB, rsB, csB, c, cOff + start, ldc, accumulate);
-        });
+        }, large: work >= LargeWork);
     }
 
     /// <summary>

@@ -27,14 +27,19 @@ internal static class WorkerPool
     /// on every wait).</summary>
     internal static int SpinMicroseconds = ReadSpin();
 
-    /// <summary>Opt-in (<c>NABLA_WORKER_POOL=1</c>); off, every call goes to Parallel.For. Off by default because the
-    /// quickstart trains 25% slower with it (64.8 s against 48.1 s with Parallel.For and 52.5 s at the session's starting
-    /// commit, 07:19–07:22 UTC; bench/README.md, "Fork-join"), for a reason not found yet, while inference and GEMMs at
-    /// 2 threads gain from it.</summary>
+    /// <summary>Opt-in (<c>NABLA_WORKER_POOL=1</c>); off, calls go to Parallel.For unless inside a <see cref="Scope"/> or
+    /// marked large. Off by default because the quickstart trained slower with every eager op on the pool (one epoch
+    /// 18.5 s against 15.4 s, 08:13 UTC). Most of that difference is page faults, not the fork-join: with the pool the
+    /// process faulted 2–4 times as often (3.8 M against 0.9 M per epoch; ConserveMemory 3), for a reason not found, and
+    /// the faults' system time accounts for the gap (bench/README.md, "Session 5").</summary>
     internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "1";
 
     /// <summary>Off: never use the pool, not even inside a <see cref="Scope"/> (<c>NABLA_WORKER_POOL=0</c>).</summary>
     static readonly bool Never = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "0";
+
+    /// <summary>Whether calls marked large (<see cref="For"/>'s <c>large</c>: whole GEMMs of a millisecond or more) use the
+    /// pool outside graph runs too (<c>NABLA_POOL_LARGE=0</c> turns this off).</summary>
+    internal static bool LargeJobs = Environment.GetEnvironmentVariable("NABLA_POOL_LARGE") != "0";
 
     [ThreadStatic] static int scopes;
 
@@ -125,11 +130,11 @@ internal static class WorkerPool
     static int ReadSpin() =>
         int.TryParse(Environment.GetEnvironmentVariable("NABLA_SPIN_US"), out var us) && us >= 0 ? us : 200;
 
-    public static void For(int count, int degree, Action<int> body)
+    public static void For(int count, int degree, Action<int> body, bool large = false)
     {
         if (count <= 0) return;
         if (degree > count) degree = count;
-        bool pooled = !Never && (Enabled || scopes > 0);
+        bool pooled = !Never && (Enabled || scopes > 0 || (large && LargeJobs));
         if (degree > 1 && !pooled)
         {
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
