@@ -165,12 +165,8 @@ public sealed class WorkerPoolTests : IDisposable
     public void Sleeping_workers_are_woken_and_Sgemm_on_the_pool_matches_the_reference()
     {
         // Workers block after SpinMicroseconds without a job; the next call must wake them (or run the indices itself).
-        var rng = new Random(3);
         int m = 96, n = 80, k = 70;
-        var a = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
-        var b = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
-        var want = new float[m * n];
-        Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, n, 1, want, 0, n, false);
+        var (a, b, want) = Problem(3, m, n, k);
         int threads = Gemm.Threads;
         Gemm.Threads = 2;
         try
@@ -223,25 +219,66 @@ public sealed class WorkerPoolTests : IDisposable
         finally { WorkerPool.LargeJobs = was; }
     }
 
-    [Fact]
-    public void A_large_Sgemm_outside_graph_runs_matches_the_reference()
+    [Theory]
+    [InlineData(256, true)]
+    [InlineData(255, false)]
+    public void Sgemm_outside_graph_runs_uses_the_pool_from_2_to_the_26_and_matches_the_reference(int k, bool expectPool)
     {
-        // 512·256·512 = 2^26: the threshold from which Gemm marks its split as large.
+        // 512·512·256 = 2^26, the threshold from which Gemm marks its split as large; 512·512·255 stays on Parallel.For.
+        bool was = WorkerPool.LargeJobs;
         WorkerPool.Enabled = false;
-        var rng = new Random(5);
-        int m = 512, n = 512, k = 256;
-        var a = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
-        var b = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
-        var want = new float[m * n];
-        Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, n, 1, want, 0, n, false);
+        WorkerPool.LargeJobs = true;
+        int m = 512, n = 512;
+        var (a, b, want) = Problem(5, m, n, k);
         int threads = Gemm.Threads;
         Gemm.Threads = 2;
         try
         {
             var c = new float[m * n];
+            long jobs = WorkerPool.JobCount;
             Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
+            Assert.Equal(expectPool ? jobs + 1 : jobs, WorkerPool.JobCount);
             for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-3f);
         }
-        finally { Gemm.Threads = threads; }
+        finally
+        {
+            Gemm.Threads = threads;
+            WorkerPool.LargeJobs = was;
+        }
+    }
+
+    [Fact]
+    public void A_large_call_that_finds_the_pool_taken_still_runs_on_two_threads()
+    {
+        // Inline (one thread) would leave index 0 waiting for index 1 until the timeout.
+        bool was = WorkerPool.LargeJobs;
+        WorkerPool.Enabled = false;
+        WorkerPool.LargeJobs = true;
+        try
+        {
+            var met = new bool[2];
+            WorkerPool.For(2, 2, outer =>
+            {
+                if (outer != 0) return;
+                using var both = new CountdownEvent(2);
+                WorkerPool.For(2, 2, i =>
+                {
+                    both.Signal();
+                    met[i] = both.Wait(TimeSpan.FromSeconds(5));
+                }, large: true);
+            }, large: true);
+            Assert.True(met[0] && met[1], "the nested large call did not run its two indices at the same time");
+        }
+        finally { WorkerPool.LargeJobs = was; }
+    }
+
+    static (float[] A, float[] B, float[] Want) Problem(int seed, int m, int n, int k)
+    {
+        var rng = new Random(seed);
+        var a = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var b = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var want = new float[m * n];
+        Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, n, 1, want, 0, n, false);
+        return (a, b, want);
     }
 }

@@ -5,7 +5,8 @@ namespace Nabla;
 /// <summary>
 /// The kernels' fork-join: <see cref="For"/> runs <c>body(0..count-1)</c> on the calling thread and on persistent
 /// worker threads that spin for a short while after each job before they block, inside a <see cref="Scope"/> (graph
-/// runs) or everywhere with <see cref="Enabled"/>; otherwise it hands the call to Parallel.For.
+/// runs), for calls marked large (<see cref="LargeJobs"/>), or everywhere with <see cref="Enabled"/>; otherwise it hands
+/// the call to Parallel.For.
 /// </summary>
 /// <remarks>
 /// Why not <see cref="Parallel.For(int, int, Action{int})"/>: a ResNet-18 inference is about fifty fork-joins of
@@ -18,7 +19,7 @@ namespace Nabla;
 /// waits for the indices, not for the workers. One job runs at a time: a
 /// <see cref="For"/> from inside a body, or from a second thread while a job runs, runs its indices inline on its own
 /// thread, a choice made so that concurrent callers (a server's requests) add one thread each rather than a whole pool
-/// each. Pooled or inline, every index runs even when one throws, and the first exception then reaches the caller inside
+/// each (a call on the pool only because it is large goes to Parallel.For instead). Pooled or inline, every index runs even when one throws, and the first exception then reaches the caller inside
 /// an <see cref="AggregateException"/> (Parallel.For would aggregate all of them).</para>
 /// </remarks>
 internal static class WorkerPool
@@ -28,16 +29,18 @@ internal static class WorkerPool
     internal static int SpinMicroseconds = ReadSpin();
 
     /// <summary>Opt-in (<c>NABLA_WORKER_POOL=1</c>); off, calls go to Parallel.For unless inside a <see cref="Scope"/> or
-    /// marked large. Off by default because the quickstart trained slower with every eager op on the pool (one epoch
-    /// 18.5 s against 15.4 s, 08:13 UTC). Most of that difference is page faults, not the fork-join: with the pool the
-    /// process faulted 2–4 times as often (3.8 M against 0.9 M per epoch; ConserveMemory 3), for a reason not found, and
-    /// the faults' system time accounts for the gap (bench/README.md, "Session 5").</summary>
+    /// marked large. Off by default because the quickstart trained slower with every eager op on the pool: one epoch at
+    /// ConserveMemory 3 took 18.5 s (7.8 s of it system time, 3.8 M page faults) against 15.4–16.3 s (system 2.6–5.5 s,
+    /// 0.9–2.6 M faults) with Parallel.For; at ConserveMemory 0, 17.3 / 18.8 s (system 6.5 / 8.0 s) against 14.8 / 15.8 s
+    /// (2.1 / 4.2 s). So the gap is mostly page faults, not the fork-join; why the pool leads to more faults is not found
+    /// (bench/README.md, "Session 5").</summary>
     internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "1";
 
     /// <summary>Off: never use the pool, not even inside a <see cref="Scope"/> (<c>NABLA_WORKER_POOL=0</c>).</summary>
     static readonly bool Never = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "0";
 
-    /// <summary>Whether calls marked large (<see cref="For"/>'s <c>large</c>: whole GEMMs of a millisecond or more) use the
+    /// <summary>Whether calls marked large (<see cref="For"/>'s <c>large</c>: whole GEMMs of m·n·k ≥ 2^26, about
+    /// 0.3 ms at two threads) use the
     /// pool outside graph runs too (<c>NABLA_POOL_LARGE=0</c> turns this off).</summary>
     internal static bool LargeJobs = Environment.GetEnvironmentVariable("NABLA_POOL_LARGE") != "0";
 
@@ -123,6 +126,9 @@ internal static class WorkerPool
     static Worker[] workers = [];
     static Job? current;
     static long jobs;   // the last job's sequence number
+
+    /// <summary>Jobs started on the pool so far (tests read it to see whether a call went to the pool).</summary>
+    internal static long JobCount => Volatile.Read(ref jobs);
     static int busy;
 
     static long SpinTicks => Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
@@ -141,7 +147,15 @@ internal static class WorkerPool
             return;
         }
         Exception? error = null;
-        if (degree <= 1 || Interlocked.CompareExchange(ref busy, 1, 0) != 0)
+        bool acquired = degree > 1 && Interlocked.CompareExchange(ref busy, 1, 0) == 0;
+        if (!acquired && degree > 1 && !Enabled && scopes == 0)
+        {
+            // On the pool only because the call is large, and the pool is taken (a second thread's GEMM, or one from
+            // inside a body): Parallel.For, as eager code had before, rather than one thread.
+            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
+            return;
+        }
+        if (!acquired)
         {
             // Inline: same contract as the pooled path (every index runs, the first exception comes wrapped).
             for (int i = 0; i < count; i++) Run(body, i, ref error);
