@@ -147,8 +147,13 @@ public sealed class ProcessDrainTests(ITestOutputHelper output) : IDisposable
 
     void WriteSlowModel()
     {
-        var m = new Sequential(new Conv2d(C, Wide, 3, padding: 1), new Conv2d(Wide, Wide, 3, padding: 1), new Conv2d(Wide, Wide, 3, padding: 1),
-            new Conv2d(Wide, Wide, 3, padding: 1), new Conv2d(Wide, C, 3, padding: 1));
+        // Slow enough that one running and five queued requests stay visible while the metrics are polled. With 3×3
+        // layers (Winograd) a request took about 0.3 s once the server faulted in less memory (ConserveMemory 4), and under
+        // CI load the queue drained before it was seen; 5×5 layers take the direct GEMM path, ~54 GFLOP each.
+        var layers = new List<Module> { new Conv2d(C, Wide, 3, padding: 1) };
+        for (int i = 0; i < 4; i++) layers.Add(new Conv2d(Wide, Wide, 5, padding: 2));
+        layers.Add(new Conv2d(Wide, C, 3, padding: 1));
+        var m = new Sequential(layers.ToArray());
         TempRepository.WriteModel(root, "slow", OnnxExporter.ExportToBytes(m, Tensor.Zeros([1, C, H, W])), $$"""
             {
               "name": "slow", "max_batch_size": 1,
