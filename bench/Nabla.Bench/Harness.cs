@@ -18,6 +18,8 @@ static class Harness
     /// <summary>NABLA_BENCH_TRACE=1 prints every sample to stderr: to see whether a slow row is a slow phase of the machine.</summary>
     static readonly bool Trace = Environment.GetEnvironmentVariable("NABLA_BENCH_TRACE") == "1";
     public static double WarmupSeconds = 0.4;
+    public const int WarmupIterations = 60;
+    public const double WarmupCapSeconds = 4;
     public const int PauseMs = 100;
 
     /// <summary>
@@ -31,10 +33,14 @@ static class Harness
         var iters = new int[steps.Length];
         for (int i = 0; i < steps.Length; i++)
         {
-            // NOTE: warm-up lets tiered JIT reach tier 1, the peers build their thread pools and caches.
+            // NOTE: warm-up lets tiered JIT reach tier 1, the peers build their thread pools and caches. Tier 1 comes after
+            // 30 calls of a method (and a background compile), so a time budget alone was not enough for slow steps: the
+            // CNN training step's first samples read 33–60 ms against 13–22 ms later (bench/README.md, "Session 5").
+            // So at least WarmupIterations too, up to WarmupCapSeconds.
             var sw = Stopwatch.StartNew();
             int n = 0;
-            while (n < 3 || (sw.Elapsed.TotalSeconds < WarmupSeconds && n < 10_000_000))
+            while (n < 3 || (sw.Elapsed.TotalSeconds < WarmupSeconds && n < 10_000_000)
+                   || (n < WarmupIterations && sw.Elapsed.TotalSeconds < WarmupCapSeconds))
             {
                 steps[i]();
                 n++;
