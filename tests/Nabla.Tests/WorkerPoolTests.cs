@@ -11,31 +11,32 @@ namespace Nabla.Tests;
 [Collection(nameof(GemmSettingsCollection))]
 public sealed class WorkerPoolTests : IDisposable
 {
-    // The pool is opt-in; these tests turn it on and put the setting back.
-    readonly bool wasEnabled = WorkerPool.Enabled;
+    // The pool is opt-in; these tests turn it on, and every setting a test changes is put back here.
+    readonly bool wasEnabled = WorkerPool.Enabled, wasLargeJobs = WorkerPool.LargeJobs;
+    readonly int wasThreads = Gemm.Threads;
 
     public WorkerPoolTests() => WorkerPool.Enabled = true;
 
-    public void Dispose() => WorkerPool.Enabled = wasEnabled;
+    public void Dispose()
+    {
+        WorkerPool.Enabled = wasEnabled;
+        WorkerPool.LargeJobs = wasLargeJobs;
+        Gemm.Threads = wasThreads;
+    }
 
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
     public void Every_index_runs_exactly_once(bool pool)
     {
-        bool was = WorkerPool.Enabled;
         WorkerPool.Enabled = pool;
-        try
+        foreach (int degree in new[] { 1, 2, 3, 4 })
+        foreach (int count in new[] { 1, 2, 3, 7, 64, 1000 })
         {
-            foreach (int degree in new[] { 1, 2, 3, 4 })
-            foreach (int count in new[] { 1, 2, 3, 7, 64, 1000 })
-            {
-                var hits = new int[count];
-                WorkerPool.For(count, degree, i => Interlocked.Increment(ref hits[i]));
-                Assert.All(hits, h => Assert.Equal(1, h));
-            }
+            var hits = new int[count];
+            WorkerPool.For(count, degree, i => Interlocked.Increment(ref hits[i]));
+            Assert.All(hits, h => Assert.Equal(1, h));
         }
-        finally { WorkerPool.Enabled = was; }
     }
 
     [Fact]
@@ -167,31 +168,26 @@ public sealed class WorkerPoolTests : IDisposable
         // Workers block after SpinMicroseconds without a job; the next call must wake them (or run the indices itself).
         int m = 96, n = 80, k = 70;
         var (a, b, want) = Problem(3, m, n, k);
-        int threads = Gemm.Threads;
         Gemm.Threads = 2;
-        try
+        for (int round = 0; round < 3; round++)
         {
-            for (int round = 0; round < 3; round++)
+            // Asleep now: a job whose two indices wait for each other needs the worker woken.
+            Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
+            using (var both = new CountdownEvent(2))
             {
-                // Asleep now: a job whose two indices wait for each other needs the worker woken.
-                Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
-                using (var both = new CountdownEvent(2))
+                var met = new bool[2];
+                WorkerPool.For(2, 2, i =>
                 {
-                    var met = new bool[2];
-                    WorkerPool.For(2, 2, i =>
-                    {
-                        both.Signal();
-                        met[i] = both.Wait(TimeSpan.FromSeconds(5));
-                    });
-                    Assert.True(met[0] && met[1], $"round {round}: the sleeping worker was not woken");
-                }
-                Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
-                var c = new float[m * n];
-                Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
-                for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-4f);
+                    both.Signal();
+                    met[i] = both.Wait(TimeSpan.FromSeconds(5));
+                });
+                Assert.True(met[0] && met[1], $"round {round}: the sleeping worker was not woken");
             }
+            Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
+            var c = new float[m * n];
+            Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
+            for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-4f);
         }
-        finally { Gemm.Threads = threads; }
     }
 
     [Theory]
@@ -200,23 +196,18 @@ public sealed class WorkerPoolTests : IDisposable
     [InlineData(false, true, false)]
     public void Outside_graph_runs_only_calls_marked_large_use_the_pool(bool large, bool largeJobs, bool expectPool)
     {
-        bool was = WorkerPool.LargeJobs;
         WorkerPool.Enabled = false;
         WorkerPool.LargeJobs = largeJobs;
-        try
+        var names = new string?[2];
+        using var both = new CountdownEvent(2);
+        WorkerPool.For(2, 2, i =>
         {
-            var names = new string?[2];
-            using var both = new CountdownEvent(2);
-            WorkerPool.For(2, 2, i =>
-            {
-                names[i] = Thread.CurrentThread.Name;
-                both.Signal();
-                Assert.True(both.Wait(TimeSpan.FromSeconds(5)), "the two indices did not run at the same time");
-            }, large);
-            bool onPool = names.Any(n => n?.StartsWith("Nabla worker", StringComparison.Ordinal) == true);
-            Assert.Equal(expectPool, onPool);
-        }
-        finally { WorkerPool.LargeJobs = was; }
+            names[i] = Thread.CurrentThread.Name;
+            both.Signal();
+            Assert.True(both.Wait(TimeSpan.FromSeconds(5)), "the two indices did not run at the same time");
+        }, large);
+        bool onPool = names.Any(n => n?.StartsWith("Nabla worker", StringComparison.Ordinal) == true);
+        Assert.Equal(expectPool, onPool);
     }
 
     [Theory]
@@ -225,51 +216,36 @@ public sealed class WorkerPoolTests : IDisposable
     public void Sgemm_outside_graph_runs_uses_the_pool_from_2_to_the_26_and_matches_the_reference(int k, bool expectPool)
     {
         // 512·512·256 = 2^26, the threshold from which Gemm marks its split as large; 512·512·255 stays on Parallel.For.
-        bool was = WorkerPool.LargeJobs;
         WorkerPool.Enabled = false;
         WorkerPool.LargeJobs = true;
+        Gemm.Threads = 2;
         int m = 512, n = 512;
         var (a, b, want) = Problem(5, m, n, k);
-        int threads = Gemm.Threads;
-        Gemm.Threads = 2;
-        try
-        {
-            var c = new float[m * n];
-            long jobs = WorkerPool.JobCount;
-            Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
-            Assert.Equal(expectPool ? jobs + 1 : jobs, WorkerPool.JobCount);
-            for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-3f);
-        }
-        finally
-        {
-            Gemm.Threads = threads;
-            WorkerPool.LargeJobs = was;
-        }
+        var c = new float[m * n];
+        long jobs = WorkerPool.JobCount;
+        Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
+        Assert.Equal(expectPool ? jobs + 1 : jobs, WorkerPool.JobCount);
+        for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-3f);
     }
 
     [Fact]
     public void A_large_call_that_finds_the_pool_taken_still_runs_on_two_threads()
     {
         // Inline (one thread) would leave index 0 waiting for index 1 until the timeout.
-        bool was = WorkerPool.LargeJobs;
         WorkerPool.Enabled = false;
         WorkerPool.LargeJobs = true;
-        try
+        var met = new bool[2];
+        WorkerPool.For(2, 2, outer =>
         {
-            var met = new bool[2];
-            WorkerPool.For(2, 2, outer =>
+            if (outer != 0) return;
+            using var both = new CountdownEvent(2);
+            WorkerPool.For(2, 2, i =>
             {
-                if (outer != 0) return;
-                using var both = new CountdownEvent(2);
-                WorkerPool.For(2, 2, i =>
-                {
-                    both.Signal();
-                    met[i] = both.Wait(TimeSpan.FromSeconds(5));
-                }, large: true);
+                both.Signal();
+                met[i] = both.Wait(TimeSpan.FromSeconds(5));
             }, large: true);
-            Assert.True(met[0] && met[1], "the nested large call did not run its two indices at the same time");
-        }
-        finally { WorkerPool.LargeJobs = was; }
+        }, large: true);
+        Assert.True(met[0] && met[1], "the nested large call did not run its two indices at the same time");
     }
 
     static (float[] A, float[] B, float[] Want) Problem(int seed, int m, int n, int k)

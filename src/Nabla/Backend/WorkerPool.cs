@@ -140,21 +140,17 @@ internal static class WorkerPool
     {
         if (count <= 0) return;
         if (degree > count) degree = count;
-        bool pooled = !Never && (Enabled || scopes > 0 || (large && LargeJobs));
-        if (degree > 1 && !pooled)
+        bool everywhere = Enabled || scopes > 0;
+        bool pooled = !Never && (everywhere || (large && LargeJobs));
+        bool acquired = pooled && degree > 1 && Interlocked.CompareExchange(ref busy, 1, 0) == 0;
+        // Parallel.For off the pool, and for a call on it only because it is large that finds it taken (a second
+        // thread's GEMM, or one from inside a body): as eager code had before, rather than one thread.
+        if (degree > 1 && !acquired && (!pooled || !everywhere))
         {
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
             return;
         }
         Exception? error = null;
-        bool acquired = degree > 1 && Interlocked.CompareExchange(ref busy, 1, 0) == 0;
-        if (!acquired && degree > 1 && !Enabled && scopes == 0)
-        {
-            // On the pool only because the call is large, and the pool is taken (a second thread's GEMM, or one from
-            // inside a body): Parallel.For, as eager code had before, rather than one thread.
-            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
-            return;
-        }
         if (!acquired)
         {
             // Inline: same contract as the pooled path (every index runs, the first exception comes wrapped).
