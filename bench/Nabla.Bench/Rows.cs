@@ -54,7 +54,9 @@ static class Rows
                 Tensor.ManualSeed(1);
                 var ta = Tensor.Randn(a);
                 var tb = Tensor.Randn(b);
-                return () => sink = ta.Matmul(tb);
+                // NOTE: the output is disposed, as the TorchSharp row disposes its output and ONNX Runtime's arena takes
+                // its output back: all three allocators can reuse the block.
+                return () => ta.Matmul(tb).Dispose();
             }),
             new(FwTorch, () =>
             {

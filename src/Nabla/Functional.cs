@@ -232,7 +232,7 @@ public static class Functional
         if (oh <= 0 || ow <= 0)
             throw new ShapeMismatchException($"max_pool2d: kernel {kernel} is larger than the input {ShapeUtil.Format(x.shape)} with padding {p}");
         var (y, ix) = Cpu.MaxPool(x.Detach(), kernel.h, kernel.w, s.h, s.w, p.h, p.w, d.h, d.w, oh, ow);
-        y = Tensor.Record(y, "max_pool2d", [x], g => [MaxPoolBackward(g, ix, h, w)]);
+        y = Tensor.Record(y, "max_pool2d", [x], g => [MaxPoolBackward(g, ix, h, w)], ix);
         return batched ? (y, ix) : (y.Squeeze(0), ix.Squeeze(0));
     }
 
@@ -240,13 +240,13 @@ public static class Functional
     static Tensor MaxPoolBackward(Tensor g, Tensor indices, int h, int w)
     {
         var r = Cpu.PlaneScatterAdd(g, indices, h, w);
-        return Tensor.Record(r, "max_pool2d_backward", [g], gg => [MaxPoolGather(gg, indices, h, w)]);
+        return Tensor.Record(r, "max_pool2d_backward", [g], gg => [MaxPoolGather(gg, indices, h, w)], indices);
     }
 
     static Tensor MaxPoolGather(Tensor x, Tensor indices, int h, int w)
     {
         var r = Cpu.PlaneGather(x, indices);
-        return Tensor.Record(r, "max_pool2d_gather", [x], g => [MaxPoolBackward(g, indices, h, w)]);
+        return Tensor.Record(r, "max_pool2d_gather", [x], g => [MaxPoolBackward(g, indices, h, w)], indices);
     }
 
     /// <summary>Average pooling; zero padding counts toward the divisor (count_include_pad=True, PyTorch's default).</summary>

@@ -4,31 +4,65 @@ namespace Nabla;
 /// A flat buffer on a device (only the CPU today). Several tensors (views) may share one storage; the version
 /// counter counts in-place writes so autograd can detect a saved tensor that was modified after use.
 /// </summary>
+/// <remarks>
+/// Large buffers (see <see cref="StorageCache.MinBytes"/>) count the tensors that share them. When every one of them
+/// has been disposed and no autograd node or graph trace saved the storage, its array goes to <see cref="StorageCache"/>
+/// for the next allocation of the same dtype and length, and this storage becomes unusable: reading it throws
+/// <see cref="ObjectDisposedException"/>, so a stale tensor can never see another tensor's data. A storage whose
+/// tensors are left to the GC is freed by the GC as before.
+/// </remarks>
 public sealed class Storage
 {
-    public Array Data { get; }
+    Array? data;
+    readonly int length;
+    int owners;
+    bool pinned;
+
+    /// <summary>The elements. Throws <see cref="ObjectDisposedException"/> once the storage was recycled.</summary>
+    public Array Data => data ?? throw Disposed();
     public DType DType { get; }
-    public int Length => Data.Length;
+    public int Length => length;
     public Device Device => Device.Cpu;
 
     /// <summary>Bumped by every in-place write through any view of this storage.</summary>
     public int Version { get; internal set; }
 
-    internal Storage(Array data, DType dtype)
+    /// <summary>True for buffers allocated by Nabla that are large enough to be recycled when their tensors are disposed.</summary>
+    internal bool Recyclable { get; }
+
+    /// <summary>True once every tensor over a recyclable storage was disposed and its array went back to the cache.</summary>
+    public bool IsDisposed => data is null;
+
+    internal Storage(Array data, DType dtype) : this(data, dtype, recyclable: false) { }
+
+    Storage(Array data, DType dtype, bool recyclable)
     {
-        Data = data;
+        this.data = data;
+        length = data.Length;
         DType = dtype;
+        Recyclable = recyclable;
     }
 
-    /// <summary>A new buffer; <paramref name="uninitialized"/> skips zeroing for outputs a kernel overwrites entirely.</summary>
-    internal static Storage Allocate(DType dtype, int length, bool uninitialized = false) => uninitialized ? new(dtype switch
+    /// <summary>
+    /// A new buffer; <paramref name="uninitialized"/> skips zeroing for outputs a kernel overwrites entirely. Large
+    /// buffers come from <see cref="StorageCache"/> when it holds one of this dtype and length.
+    /// </summary>
+    internal static Storage Allocate(DType dtype, int length, bool uninitialized = false)
+    {
+        if ((long)length * dtype.ElementSize() < StorageCache.MinBytes) return new(NewArray(dtype, length, uninitialized), dtype);
+        var cached = StorageCache.Take(dtype, length);
+        if (cached is not null && !uninitialized) Array.Clear(cached);
+        return new(cached ?? NewArray(dtype, length, uninitialized), dtype, recyclable: true);
+    }
+
+    static Array NewArray(DType dtype, int length, bool uninitialized) => uninitialized ? dtype switch
     {
         DType.Float32 => GC.AllocateUninitializedArray<float>(length),
         DType.Float64 => GC.AllocateUninitializedArray<double>(length),
         DType.Int64 => GC.AllocateUninitializedArray<long>(length),
         DType.Int32 => GC.AllocateUninitializedArray<int>(length),
-        _ => Allocate(dtype, length).Data,
-    }, dtype) : new(dtype switch
+        _ => NewArray(dtype, length, uninitialized: false),
+    } : dtype switch
     {
         DType.Bool => new bool[length],
         DType.UInt8 => new byte[length],
@@ -44,7 +78,27 @@ public sealed class Storage
         DType.UInt32 => new uint[length],
         DType.UInt64 => new ulong[length],
         _ => throw DTypes.Unknown(dtype),
-    }, dtype);
+    };
+
+    /// <summary>A tensor over this storage was created (recyclable storages only).</summary>
+    internal void AddOwner() => Interlocked.Increment(ref owners);
+
+    /// <summary>
+    /// Something other than a tensor keeps this storage (an autograd node's saved tensors, a graph trace): it is never
+    /// recycled, whatever is disposed; the GC frees it when that holder goes.
+    /// </summary>
+    internal void Pin() => pinned = true;
+
+    /// <summary>A tensor over this storage was disposed; the last one hands the array to the cache unless pinned.</summary>
+    internal void ReleaseOwner()
+    {
+        if (Interlocked.Decrement(ref owners) != 0 || pinned) return;
+        var a = Interlocked.Exchange(ref data, null);
+        if (a is not null) StorageCache.Give(a, DType);
+    }
+
+    ObjectDisposedException Disposed() =>
+        new(nameof(Tensor), $"the storage of this {DType.TorchName()} tensor ({length} elements) was recycled after every tensor over it was disposed");
 
     internal T[] As<T>() => (T[])Data;
 }

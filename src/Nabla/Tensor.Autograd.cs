@@ -10,17 +10,30 @@ public sealed partial class Tensor
     /// </summary>
     internal static Tensor Record(Tensor result, string op, Tensor[] inputs, Func<Tensor, Tensor?[]> backward, params Tensor[] saved)
     {
-        if (Graph.Tracer.Active is not null) Graph.Tracer.OnRecord(result, op, inputs);   // graph tracing (Graph/Tracer.cs)
+        if (Graph.Tracer.Active is not null)
+        {
+            Graph.Tracer.OnRecord(result, op, inputs);   // graph tracing (Graph/Tracer.cs)
+            Pin(result, inputs, saved);
+        }
         if (!GradMode.IsEnabled) return result;
         bool any = false;
         foreach (var t in inputs) any |= t.requiresGrad;
         if (!any) return result;
+        // The backward rule may read any input, the output or a saved tensor later: none of them may be recycled.
+        Pin(result, inputs, saved);
         if (!Autograd.OpRegistry.IsRegistered(op))
             throw new InvalidOperationException($"op '{op}' records a gradient but is not in OpRegistry.Primitives; see docs/adding-an-op.md");
         var ins = new Tensor?[inputs.Length];
         for (int i = 0; i < inputs.Length; i++) ins[i] = inputs[i].requiresGrad ? inputs[i] : null;
         result.SetGradFn(new Node(op, ins, backward, saved));
         return result;
+    }
+
+    static void Pin(Tensor result, Tensor[] inputs, Tensor[] saved)
+    {
+        result.storage.Pin();
+        foreach (var t in inputs) t.storage.Pin();
+        foreach (var t in saved) t.storage.Pin();
     }
 
     /// <summary>

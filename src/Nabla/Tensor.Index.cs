@@ -17,7 +17,7 @@ public sealed partial class Tensor
         var idx = index.Reshape(-1);
         var r = Cpu.IndexSelect(this, d, idx);
         var inShape = shape;
-        return Record(r, "index_select", [this], g => [Zeros(inShape, g.DType).IndexAdd(d, idx, g)]);
+        return Record(r, "index_select", [this], g => [Zeros(inShape, g.DType).IndexAdd(d, idx, g)], idx);
     }
 
     /// <summary>Out-of-place index_add: adds slices of <paramref name="source"/> at the indexed positions along dim.</summary>
@@ -25,7 +25,7 @@ public sealed partial class Tensor
     {
         int d = NormalizeDim(dim, shape.Length, "index_add");
         var r = Cpu.IndexAdd(this, d, index, source);
-        return Record(r, "index_add", [this, source], g => [g, source.requiresGrad ? g.IndexSelect(d, index) : null]);
+        return Record(r, "index_add", [this, source], g => [g, source.requiresGrad ? g.IndexSelect(d, index) : null], index);
     }
 
     /// <summary>out[i][j][k] = x[i][index[i][j][k]][k] for dim = 1 (torch.gather).</summary>
@@ -34,7 +34,7 @@ public sealed partial class Tensor
         int d = NormalizeDim(dim, shape.Length, "gather");
         var r = Cpu.Gather(this, d, index);
         var inShape = shape;
-        return Record(r, "gather", [this], g => [Zeros(inShape, g.DType).ScatterAdd(d, index, g)]);
+        return Record(r, "gather", [this], g => [Zeros(inShape, g.DType).ScatterAdd(d, index, g)], index);
     }
 
     /// <summary>Out-of-place scatter_add: src values added at the index positions (duplicates accumulate).</summary>
@@ -42,7 +42,7 @@ public sealed partial class Tensor
     {
         int d = NormalizeDim(dim, shape.Length, "scatter_add");
         var r = Cpu.Scatter(this, d, index, src, add: true);
-        return Record(r, "scatter_add", [this, src], g => [g, src.requiresGrad ? GatherPadded(g, d, index, src.shape) : null]);
+        return Record(r, "scatter_add", [this, src], g => [g, src.requiresGrad ? GatherPadded(g, d, index, src.shape) : null], index);
     }
 
     /// <summary>Out-of-place scatter: src values written at the index positions.</summary>
@@ -52,7 +52,7 @@ public sealed partial class Tensor
         var r = Cpu.Scatter(this, d, index, src, add: false);
         return Record(r, "scatter", [this, src], g => [
             requiresGrad ? g.Scatter(d, index, ZerosLike(src)) : null,
-            src.requiresGrad ? GatherPadded(g, d, index, src.shape) : null]);
+            src.requiresGrad ? GatherPadded(g, d, index, src.shape) : null], index);
     }
 
     public Tensor Scatter(int dim, Tensor index, double value) => Scatter(dim, index, Full(index.shape, value, DType));

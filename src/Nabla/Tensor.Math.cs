@@ -271,7 +271,7 @@ public sealed partial class Tensor
         {
             var z = ZerosLike(g);
             return [a.requiresGrad ? Where(cond, g, z).SumTo(a.shape) : null, b.requiresGrad ? Where(cond, z, g).SumTo(b.shape) : null];
-        });
+        }, cond);
     }
 
     static void WhereKernel(bool[] c, Tensor a, Tensor b, Tensor r)

@@ -84,7 +84,7 @@ public sealed partial class Tensor
             i = new Tensor(i.storage, RemoveDims(keep, [d]));
         }
         var inShape = x.shape;
-        v = Record(v, op, [x], g => [Zeros(inShape, g.DType).ScatterAdd(d, keepIdx, g.Reshape(keep))]);
+        v = Record(v, op, [x], g => [Zeros(inShape, g.DType).ScatterAdd(d, keepIdx, g.Reshape(keep))], keepIdx);
         return (shape.Length == 0 ? v.Reshape([]) : v, shape.Length == 0 ? i.Reshape([]) : i);
     }
 

@@ -4,9 +4,10 @@ namespace Nabla;
 
 /// <summary>
 /// An n-dimensional array: a <see cref="Storage"/> plus a layout (shape, strides in elements, offset).
-/// Views share storage and copy nothing. Tensors are ordinary managed objects: the GC frees them.
+/// Views share storage and copy nothing. Tensors are ordinary managed objects: the GC frees them. Disposing a tensor is
+/// optional, as in TorchSharp: it lets a large buffer be reused at once (see <see cref="Dispose"/>).
 /// </summary>
-public sealed partial class Tensor
+public sealed partial class Tensor : IDisposable
 {
     internal readonly Storage storage;
     internal readonly int[] shape;
@@ -14,6 +15,7 @@ public sealed partial class Tensor
     internal readonly int offset;
 
     bool requiresGrad;
+    int disposed;
     internal Autograd.Node? gradFn;
 
     internal Tensor(Storage storage, int[] shape, int[] strides, int offset)
@@ -22,6 +24,19 @@ public sealed partial class Tensor
         this.shape = shape;
         this.strides = strides;
         this.offset = offset;
+        if (storage.Recyclable) storage.AddOwner();
+    }
+
+    /// <summary>
+    /// Gives up this tensor's claim on its storage. When every tensor over a large storage (views included) was
+    /// disposed, and no autograd graph or trace saved it, its array is reused by the next allocation of the same dtype
+    /// and length (<see cref="StorageCache"/>), as libtorch's and ONNX Runtime's allocators reuse freed blocks; until
+    /// then nothing changes. Using a tensor whose storage was recycled throws <see cref="ObjectDisposedException"/>.
+    /// Disposing twice does nothing. Tensors that are not disposed are freed by the GC.
+    /// </summary>
+    public void Dispose()
+    {
+        if (storage.Recyclable && Interlocked.Exchange(ref disposed, 1) == 0) storage.ReleaseOwner();
     }
 
     internal Tensor(Storage storage, int[] shape) : this(storage, shape, ContiguousStrides(shape), 0) { }

@@ -1,0 +1,180 @@
+using Xunit;
+
+namespace Nabla.Tests;
+
+/// <summary>Tests that change <see cref="StorageCache.LimitBytes"/> run alone; the rest only use lengths no other test allocates.</summary>
+[CollectionDefinition(nameof(StorageCacheCollection), DisableParallelization = true)]
+public class StorageCacheCollection { }
+
+/// <summary>
+/// Disposed tensors hand their large arrays to <see cref="StorageCache"/>. Each test uses its own odd element count
+/// (above the 85,000-byte threshold), so tests running in parallel never take each other's arrays.
+/// </summary>
+[Collection(nameof(StorageCacheCollection))]
+public class StorageCacheTests
+{
+    static float[] ArrayOf(Tensor t) => (float[])t.Storage.Data;
+
+    [Fact]
+    public void DisposedTensorArrayIsReusedAndTheOldTensorThrows()
+    {
+        const int n = 30_011;
+        var t = Tensor.Randn(n);
+        var array = ArrayOf(t);
+        t.Dispose();
+        Assert.True(t.Storage.IsDisposed);
+        var ex = Assert.Throws<ObjectDisposedException>(() => t.ToArray<float>());
+        Assert.Contains("30011 elements", ex.Message);
+
+        var u = Tensor.Empty([n], DType.Float32);
+        Assert.Same(array, ArrayOf(u));
+        Assert.Throws<ObjectDisposedException>(() => t.Add(1));
+    }
+
+    [Fact]
+    public void ZerosFromTheCacheAreZero()
+    {
+        const int n = 30_013;
+        var t = Tensor.Full([n], 7f);
+        var array = ArrayOf(t);
+        t.Dispose();
+        var z = Tensor.Zeros(n);
+        Assert.Same(array, ArrayOf(z));
+        Assert.All(z.ToArray<float>(), v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
+    public void DisposingTwiceReleasesOnce()
+    {
+        const int n = 30_017;
+        var t = Tensor.Randn(n);
+        var view = t.View(n);
+        var expected = view.ToArray<float>();
+        t.Dispose();
+        t.Dispose();   // must not count as the view's release
+        Assert.False(view.Storage.IsDisposed);
+        var other = Tensor.Empty([n], DType.Float32);
+        Assert.NotSame(ArrayOf(view), ArrayOf(other));
+        Assert.Equal(expected, view.ToArray<float>());
+    }
+
+    [Fact]
+    public void LiveViewKeepsTheStorageUntilItIsDisposedToo()
+    {
+        const int n = 30_019;
+        var t = Tensor.Randn(2, n);
+        var row = t.View(2 * n);
+        var expected = row.ToArray<float>();
+        var array = ArrayOf(t);
+        t.Dispose();
+        var other = Tensor.Empty([2, n], DType.Float32);
+        Assert.NotSame(array, ArrayOf(other));
+        other.Fill_(-1);
+        Assert.Equal(expected, row.ToArray<float>());
+        row.Dispose();
+        Assert.True(t.Storage.IsDisposed);
+        Assert.Same(array, ArrayOf(Tensor.Empty([2, n], DType.Float32)));
+    }
+
+    [Fact]
+    public void TensorSavedByAutogradIsNotRecycled()
+    {
+        const int n = 30_029;
+        var x = Tensor.Randn(4, n);
+        var w = Tensor.Randn(n, 3).RequiresGrad_();
+        var xValues = x.Clone();
+        var loss = x.Matmul(w).Sum();
+        var xArray = ArrayOf(x);
+        x.Dispose();
+        Assert.False(x.Storage.IsDisposed);
+        var other = Tensor.Full([4, n], 5f);
+        Assert.NotSame(xArray, ArrayOf(other));
+        loss.Backward();
+        // d(sum(x·w))/dw[i, j] = sum over rows of x[:, i]
+        TensorAssert.Close("dL/dw", xValues.Sum([0]).Unsqueeze(1).Expand(n, 3), w.Grad!, 1e-4, 1e-4);
+    }
+
+    /// <summary>An index a backward rule reads (gather's) is kept too, though it is not a differentiable input.</summary>
+    [Fact]
+    public void IndexReadByABackwardRuleIsNotRecycled()
+    {
+        const int n = 12_007;   // int64: 96,056 bytes
+        var g = new Generator(3);
+        var x = Tensor.Randn([n], DType.Float32, g).RequiresGrad_();
+        var index = Tensor.Randint(0, n, [n], generator: g);
+        var counts = new float[n];
+        foreach (var i in index.ToArray<long>()) counts[i]++;
+        var y = x.Gather(0, index).Sum();
+        index.Dispose();
+        Assert.False(index.Storage.IsDisposed);
+        Tensor.Zeros([n], DType.Int64).Dispose();
+        y.Backward();
+        Assert.Equal(counts, x.Grad!.ToArray<float>());
+    }
+
+    [Fact]
+    public void MatmulOutputIsReusedWithCorrectResults()
+    {
+        var g = new Generator(5);
+        var a = Tensor.Randn([97, 211], DType.Float32, g);
+        var b = Tensor.Randn([211, 233], DType.Float32, g);
+        var first = a.Matmul(b);
+        var expected = first.ToArray<float>();
+        var array = ArrayOf(first);
+        first.Dispose();
+        var second = a.Matmul(b);
+        Assert.Same(array, ArrayOf(second));
+        Assert.Equal(expected, second.ToArray<float>());
+    }
+
+    [Fact]
+    public void DTypesDoNotShareArrays()
+    {
+        const int n = 30_031;
+        var f = Tensor.Randn(n);
+        var floats = f.Storage.Data;
+        f.Dispose();
+        var i = Tensor.Zeros([n], DType.Int32);
+        Assert.NotSame(floats, i.Storage.Data);
+        Assert.Same(floats, Tensor.Empty([n], DType.Float32).Storage.Data);
+    }
+
+    [Fact]
+    public void SmallTensorsStayUsableAfterDispose()
+    {
+        var t = Tensor.Arange(100);
+        t.Dispose();
+        Assert.False(t.Storage.IsDisposed);
+        Assert.Equal(4950.0, t.Sum().Item());
+    }
+
+    [Fact]
+    public void LimitBoundsWhatIsKept()
+    {
+        long saved = StorageCache.LimitBytes;
+        try
+        {
+            const int n = 30_037;
+            StorageCache.LimitBytes = 0;
+            Assert.Equal(0, StorageCache.CachedBytes);
+            var t = Tensor.Randn(n);
+            var array = ArrayOf(t);
+            t.Dispose();
+            Assert.True(t.Storage.IsDisposed);
+            Assert.Equal(0, StorageCache.CachedBytes);
+            Assert.NotSame(array, ArrayOf(Tensor.Empty([n], DType.Float32)));
+
+            StorageCache.LimitBytes = 1L << 20;
+            var u = Tensor.Randn(n);
+            u.Dispose();
+            Assert.Equal(4L * n, StorageCache.CachedBytes);
+            StorageCache.Clear();
+            Assert.Equal(0, StorageCache.CachedBytes);
+            Assert.Throws<ArgumentOutOfRangeException>(() => StorageCache.LimitBytes = -1);
+        }
+        finally
+        {
+            StorageCache.LimitBytes = saved;
+        }
+    }
+}
