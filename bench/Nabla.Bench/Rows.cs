@@ -113,6 +113,8 @@ static class Rows
             var y = Tensor.Randint(0, 10, [batch]);
             return () =>
             {
+                // NOTE: a dispose scope per step, as the TorchSharp rows use: the next step reuses this one's buffers.
+                using var scope = Tensor.NewDisposeScope();
                 opt.ZeroGrad();
                 var loss = Losses.CrossEntropy(model.Forward(x), y);
                 loss.Backward();
@@ -145,6 +147,8 @@ static class Rows
             var y = Tensor.Randint(0, 10, [batch]);
             return () =>
             {
+                // NOTE: a dispose scope per step, as the TorchSharp rows use: the next step reuses this one's buffers.
+                using var scope = Tensor.NewDisposeScope();
                 opt.ZeroGrad();
                 var loss = Losses.CrossEntropy(model.Forward(x), y);
                 loss.Backward();
@@ -176,6 +180,7 @@ static class Rows
             var x = Tensor.Randn(batch, 1, 28, 28);
             return () =>
             {
+                using var scope = Tensor.NewDisposeScope();
                 using var _ = GradMode.NoGrad();
                 sink = model.Forward(x);
             };

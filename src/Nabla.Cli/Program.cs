@@ -135,6 +135,8 @@ static class Commands
 
     static readonly HashSet<string> CommonFlags = ["--json", "--offline"];
 
+    static bool Recycle => Environment.GetEnvironmentVariable("NABLA_RECYCLE") != "0";
+
     static Stream? Bundled(string file) => typeof(Commands).Assembly.GetManifestResourceStream("fashion-mnist/" + file);
 
     static (TensorDataset train, TensorDataset test) LoadData(string dataset, bool offline) =>
@@ -216,6 +218,9 @@ static class Commands
             Seed = null,
             Callbacks = [ckpt, new LearningRateMonitor()],
             Loggers = [new CsvLogger(outDir), tb],
+            // NOTE: the built-in task keeps no step tensors, so each batch can hand its buffers to the next
+            // (NABLA_RECYCLE=0 turns it off, to compare).
+            RecycleStepMemory = Recycle,
         });
         trainer.Fit(task, trainLoader, testLoader, resume);
         var metrics = trainer.Test(task, testLoader);
@@ -256,7 +261,7 @@ static class Commands
         task.LoadStateDict(weights);
         // NOTE: only the test split is read; loading the training set here would cost seconds for nothing.
         var test = LoadSplit(a.Get("--dataset", "fashion-mnist"), a.Has("--offline"), train: false);
-        var metrics = new Trainer(new TrainerOptions { EnableProgressBar = false }).Test(task, DataLoader.Create(test, a.Int("--batch-size", 256)));
+        var metrics = new Trainer(new TrainerOptions { EnableProgressBar = false, RecycleStepMemory = Recycle }).Test(task, DataLoader.Create(test, a.Int("--batch-size", 256)));
         double seconds = clock.Elapsed.TotalSeconds;
         Console.WriteLine($"test accuracy {metrics["val_acc"]:P2}, test loss {metrics["val_loss"]:0.0000} ({test.Count:N0} images, {seconds:0.0}s)");
         if (a.Has("--json")) Console.WriteLine(JsonLine(metrics["val_acc"], metrics["val_loss"], state.Epoch, seconds));

@@ -25,6 +25,13 @@ public sealed record TrainerOptions
     public TextWriter? Output { get; init; }
     public List<Callback> Callbacks { get; init; } = new();
     public List<ITrainingLogger> Loggers { get; init; } = new();
+    /// <summary>
+    /// Runs each training and evaluation batch in a <see cref="DisposeScope"/>, so the next batch reuses its activations'
+    /// large buffers instead of the GC freeing them. Off by default: a LightningModule that keeps a tensor made in a step
+    /// (an output saved for an epoch-end hook) must then move it out with <see cref="Tensor.MoveToOuterDisposeScope"/>
+    /// or copy what it needs, as with TorchSharp's dispose scopes. Parameters, gradients and optimizer state are safe.
+    /// </summary>
+    public bool RecycleStepMemory { get; init; }
 }
 
 /// <summary>
@@ -90,6 +97,7 @@ public sealed class Trainer
             foreach (var batch in train)
             {
                 if (bi >= batches || StepsDone) break;
+                using var stepScope = Options.RecycleStepMemory ? Tensor.NewDisposeScope() : null;
                 model.CurrentLog = trainLog;
                 var loss = model.TrainingStep(batch, bi);
                 model.CurrentLog = null;
@@ -164,6 +172,7 @@ public sealed class Trainer
             foreach (var batch in loader)
             {
                 if (limit is int l && bi >= l) break;
+                using var stepScope = Options.RecycleStepMemory ? Tensor.NewDisposeScope() : null;
                 model.CurrentLog = log;
                 if (test) model.TestStep(batch, bi);
                 else model.ValidationStep(batch, bi);

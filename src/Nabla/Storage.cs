@@ -6,7 +6,8 @@ namespace Nabla;
 /// </summary>
 /// <remarks>
 /// Large buffers (see <see cref="StorageCache.MinBytes"/>) count the tensors that share them. When every one of them
-/// has been disposed and no autograd node or graph trace saved the storage, its array goes to <see cref="StorageCache"/>
+/// has been disposed and nothing else holds the storage (an autograd node that has not run backward yet, a gradient,
+/// optimizer state, a module, a graph), its array goes to <see cref="StorageCache"/>
 /// for the next allocation of the same dtype and length, and this storage becomes unusable: reading it throws
 /// <see cref="ObjectDisposedException"/>, so a stale tensor can never see another tensor's data. A storage whose
 /// tensors are left to the GC is freed by the GC as before.
@@ -15,8 +16,8 @@ public sealed class Storage
 {
     Array? data;
     readonly int length;
-    int owners;
-    bool pinned;
+    int owners, pins;
+    bool kept;
 
     /// <summary>The elements. Throws <see cref="ObjectDisposedException"/> once the storage was recycled.</summary>
     public Array Data => data ?? throw Disposed();
@@ -84,15 +85,31 @@ public sealed class Storage
     internal void AddOwner() => Interlocked.Increment(ref owners);
 
     /// <summary>
-    /// Something other than a tensor keeps this storage (an autograd node's saved tensors, a graph trace): it is never
-    /// recycled, whatever is disposed; the GC frees it when that holder goes.
+    /// An autograd node may read this storage in its backward rule: not recycled until the node lets go
+    /// (<see cref="Unpin"/>, when backward has run it and freed its saved tensors).
     /// </summary>
-    internal void Pin() => pinned = true;
+    internal void Pin() => Interlocked.Increment(ref pins);
 
-    /// <summary>A tensor over this storage was disposed; the last one hands the array to the cache unless pinned.</summary>
+    internal void Unpin()
+    {
+        if (Interlocked.Decrement(ref pins) == 0 && Volatile.Read(ref owners) == 0) Recycle();
+    }
+
+    /// <summary>
+    /// Something long-lived holds this storage (a gradient, an optimizer's state, a module's parameter or buffer, a
+    /// graph's weights or a trace): it is never recycled, whatever is disposed; the GC frees it when that holder goes.
+    /// </summary>
+    internal void Keep() => kept = true;
+
+    /// <summary>A tensor over this storage was disposed; the last one hands the array to the cache unless it is held.</summary>
     internal void ReleaseOwner()
     {
-        if (Interlocked.Decrement(ref owners) != 0 || pinned) return;
+        if (Interlocked.Decrement(ref owners) == 0 && Volatile.Read(ref pins) == 0) Recycle();
+    }
+
+    void Recycle()
+    {
+        if (kept || !Recyclable) return;
         var a = Interlocked.Exchange(ref data, null);
         if (a is not null) StorageCache.Give(a, DType);
     }

@@ -20,7 +20,7 @@ public static class StorageCache
 
     static readonly Lock gate = new();
     static readonly Dictionary<(DType, int), Stack<Array>> free = new();
-    static long cachedBytes;
+    static long cachedBytes, hits;
     static long limitBytes = DefaultLimit();
 
     static long DefaultLimit() =>
@@ -47,6 +47,9 @@ public static class StorageCache
         get { lock (gate) return cachedBytes; }
     }
 
+    /// <summary>Allocations served from the cache since the process started.</summary>
+    public static long Hits => Interlocked.Read(ref hits);
+
     /// <summary>Drops every cached array (the GC frees them), like <c>torch.cuda.empty_cache()</c>.</summary>
     public static void Clear()
     {
@@ -60,6 +63,7 @@ public static class StorageCache
             if (!free.TryGetValue((dtype, length), out var stack) || stack.Count == 0) return null;
             var a = stack.Pop();
             cachedBytes -= Bytes(a, dtype);
+            hits++;
             return a;
         }
     }

@@ -13,27 +13,29 @@ public sealed partial class Tensor
         if (Graph.Tracer.Active is not null)
         {
             Graph.Tracer.OnRecord(result, op, inputs);   // graph tracing (Graph/Tracer.cs)
-            Pin(result, inputs, saved);
+            Keep(result, inputs, saved);
         }
         if (!GradMode.IsEnabled) return result;
         bool any = false;
         foreach (var t in inputs) any |= t.requiresGrad;
         if (!any) return result;
-        // The backward rule may read any input, the output or a saved tensor later: none of them may be recycled.
-        Pin(result, inputs, saved);
         if (!Autograd.OpRegistry.IsRegistered(op))
             throw new InvalidOperationException($"op '{op}' records a gradient but is not in OpRegistry.Primitives; see docs/adding-an-op.md");
         var ins = new Tensor?[inputs.Length];
         for (int i = 0; i < inputs.Length; i++) ins[i] = inputs[i].requiresGrad ? inputs[i] : null;
-        result.SetGradFn(new Node(op, ins, backward, saved));
+        var node = new Node(op, ins, backward, saved);
+        // The backward rule may read any input, the output or a saved tensor: none of them is recycled before it ran.
+        node.Pin(result, inputs, saved);
+        result.SetGradFn(node);
         return result;
     }
 
-    static void Pin(Tensor result, Tensor[] inputs, Tensor[] saved)
+    // A traced graph keeps the tensors it saw for good.
+    static void Keep(Tensor result, Tensor[] inputs, Tensor[] saved)
     {
-        result.storage.Pin();
-        foreach (var t in inputs) t.storage.Pin();
-        foreach (var t in saved) t.storage.Pin();
+        result.storage.Keep();
+        foreach (var t in inputs) t.storage.Keep();
+        foreach (var t in saved) t.storage.Keep();
     }
 
     /// <summary>

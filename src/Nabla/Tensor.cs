@@ -24,7 +24,30 @@ public sealed partial class Tensor : IDisposable
         this.shape = shape;
         this.strides = strides;
         this.offset = offset;
-        if (storage.Recyclable) storage.AddOwner();
+        if (storage.Recyclable)
+        {
+            storage.AddOwner();
+            DisposeScope.Register(this);
+        }
+    }
+
+    /// <summary>The dispose scope that will dispose this tensor, if any.</summary>
+    internal DisposeScope? scope;
+
+    /// <summary>
+    /// Starts a scope that disposes, when it ends, every large tensor this thread creates inside it (see
+    /// <see cref="DisposeScope"/>): <c>using (Tensor.NewDisposeScope()) { ... }</c>, as in TorchSharp.
+    /// </summary>
+    public static DisposeScope NewDisposeScope() => DisposeScope.Begin();
+
+    /// <summary>Moves this tensor out of the scope that would dispose it, to the enclosing one; returns this tensor.</summary>
+    public Tensor MoveToOuterDisposeScope() => scope?.MoveToOuter(this) ?? this;
+
+    /// <summary>Takes this tensor out of every dispose scope: only the GC (or an explicit <see cref="Dispose"/>) frees it.</summary>
+    public Tensor DetachFromDisposeScope()
+    {
+        scope = null;
+        return this;
     }
 
     /// <summary>
@@ -62,7 +85,17 @@ public sealed partial class Tensor : IDisposable
     public int Size(int dim) => shape[NormalizeDim(dim, shape.Length, "size")];
 
     /// <summary>The gradient accumulated by <see cref="Backward"/> for a leaf that requires grad.</summary>
-    public Tensor? Grad { get; set; }
+    public Tensor? Grad
+    {
+        get => grad;
+        set
+        {
+            value?.storage.Keep();   // the gradient outlives any dispose scope of the step that made it
+            grad = value;
+        }
+    }
+
+    Tensor? grad;
 
     /// <summary>The name of the op that produced this tensor in the autograd graph, or null for a leaf.</summary>
     public string? GradFn => gradFn?.Op;

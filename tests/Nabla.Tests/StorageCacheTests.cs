@@ -178,3 +178,146 @@ public class StorageCacheTests
         }
     }
 }
+
+[Collection(nameof(StorageCacheCollection))]
+public class DisposeScopeTests
+{
+    static float[] ArrayOf(Tensor t) => (float[])t.Storage.Data;
+
+    [Fact]
+    public void ScopeDisposesWhatItCreatedAndNothingElse()
+    {
+        const int n = 30_041;
+        var before = Tensor.Randn(n);
+        float[] inner;
+        Tensor kept;
+        using (var scope = Tensor.NewDisposeScope())
+        {
+            Assert.Same(scope, DisposeScope.Current);
+            var t = before.Mul(2);
+            inner = ArrayOf(t);
+            kept = t.Add(1).MoveToOuterDisposeScope();
+            Tensor.Arange(10);   // small: never registered
+            Assert.Equal(1, scope.Count);
+        }
+        Assert.Null(DisposeScope.Current);
+        Assert.False(before.Storage.IsDisposed);
+        Assert.False(kept.Storage.IsDisposed);
+        Assert.Same(inner, ArrayOf(Tensor.Empty([n], DType.Float32)));
+        Assert.Equal(before.Mul(2).Add(1).ToArray<float>(), kept.ToArray<float>());
+    }
+
+    [Fact]
+    public void NestedScopesHandTensorsOutward()
+    {
+        const int n = 30_047;
+        Tensor moved;
+        using (var outer = Tensor.NewDisposeScope())
+        {
+            using (var inner = Tensor.NewDisposeScope())
+                moved = Tensor.Randn(n).MoveToOuterDisposeScope();
+            Assert.False(moved.Storage.IsDisposed);
+            Assert.Equal(1, outer.Count);
+        }
+        Assert.True(moved.Storage.IsDisposed);
+        Assert.Throws<ObjectDisposedException>(() => moved.Sum());
+    }
+
+    [Fact]
+    public void ScopesMustEndInnermostFirstAndOnTheirThread()
+    {
+        var outer = Tensor.NewDisposeScope();
+        var inner = Tensor.NewDisposeScope();
+        var ex = Assert.Throws<InvalidOperationException>(() => outer.Dispose());
+        Assert.Contains("innermost first", ex.Message);
+        Exception? other = null;
+        var thread = new Thread(() => { try { inner.Dispose(); } catch (Exception e) { other = e; } });
+        thread.Start();
+        thread.Join();
+        Assert.IsType<InvalidOperationException>(other);
+        Assert.Contains("thread", other!.Message);
+        inner.Dispose();
+        outer.Dispose();
+        outer.Dispose();   // a second end is a no-op
+        Assert.Null(DisposeScope.Current);
+    }
+
+    /// <summary>
+    /// Activations made inside a step's scope are held by autograd until backward ran; then the scope recycles them.
+    /// The gradient must be the one computed without any scope.
+    /// </summary>
+    [Fact]
+    public void ActivationsAreRecycledOnlyAfterBackward()
+    {
+        const int n = 30_059;
+        var g = new Generator(11);
+        var w = Tensor.Randn([n], DType.Float32, g).RequiresGrad_();
+        var x = Tensor.Randn([n], DType.Float32, g);
+        x.Mul(w).Tanh().Sum().Backward();
+        var expected = w.Grad!.Clone();
+        w.Grad = null;
+
+        float[] activation;
+        Storage hStorage;
+        using (Tensor.NewDisposeScope())
+        {
+            var h = x.Mul(w);
+            activation = ArrayOf(h);
+            hStorage = h.Storage;
+            var loss = h.Tanh().Sum();
+            Tensor.Randn(n).Dispose();   // nothing of the graph can be reused before backward
+            Assert.False(h.Storage.IsDisposed);
+            loss.Backward();
+        }
+        Assert.Equal(expected.ToArray<float>(), w.Grad!.ToArray<float>());
+        Assert.False(w.Grad!.Storage.IsDisposed);
+        Assert.True(hStorage.IsDisposed);
+        // The scope recycled several arrays of this length (LIFO); the activation's is among the next allocations.
+        var next = Enumerable.Range(0, 8).Select(_ => Tensor.Empty([n], DType.Float32)).ToList();
+        Assert.Contains(next, t => ReferenceEquals(ArrayOf(t), activation));
+    }
+
+    [Fact]
+    public void ModuleMadeInsideAScopeKeepsItsParameters()
+    {
+        NN.Linear layer;
+        using (Tensor.NewDisposeScope()) layer = new NN.Linear(200, 200);   // a 160,000-byte weight
+        for (int i = 0; i < 4; i++) Tensor.Empty([200, 200], DType.Float32).Fill_(float.NaN);
+        Assert.False(layer.Weight.Storage.IsDisposed);
+        var y = layer.Forward(Tensor.Ones(1, 200));
+        Assert.All(y.ToArray<float>(), v => Assert.True(float.IsFinite(v)));
+    }
+
+    /// <summary>
+    /// Training with a scope around each step (parameters, gradients and Adam's state made or replaced inside it) must
+    /// follow exactly the trajectory of training without scopes.
+    /// </summary>
+    [Fact]
+    public void TrainingStepsInScopesMatchTrainingWithoutThem()
+    {
+        double[] Train(bool scopes)
+        {
+            Tensor.ManualSeed(21);
+            var model = new NN.Sequential(new NN.Linear(256, 256), new NN.ReLU(), new NN.Linear(256, 10));
+            var opt = new Optim.Adam(model.Parameters(), lr: 1e-2);
+            var g = new Generator(22);
+            var x = Tensor.Randn([96, 256], DType.Float32, g);
+            var y = Tensor.Randint(0, 10, [96], generator: g);
+            var losses = new double[12];
+            for (int step = 0; step < losses.Length; step++)
+            {
+                using var scope = scopes ? Tensor.NewDisposeScope() : null;
+                opt.ZeroGrad();
+                var loss = Losses.CrossEntropy(model.Forward(x.Mul(1.0)), y);
+                loss.Backward();
+                opt.Step();
+                losses[step] = loss.Item();
+            }
+            return losses;
+        }
+        var plain = Train(scopes: false);
+        var scoped = Train(scopes: true);
+        Assert.Equal(plain, scoped);
+        Assert.True(plain[^1] < plain[0]);
+    }
+}

@@ -34,10 +34,11 @@ public static class Tiny
     };
 
     /// <summary>2 → 16 → 3 MLP; its initial weights come from the default generator seeded with <paramref name="seed"/>.</summary>
-    public static ClassificationTask Mlp(ulong seed, Func<IEnumerable<Tensor>, OptimizerConfig> optimizer, bool dropout = false, string? architecture = null)
+    public static ClassificationTask Mlp(ulong seed, Func<IEnumerable<Tensor>, OptimizerConfig> optimizer, bool dropout = false, string? architecture = null,
+        Func<Module>? makeNet = null)
     {
         Tensor.ManualSeed(seed);
-        var net = dropout
+        var net = makeNet is not null ? makeNet() : dropout
             ? new Sequential(new Linear(2, 16), new ReLU(), new Dropout(0.2), new Linear(16, 3))
             : new Sequential(new Linear(2, 16), new ReLU(), new Linear(16, 3));
         return new ClassificationTask(net, optimizer, architecture);

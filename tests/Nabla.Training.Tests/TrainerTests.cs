@@ -435,3 +435,30 @@ public class TrainerTests
         Assert.Contains("corrupt", j.Message);
     }
 }
+
+public class RecycleStepMemoryTests
+{
+    // Wide enough that activations (48 × 512 floats), a weight (64 × 512) and its gradient and Adam state are recyclable.
+    static ClassificationTask WideMlp() =>
+        Tiny.Mlp(3, ps => new OptimizerConfig(new Adam(ps, 1e-2)), makeNet: () => new Sequential(new Linear(2, 64), new ReLU(), new Linear(64, 512), new ReLU(), new Linear(512, 3)));
+
+    /// <summary>A fit whose batches run in dispose scopes must be the same fit, weight for weight, as one without.</summary>
+    [Fact]
+    public void RecyclingStepsChangesNothingButTheBuffers()
+    {
+        Dictionary<string, float[]> Fit(bool recycle, out Trainer trainer)
+        {
+            var task = WideMlp();
+            trainer = new Trainer(Tiny.Options(2) with { RecycleStepMemory = recycle, AccumulateGradBatches = 2 });
+            trainer.Fit(task, Tiny.TrainLoader(batch: 48), DataLoader.Create(Tiny.Blobs(96, 2), 48));
+            return Tiny.Weights(task);
+        }
+        var plain = Fit(false, out var t1);
+        long hits = StorageCache.Hits;
+        var recycled = Fit(true, out var t2);
+        Assert.True(StorageCache.Hits - hits >= 8, $"only {StorageCache.Hits - hits} allocations came from the cache");
+        Tiny.AssertBitIdentical(plain, recycled);
+        Assert.Equal(t1.History.Select(h => h["train_loss"]), t2.History.Select(h => h["train_loss"]));
+        Assert.Equal(t1.History.Select(h => h["val_loss"]), t2.History.Select(h => h["val_loss"]));
+    }
+}

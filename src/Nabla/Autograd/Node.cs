@@ -11,6 +11,7 @@ internal sealed class Node
     public Tensor?[] Inputs;
     Func<Tensor, Tensor?[]>? backward;
     readonly (Tensor tensor, int version)[] saved;
+    Storage[]? pinned;
 
     public Node(string op, Tensor?[] inputs, Func<Tensor, Tensor?[]> backward, Tensor[] saved)
     {
@@ -33,9 +34,29 @@ internal sealed class Node
         return backward(gradOutput);
     }
 
+    /// <summary>Keeps the storages the backward rule may read from recycling until <see cref="Release"/>.</summary>
+    public void Pin(Tensor result, Tensor[] inputs, Tensor[] saved)
+    {
+        // NOTE: only recyclable storages need it; the others are left to the GC anyway.
+        List<Storage>? p = null;
+        void Add(Tensor t)
+        {
+            if (!t.storage.Recyclable) return;
+            t.storage.Pin();
+            (p ??= new()).Add(t.storage);
+        }
+        Add(result);
+        foreach (var t in inputs) Add(t);
+        foreach (var t in saved) Add(t);
+        pinned = p?.ToArray();
+    }
+
     public void Release()
     {
         backward = null;
+        // The rule can no longer run, so nothing it captured is read again.
+        var p = Interlocked.Exchange(ref pinned, null);
+        if (p is not null) foreach (var s in p) s.Unpin();
     }
 }
 

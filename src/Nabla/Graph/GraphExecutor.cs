@@ -240,12 +240,12 @@ public sealed class GraphExecutor
     {
         // Weights and constants can come back as outputs (Identity, Constant): disposing such an output must never
         // recycle the model's own storage.
-        foreach (var t in graph.Initializers.Values) t.storage.Pin();
+        foreach (var t in graph.Initializers.Values) t.storage.Keep();
         foreach (var node in graph.Nodes)
             foreach (var a in node.Attributes.Values)
             {
-                a.Tensor?.storage.Pin();
-                foreach (var t in a.Tensors ?? []) t.storage.Pin();
+                a.Tensor?.storage.Keep();
+                foreach (var t in a.Tensors ?? []) t.storage.Keep();
             }
         var defined = new HashSet<string>(graph.Initializers.Keys);
         foreach (var vi in graph.Inputs) defined.Add(vi.Name);

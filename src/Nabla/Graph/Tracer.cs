@@ -396,7 +396,7 @@ internal sealed class TraceSession
         if (parameters.TryGetValue(t, out var pname))
         {
             var n = Fresh(pname);
-            t.storage.Pin();   // the graph keeps the parameter itself, not a copy
+            t.storage.Keep();   // the graph keeps the parameter itself, not a copy
             Initializers[n] = t;
             Bind(t, n);
             return n;

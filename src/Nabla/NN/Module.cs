@@ -24,6 +24,7 @@ public abstract class Module
         CheckName(name);
         if (!value.DType.IsFloatingPoint()) throw new DTypeException($"register_parameter: parameter '{name}' must be floating point, got {value.DType.TorchName()}");
         value.RequiresGrad = true;
+        value.storage.Keep();
         parameters.Add((name, value));
         return value;
     }
@@ -34,6 +35,7 @@ public abstract class Module
     protected Tensor RegisterBuffer(string name, Tensor value, bool persistent = true)
     {
         CheckName(name);
+        value.storage.Keep();
         buffers.Add((name, value, persistent));
         return value;
     }
@@ -59,6 +61,7 @@ public abstract class Module
         int i = parameters.FindIndex(p => p.name == name);
         if (i < 0) throw new NablaException($"{GetType().Name}: no parameter named '{name}'");
         value.RequiresGrad = true;
+        value.storage.Keep();
         parameters[i] = (name, value);
     }
 

@@ -85,11 +85,19 @@ public abstract class Optimizer
                 if (TryUpdateInPlace(p, p.Grad, s, g))
                 {
                     p.BumpVersion();
+                    KeepState(s);
                     continue;
                 }
                 var updated = Update(p.Detach(), p.Grad.Detach(), s, g);
                 p.Detach().Copy_(updated);
+                KeepState(s);
             }
+    }
+
+    // The state lives as long as the optimizer, whatever dispose scope the step ran in.
+    static void KeepState(Dictionary<string, Tensor> s)
+    {
+        foreach (var t in s.Values) t.storage.Keep();
     }
 
     /// <summary>
@@ -141,6 +149,7 @@ public abstract class Optimizer
                         if (t.Dim > 0 && !ShapeUtil.Equal(t.shape, p.shape))
                             throw new ShapeMismatchException($"{GetType().Name}.load_state_dict: state '{k}' of parameter {idx[j]} has shape {ShapeUtil.Format(t.shape)}, the parameter has {ShapeUtil.Format(p.shape)}");
                     state[p] = s.ToDictionary(kv => kv.Key, kv => kv.Value.Clone().Detach());
+                    KeepState(state[p]);
                 }
                 else state.Remove(p);
             }
