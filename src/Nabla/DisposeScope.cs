@@ -25,10 +25,17 @@ public sealed class DisposeScope : IDisposable
 
     DisposeScope(DisposeScope? outer) => this.outer = outer;
 
-    internal static DisposeScope Begin() => current = new DisposeScope(current);
+    // A scope ended from another thread is closed but may still be this thread's current one: skip it.
+    static DisposeScope? Open(DisposeScope? s)
+    {
+        while (s is { tensors: null }) s = s.outer;
+        return s;
+    }
 
-    /// <summary>The innermost scope of this thread, or null.</summary>
-    public static DisposeScope? Current => current;
+    internal static DisposeScope Begin() => current = new DisposeScope(Open(current));
+
+    /// <summary>The innermost open scope of this thread, or null.</summary>
+    public static DisposeScope? Current => current = Open(current);
 
     /// <summary>Tensors this scope will dispose.</summary>
     public int Count => tensors?.Count(t => ReferenceEquals(t.scope, this)) ?? 0;
@@ -37,6 +44,7 @@ public sealed class DisposeScope : IDisposable
     {
         var s = current;
         if (s is null) return;
+        if (s.tensors is null && (s = current = Open(s)) is null) return;
         t.scope = s;
         s.tensors!.Add(t);
     }
@@ -46,21 +54,28 @@ public sealed class DisposeScope : IDisposable
     {
         ArgumentNullException.ThrowIfNull(t);
         if (!ReferenceEquals(t.scope, this)) return t;
-        t.scope = outer;
-        outer?.tensors?.Add(t);
+        var target = Open(outer);
+        t.scope = target;
+        target?.tensors!.Add(t);
         return t;
     }
 
-    /// <summary>Disposes the tensors still owned by this scope and makes the enclosing scope current again.</summary>
+    /// <summary>
+    /// Disposes the tensors still owned by this scope and makes the enclosing scope current again. Ending it on another
+    /// thread than the one that started it (a scope held across an <c>await</c>) still disposes them and closes it, then
+    /// throws <see cref="InvalidOperationException"/> to point at the bug.
+    /// </summary>
     public void Dispose()
     {
-        if (tensors is null) return;
-        if (Environment.CurrentManagedThreadId != threadId)
-            throw new InvalidOperationException("DisposeScope: a scope must end on the thread that started it (was it held across an await?)");
-        if (!ReferenceEquals(current, this))
-            throw new InvalidOperationException("DisposeScope: scopes must end innermost first; an inner scope is still open");
-        current = outer;
         var list = tensors;
+        if (list is null) return;
+        bool otherThread = Environment.CurrentManagedThreadId != threadId;
+        if (!otherThread)
+        {
+            if (!ReferenceEquals(Open(current), this))
+                throw new InvalidOperationException("DisposeScope: scopes must end innermost first; an inner scope is still open");
+            current = Open(outer);
+        }
         tensors = null;
         foreach (var t in list)
             if (ReferenceEquals(t.scope, this))
@@ -68,5 +83,7 @@ public sealed class DisposeScope : IDisposable
                 t.scope = null;
                 t.Dispose();
             }
+        if (otherThread)
+            throw new InvalidOperationException("DisposeScope: a scope must end on the thread that started it (was it held across an await?); its tensors were disposed and the scope is closed");
     }
 }

@@ -19,7 +19,10 @@ public sealed class Storage
     int owners, pins;
     bool kept;
 
-    /// <summary>The elements. Throws <see cref="ObjectDisposedException"/> once the storage was recycled.</summary>
+    /// <summary>
+    /// The elements. Throws <see cref="ObjectDisposedException"/> once the storage was recycled. A caller that keeps this
+    /// array beyond the tensors' lifetime and disposes them will see it reused: keep the tensor instead, or copy.
+    /// </summary>
     public Array Data => data ?? throw Disposed();
     public DType DType { get; }
     public int Length => length;
@@ -52,7 +55,10 @@ public sealed class Storage
     {
         if ((long)length * dtype.ElementSize() < StorageCache.MinBytes) return new(NewArray(dtype, length, uninitialized), dtype);
         var cached = StorageCache.Take(dtype, length);
-        if (cached is not null && !uninitialized) Array.Clear(cached);
+        // NOTE: only the four dtypes that had uninitialized arrays before the cache may come back dirty; the others
+        // were always zeroed, and stay so.
+        if (cached is not null && (!uninitialized || dtype is not (DType.Float32 or DType.Float64 or DType.Int64 or DType.Int32)))
+            Array.Clear(cached);
         return new(cached ?? NewArray(dtype, length, uninitialized), dtype, recyclable: true);
     }
 
@@ -99,7 +105,7 @@ public sealed class Storage
     /// Something long-lived holds this storage (a gradient, an optimizer's state, a module's parameter or buffer, a
     /// graph's weights or a trace): it is never recycled, whatever is disposed; the GC frees it when that holder goes.
     /// </summary>
-    internal void Keep() => kept = true;
+    internal void Keep() => Volatile.Write(ref kept, true);
 
     /// <summary>A tensor over this storage was disposed; the last one hands the array to the cache unless it is held.</summary>
     internal void ReleaseOwner()
@@ -109,7 +115,7 @@ public sealed class Storage
 
     void Recycle()
     {
-        if (kept || !Recyclable) return;
+        if (Volatile.Read(ref kept) || !Recyclable) return;
         var a = Interlocked.Exchange(ref data, null);
         if (a is not null) StorageCache.Give(a, DType);
     }

@@ -68,9 +68,16 @@ public static class StorageCache
         }
     }
 
+    /// <summary>
+    /// Fills every cached array with NaN or all-ones bits (NABLA_STORAGE_CACHE_POISON=1), so a kernel that wrongly
+    /// relies on a fresh output being zero shows it at once. A debugging switch; tests run the quickstart with it.
+    /// </summary>
+    internal static bool Poison = Environment.GetEnvironmentVariable("NABLA_STORAGE_CACHE_POISON") == "1";
+
     internal static void Give(Array a, DType dtype)
     {
         long bytes = Bytes(a, dtype);
+        if (Poison) PoisonArray(a, dtype);
         lock (gate)
         {
             if (cachedBytes + bytes > limitBytes) return;
@@ -78,6 +85,21 @@ public static class StorageCache
             if (!free.TryGetValue(key, out var stack)) free[key] = stack = new Stack<Array>();
             stack.Push(a);
             cachedBytes += bytes;
+        }
+    }
+
+    static void PoisonArray(Array a, DType dtype)
+    {
+        switch (a)
+        {
+            case float[] f: Array.Fill(f, float.NaN); break;
+            case double[] d: Array.Fill(d, double.NaN); break;
+            case Half[] h: Array.Fill(h, Half.NaN); break;
+            default:
+                // Integers, bools and bfloat16: every byte 0xFF (-1, an invalid bool, NaN).
+                System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
+                    ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(a), a.Length * dtype.ElementSize()).Fill(0xFF);
+                break;
         }
     }
 

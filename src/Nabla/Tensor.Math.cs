@@ -427,7 +427,7 @@ public sealed partial class Tensor
     static Tensor ReluBackward(Tensor g, Tensor y)
     {
         var r = Cpu.ReluBackwardFast(g, y) ?? Float2Raw<ReluBackwardOp>(g, y.Detach(), g.shape);
-        return Record(r, "relu_backward", [g], gg => [ReluBackward(gg, y)]);
+        return Record(r, "relu_backward", [g], gg => [ReluBackward(gg, y)], y);
     }
 
     public Tensor Erf()

@@ -336,8 +336,9 @@ public sealed class KVCache
         var pv = values[layer];
         var nk = pk is null ? k : Tensor.Cat([pk, k], 2);
         var nv = pv is null ? v : Tensor.Cat([pv, v], 2);
-        keys[layer] = nk;
-        values[layer] = nv;
+        // The cache outlives the step that made these: a per-token dispose scope must not take them.
+        keys[layer] = nk.DetachFromDisposeScope();
+        values[layer] = nv.DetachFromDisposeScope();
         return (nk, nv);
     }
 

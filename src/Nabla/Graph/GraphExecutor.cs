@@ -377,7 +377,12 @@ internal sealed class BufferPool
     {
         int length = ShapeUtil.Numel(shape);
         used.Add((dtype, length));
-        var s = free.TryGetValue((dtype, length), out var stack) && stack.Count > 0 ? stack.Pop() : Storage.Allocate(dtype, length, uninitialized: true);
+        if (!free.TryGetValue((dtype, length), out var stack) || !stack.TryPop(out var s))
+        {
+            s = Storage.Allocate(dtype, length, uninitialized: true);
+            // NOTE: the pool reuses its buffers itself; a dispose scope around a run must not hand them to StorageCache.
+            s.Keep();
+        }
         lent.Add(s);
         return new Tensor(s, shape);
     }

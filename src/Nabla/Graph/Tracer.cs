@@ -403,6 +403,7 @@ internal sealed class TraceSession
         }
         Tensor snapshot;
         using (Tracer.Suspend()) snapshot = t.Clone();
+        snapshot.storage.Keep();
         var c = Fresh($"const_{Initializers.Count}");
         Initializers[c] = snapshot;
         Captured.Add(c);
