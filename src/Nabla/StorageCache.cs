@@ -10,7 +10,7 @@ namespace Nabla;
 /// <remarks>
 /// Exact lengths, no size classes: the loops that dispose their tensors (inference, evaluation, serving) repeat the
 /// same shapes, and a storage's length stays its tensor's element count. The cache holds at most
-/// <see cref="LimitBytes"/>; arrays beyond it are left to the GC. The default limit is 512 MiB, or
+/// <see cref="LimitBytes"/>; a full cache drops its oldest arrays first. The default limit is 256 MiB, or
 /// <c>NABLA_STORAGE_CACHE_MB</c> from the environment (0 turns the cache off).
 /// </remarks>
 public static class StorageCache
@@ -19,14 +19,25 @@ public static class StorageCache
     public const int MinBytes = 85_000;
 
     static readonly Lock gate = new();
-    static readonly Dictionary<(DType, int), Stack<Array>> free = new();
+    // Per size class, the cached arrays (most recent last); across all classes, the same entries oldest first, so a
+    // full cache drops what waited longest (a size the loop stopped using) to take the newest.
+    static readonly Dictionary<(DType, int), LinkedList<Entry>> free = new();
+    static readonly LinkedList<Entry> age = new();
     static long cachedBytes, hits;
     static long limitBytes = DefaultLimit();
 
-    static long DefaultLimit() =>
-        long.TryParse(Environment.GetEnvironmentVariable("NABLA_STORAGE_CACHE_MB"), out var mb) && mb >= 0 ? mb << 20 : 512L << 20;
+    sealed class Entry(Array array, DType dtype)
+    {
+        public readonly Array Array = array;
+        public readonly DType DType = dtype;
+        public LinkedListNode<Entry>? InClass, InAge;
+        public long Bytes => (long)Array.Length * DType.ElementSize();
+    }
 
-    /// <summary>The most bytes the cache holds; lowering it drops arrays until the cache fits.</summary>
+    static long DefaultLimit() =>
+        long.TryParse(Environment.GetEnvironmentVariable("NABLA_STORAGE_CACHE_MB"), out var mb) && mb >= 0 ? mb << 20 : 256L << 20;
+
+    /// <summary>The most bytes the cache holds; lowering it drops the oldest arrays until the cache fits.</summary>
     public static long LimitBytes
     {
         get => Volatile.Read(ref limitBytes);
@@ -60,11 +71,10 @@ public static class StorageCache
     {
         lock (gate)
         {
-            if (!free.TryGetValue((dtype, length), out var stack) || stack.Count == 0) return null;
-            var a = stack.Pop();
-            cachedBytes -= Bytes(a, dtype);
+            if (!free.TryGetValue((dtype, length), out var list) || list.Last is not { } node) return null;
+            Remove(node.Value);
             hits++;
-            return a;
+            return node.Value.Array;
         }
     }
 
@@ -76,15 +86,17 @@ public static class StorageCache
 
     internal static void Give(Array a, DType dtype)
     {
-        long bytes = Bytes(a, dtype);
+        var e = new Entry(a, dtype);
         if (Poison) PoisonArray(a, dtype);
         lock (gate)
         {
-            if (cachedBytes + bytes > limitBytes) return;
+            if (e.Bytes > limitBytes) return;
+            Trim(limitBytes - e.Bytes);
             var key = (dtype, a.Length);
-            if (!free.TryGetValue(key, out var stack)) free[key] = stack = new Stack<Array>();
-            stack.Push(a);
-            cachedBytes += bytes;
+            if (!free.TryGetValue(key, out var list)) free[key] = list = new LinkedList<Entry>();
+            e.InClass = list.AddLast(e);
+            e.InAge = age.AddLast(e);
+            cachedBytes += e.Bytes;
         }
     }
 
@@ -103,17 +115,20 @@ public static class StorageCache
         }
     }
 
-    static long Bytes(Array a, DType dtype) => (long)a.Length * dtype.ElementSize();
+    // NOTE: called under the lock.
+    static void Remove(Entry e)
+    {
+        var key = (e.DType, e.Array.Length);
+        var list = free[key];
+        list.Remove(e.InClass!);
+        if (list.Count == 0) free.Remove(key);
+        age.Remove(e.InAge!);
+        cachedBytes -= e.Bytes;
+    }
 
+    // NOTE: called under the lock. Drops the oldest arrays until at most target bytes remain.
     static void Trim(long target)
     {
-        // NOTE: called under the lock. Drops whole size classes, largest arrays first.
-        foreach (var key in free.Keys.OrderByDescending(k => (long)k.Item2 * k.Item1.ElementSize()).ToList())
-        {
-            var stack = free[key];
-            while (cachedBytes > target && stack.Count > 0) cachedBytes -= Bytes(stack.Pop(), key.Item1);
-            if (stack.Count == 0) free.Remove(key);
-            if (cachedBytes <= target) return;
-        }
+        while (cachedBytes > target && age.First is { } oldest) Remove(oldest.Value);
     }
 }

@@ -171,6 +171,19 @@ public class StorageCacheTests
             StorageCache.Clear();
             Assert.Equal(0, StorageCache.CachedBytes);
             Assert.Throws<ArgumentOutOfRangeException>(() => StorageCache.LimitBytes = -1);
+
+            // Room for two arrays: the third disposed drops the oldest, not itself.
+            StorageCache.LimitBytes = 4L * (2 * n + 10);
+            var (x1, x2, x3) = (Tensor.Randn(n), Tensor.Randn(n + 2), Tensor.Randn(n + 4));
+            var (a1, a2, a3) = (ArrayOf(x1), ArrayOf(x2), ArrayOf(x3));
+            x1.Dispose();
+            x2.Dispose();
+            x3.Dispose();
+            Assert.Equal(4L * (2 * n + 6), StorageCache.CachedBytes);
+            Assert.NotSame(a1, ArrayOf(Tensor.Empty([n], DType.Float32)));
+            Assert.Same(a3, ArrayOf(Tensor.Empty([n + 4], DType.Float32)));
+            Assert.Same(a2, ArrayOf(Tensor.Empty([n + 2], DType.Float32)));
+            Assert.Equal(0, StorageCache.CachedBytes);
         }
         finally
         {
