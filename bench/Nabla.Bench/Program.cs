@@ -22,6 +22,7 @@ static class Program
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         if (args.Length > 0 && args[0] == ServingBench.GrpcClientFlag) return ServingBench.GrpcClient(args);
         if (args.Contains("--serving")) return ServingBench.Run(args);
+        if (args.Contains("--peak")) return Peak.Run();
         var opts = Options.Parse(args);
         if (opts.Child) return RunChild(opts);
         return RunParent(opts, args);

@@ -208,7 +208,7 @@ static class Commands
         Console.WriteLine($"model {modelName}: {net.NumParameters():N0} parameters; {train.Count:N0} training and {test.Count:N0} test images");
         // NOTE: evaluation batches have the training batch size, so the buffers recycled between steps (RecycleStepMemory)
         // fit evaluation too. With batches of 250 the cache filled with evaluation-sized arrays at each epoch end, evicting
-        // and re-allocating training ones, and the 3-epoch quickstart peaked at 1.0-1.16 GB instead of 683 MB.
+        // and re-allocating training ones, and the 3-epoch quickstart peaked at 0.99-1.13 GiB instead of about 670 MiB.
         var testLoader = DataLoader.Create(test, batchSize);
         Directory.CreateDirectory(outDir);
         using var tb = new TensorBoardLogger(Path.Combine(outDir, "tensorboard"));
