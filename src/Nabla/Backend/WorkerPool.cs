@@ -6,7 +6,7 @@ namespace Nabla;
 /// The kernels' fork-join: <see cref="For"/> runs <c>body(0..count-1)</c> on the calling thread and on persistent
 /// worker threads that spin for a short while after each job before they block, inside a <see cref="Scope"/> (graph
 /// runs), for calls marked large (<see cref="LargeJobs"/>), or everywhere with <see cref="Enabled"/>; otherwise it hands
-/// the call to Parallel.For.
+/// the call to Parallel.For (only when <see cref="Enabled"/> was turned off).
 /// </summary>
 /// <remarks>
 /// Why not <see cref="Parallel.For(int, int, Action{int})"/>: a ResNet-18 inference is about fifty fork-joins of
@@ -28,13 +28,16 @@ internal static class WorkerPool
     /// on every wait).</summary>
     internal static int SpinMicroseconds = ReadSpin();
 
-    /// <summary>Opt-in (<c>NABLA_WORKER_POOL=1</c>); off, calls go to Parallel.For unless inside a <see cref="Scope"/> or
-    /// marked large. Off by default because the quickstart trained slower with every eager op on the pool: one epoch at
-    /// ConserveMemory 3 took 18.5 s (7.8 s of it system time, 3.8 M page faults) against 15.4–16.3 s (system 2.6–5.5 s,
-    /// 0.9–2.6 M faults) with Parallel.For; at ConserveMemory 0, 17.3 / 18.8 s (system 6.5 / 8.0 s) against 14.8 / 15.8 s
-    /// (2.1 / 4.2 s). So the gap is mostly page faults, not the fork-join; why the pool leads to more faults is not found
-    /// (bench/README.md, "Session 5").</summary>
-    internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "1";
+    /// <summary>Every call uses the pool (on by default; <c>NABLA_WORKER_POOL=0</c> turns the pool off altogether). It
+    /// was opt-in until session 6 because the quickstart trained slower with every eager op on the pool: one epoch at
+    /// ConserveMemory 3 took 18.5 s (7.8 s of it system time, 3.8 M page faults) against 15.4–16.3 s with Parallel.For,
+    /// the gap being page faults whose cause was not found. With each batch in a dispose scope (the CLI's default since
+    /// session 6) the faults are the same either way (0.20 M an epoch) and the pool is faster: 13.0–13.1 s against
+    /// 13.9 s an epoch; the bench's batched-attention row 397 against 366 GFLOP/s and CNN step 10.4 against 10.8 ms at
+    /// 2 threads, the other eager rows equal (bench/README.md, "Session 6").
+    /// <c>NABLA_WORKER_POOL=large</c> restores the old split (graph runs and large GEMMs on the pool, the rest on
+    /// Parallel.For) for A/B measurements.</summary>
+    internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") is not ("0" or "large");
 
     /// <summary>Off: never use the pool, not even inside a <see cref="Scope"/> (<c>NABLA_WORKER_POOL=0</c>).</summary>
     static readonly bool Never = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "0";
