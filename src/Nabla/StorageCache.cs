@@ -8,7 +8,7 @@ namespace Nabla;
 /// Thread-safe.
 /// </summary>
 /// <remarks>
-/// Exact lengths, no size classes: the loops that dispose their tensors (inference, evaluation, serving) repeat the
+/// Exact lengths, no size classes: the loops that dispose their tensors (training steps, evaluation, inference) repeat the
 /// same shapes, and a storage's length stays its tensor's element count. The cache holds at most
 /// <see cref="LimitBytes"/>; a full cache drops its oldest arrays first. The default limit is 256 MiB, or
 /// <c>NABLA_STORAGE_CACHE_MB</c> from the environment (0 turns the cache off).

@@ -11,7 +11,7 @@ namespace Nabla.Tests;
 [Collection(nameof(GemmSettingsCollection))]
 public sealed class WorkerPoolTests : IDisposable
 {
-    // The pool is opt-in; these tests turn it on, and every setting a test changes is put back here.
+    // Every setting a test changes (the pool is on by default; some tests turn it off) is put back here.
     readonly bool wasEnabled = WorkerPool.Enabled, wasLargeJobs = WorkerPool.LargeJobs;
     readonly int wasThreads = Gemm.Threads;
 
@@ -228,11 +228,13 @@ public sealed class WorkerPoolTests : IDisposable
         for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-3f);
     }
 
-    [Fact]
-    public void A_large_call_that_finds_the_pool_taken_still_runs_on_two_threads()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_large_call_that_finds_the_pool_taken_still_runs_on_two_threads(bool enabled)
     {
         // Inline (one thread) would leave index 0 waiting for index 1 until the timeout.
-        WorkerPool.Enabled = false;
+        WorkerPool.Enabled = enabled;
         WorkerPool.LargeJobs = true;
         var met = new bool[2];
         WorkerPool.For(2, 2, outer =>

@@ -19,7 +19,7 @@ namespace Nabla;
 /// waits for the indices, not for the workers. One job runs at a time: a
 /// <see cref="For"/> from inside a body, or from a second thread while a job runs, runs its indices inline on its own
 /// thread, a choice made so that concurrent callers (a server's requests) add one thread each rather than a whole pool
-/// each (a call on the pool only because it is large goes to Parallel.For instead). Pooled or inline, every index runs even when one throws, and the first exception then reaches the caller inside
+/// each (an eager large GEMM goes to Parallel.For instead). Pooled or inline, every index runs even when one throws, and the first exception then reaches the caller inside
 /// an <see cref="AggregateException"/> (Parallel.For would aggregate all of them).</para>
 /// </remarks>
 internal static class WorkerPool
@@ -32,9 +32,10 @@ internal static class WorkerPool
     /// was opt-in until session 6 because the quickstart trained slower with every eager op on the pool: one epoch at
     /// ConserveMemory 3 took 18.5 s (7.8 s of it system time, 3.8 M page faults) against 15.4–16.3 s with Parallel.For,
     /// the gap being page faults whose cause was not found. With each batch in a dispose scope (the CLI's default since
-    /// session 6) the faults are the same either way (0.20 M an epoch) and the pool is faster: 13.0–13.1 s against
-    /// 13.9 s an epoch; the bench's batched-attention row 397 against 366 GFLOP/s and CNN step 10.4 against 10.8 ms at
-    /// 2 threads, the other eager rows equal (bench/README.md, "Session 6").
+    /// session 6) the faults are the same either way (0.20 M an epoch) and the pool was faster over one epoch: 13.0–13.1 s
+    /// against 13.9 s (over the full 3 epochs equal within noise); the bench's batched-attention row 397 against
+    /// 366 GFLOP/s and CNN step 10.4 against 10.8 ms at 2 threads, the other eager rows equal (bench/README.md,
+    /// "Session 6"). Any value of the variable other than <c>0</c> and <c>large</c> leaves the pool on.
     /// <c>NABLA_WORKER_POOL=large</c> restores the old split (graph runs and large GEMMs on the pool, the rest on
     /// Parallel.For) for A/B measurements.</summary>
     internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") is not ("0" or "large");
@@ -146,9 +147,9 @@ internal static class WorkerPool
         bool everywhere = Enabled || scopes > 0;
         bool pooled = !Never && (everywhere || (large && LargeJobs));
         bool acquired = pooled && degree > 1 && Interlocked.CompareExchange(ref busy, 1, 0) == 0;
-        // Parallel.For off the pool, and for a call on it only because it is large that finds it taken (a second
-        // thread's GEMM, or one from inside a body): as eager code had before, rather than one thread.
-        if (degree > 1 && !acquired && (!pooled || !everywhere))
+        // Parallel.For off the pool, and for an eager large call (a whole GEMM, outside graph runs) that finds the pool
+        // taken (a second thread's GEMM, or one from inside a body): two threads rather than one.
+        if (degree > 1 && !acquired && (!pooled || !everywhere || (large && scopes == 0)))
         {
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
             return;
