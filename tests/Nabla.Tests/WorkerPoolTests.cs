@@ -11,7 +11,7 @@ namespace Nabla.Tests;
 [Collection(nameof(GemmSettingsCollection))]
 public sealed class WorkerPoolTests : IDisposable
 {
-    // Every setting a test changes (the pool is on by default; some tests turn it off) is put back here.
+    // The pool is opt-in for eager code; these tests turn it on, and every setting a test changes is put back here.
     readonly bool wasEnabled = WorkerPool.Enabled, wasLargeJobs = WorkerPool.LargeJobs;
     readonly int wasThreads = Gemm.Threads;
 

@@ -6,7 +6,7 @@ namespace Nabla;
 /// The kernels' fork-join: <see cref="For"/> runs <c>body(0..count-1)</c> on the calling thread and on persistent
 /// worker threads that spin for a short while after each job before they block, inside a <see cref="Scope"/> (graph
 /// runs), for calls marked large (<see cref="LargeJobs"/>), or everywhere with <see cref="Enabled"/>; otherwise it hands
-/// the call to Parallel.For (only when <see cref="Enabled"/> was turned off).
+/// the call to Parallel.For.
 /// </summary>
 /// <remarks>
 /// Why not <see cref="Parallel.For(int, int, Action{int})"/>: a ResNet-18 inference is about fifty fork-joins of
@@ -28,17 +28,15 @@ internal static class WorkerPool
     /// on every wait).</summary>
     internal static int SpinMicroseconds = ReadSpin();
 
-    /// <summary>Every call uses the pool (on by default; <c>NABLA_WORKER_POOL=0</c> turns the pool off altogether). It
-    /// was opt-in until session 6 because the quickstart trained slower with every eager op on the pool: one epoch at
-    /// ConserveMemory 3 took 18.5 s (7.8 s of it system time, 3.8 M page faults) against 15.4–16.3 s with Parallel.For,
-    /// the gap being page faults whose cause was not found. With each batch in a dispose scope (the CLI's default since
-    /// session 6) the faults are the same either way (0.20 M an epoch) and the pool was faster over one epoch: 13.0–13.1 s
-    /// against 13.9 s (over the full 3 epochs equal within noise); the bench's batched-attention row 397 against
-    /// 366 GFLOP/s and CNN step 10.4 against 10.8 ms at 2 threads, the other eager rows equal (bench/README.md,
-    /// "Session 6"). Any value of the variable other than <c>0</c> and <c>large</c> leaves the pool on.
-    /// <c>NABLA_WORKER_POOL=large</c> restores the old split (graph runs and large GEMMs on the pool, the rest on
-    /// Parallel.For) for A/B measurements.</summary>
-    internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") is not ("0" or "large");
+    /// <summary>Every call uses the pool: opt-in (<c>NABLA_WORKER_POOL=1</c>); off, calls go to Parallel.For unless
+    /// inside a <see cref="Scope"/> or marked large. It stayed off by default in session 5 because the quickstart took
+    /// more page faults with every eager op on the pool (one epoch at ConserveMemory 3: 18.5 s, 3.8 M faults, against
+    /// 15.4–16.3 s with Parallel.For). With each batch in a dispose scope (the CLI's default since session 6) the faults
+    /// are equal and the pool was faster over one epoch (13.0–13.1 s against 13.9 s; over 3 epochs equal within noise),
+    /// batched attention 397 against 366 GFLOP/s, CNN step 10.4 against 10.8 ms; but the 1,000-step MLP process of
+    /// <c>bench/Nabla.Startup</c> took 1.90–1.96 s against 1.39–1.75 s (its idle workers spin while the JIT and the GC
+    /// want the second core), so the default stays (bench/README.md, "Session 6").</summary>
+    internal static bool Enabled = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "1";
 
     /// <summary>Off: never use the pool, not even inside a <see cref="Scope"/> (<c>NABLA_WORKER_POOL=0</c>).</summary>
     static readonly bool Never = Environment.GetEnvironmentVariable("NABLA_WORKER_POOL") == "0";
