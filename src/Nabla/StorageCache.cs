@@ -80,14 +80,14 @@ public static class StorageCache
 
     /// <summary>
     /// Fills every cached array with NaN or all-ones bits (NABLA_STORAGE_CACHE_POISON=1), so a kernel that wrongly
-    /// relies on a fresh output being zero shows it at once. A debugging switch; tests run the quickstart with it.
+    /// relies on a fresh output being zero shows it at once. A debugging switch; the scoped training tests turn it on.
     /// </summary>
     internal static bool Poison = Environment.GetEnvironmentVariable("NABLA_STORAGE_CACHE_POISON") == "1";
 
     internal static void Give(Array a, DType dtype)
     {
-        var e = new Entry(a, dtype);
         if (Poison) PoisonArray(a, dtype);
+        var e = new Entry(a, dtype);
         lock (gate)
         {
             if (e.Bytes > limitBytes) return;

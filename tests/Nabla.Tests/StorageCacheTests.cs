@@ -1,4 +1,5 @@
 using Xunit;
+using static Nabla.Tests.StorageCacheTests;
 
 namespace Nabla.Tests;
 
@@ -13,7 +14,7 @@ public class StorageCacheCollection { }
 [Collection(nameof(StorageCacheCollection))]
 public class StorageCacheTests
 {
-    static float[] ArrayOf(Tensor t) => (float[])t.Storage.Data;
+    internal static float[] ArrayOf(Tensor t) => (float[])t.Storage.Data;
 
     [Fact]
     public void DisposedTensorArrayIsReusedAndTheOldTensorThrows()
@@ -195,8 +196,6 @@ public class StorageCacheTests
 [Collection(nameof(StorageCacheCollection))]
 public class DisposeScopeTests
 {
-    static float[] ArrayOf(Tensor t) => (float[])t.Storage.Data;
-
     [Fact]
     public void ScopeDisposesWhatItCreatedAndNothingElse()
     {

@@ -37,18 +37,18 @@ internal sealed class Node
     /// <summary>Keeps the storages the backward rule may read from recycling until <see cref="Release"/>.</summary>
     public void Pin(Tensor result, Tensor[] inputs, Tensor[] saved)
     {
-        // NOTE: only recyclable storages need it; the others are left to the GC anyway.
-        List<Storage>? p = null;
-        void Add(Tensor t)
+        // NOTE: only recyclable storages need it (the others are left to the GC anyway), so most nodes allocate nothing
+        // here; slots past the last pinned storage stay null.
+        int total = 1 + inputs.Length + saved.Length, k = 0;
+        Storage[]? p = null;
+        for (int i = 0; i < total; i++)
         {
-            if (!t.storage.Recyclable) return;
-            t.storage.Pin();
-            (p ??= new()).Add(t.storage);
+            var s = (i == 0 ? result : i <= inputs.Length ? inputs[i - 1] : saved[i - 1 - inputs.Length]).storage;
+            if (!s.Recyclable) continue;
+            s.Pin();
+            (p ??= new Storage[total])[k++] = s;
         }
-        Add(result);
-        foreach (var t in inputs) Add(t);
-        foreach (var t in saved) Add(t);
-        pinned = p?.ToArray();
+        pinned = p;
     }
 
     public void Release()
@@ -56,7 +56,7 @@ internal sealed class Node
         backward = null;
         // The rule can no longer run, so nothing it captured is read again.
         var p = Interlocked.Exchange(ref pinned, null);
-        if (p is not null) foreach (var s in p) s.Unpin();
+        if (p is not null) foreach (var s in p) s?.Unpin();
     }
 }
 

@@ -142,12 +142,11 @@ internal static class WorkerPool
     {
         if (count <= 0) return;
         if (degree > count) degree = count;
-        bool everywhere = Enabled || scopes > 0;
-        bool pooled = !Never && (everywhere || (large && LargeJobs));
+        bool pooled = !Never && (Enabled || scopes > 0 || (large && LargeJobs));
         bool acquired = pooled && degree > 1 && Interlocked.CompareExchange(ref busy, 1, 0) == 0;
         // Parallel.For off the pool, and for an eager large call (a whole GEMM, outside graph runs) that finds the pool
         // taken (a second thread's GEMM, or one from inside a body): two threads rather than one.
-        if (degree > 1 && !acquired && (!pooled || !everywhere || (large && scopes == 0)))
+        if (degree > 1 && !acquired && (!pooled || (large && scopes == 0)))
         {
             Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = degree }, body);
             return;
