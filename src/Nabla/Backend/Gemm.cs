@@ -275,6 +275,34 @@ internal static unsafe partial class Gemm
     static void PackB(int kc, int nc, float[] b, int off, int rs, int cs, float[] dst)
     {
         int d = 0;
+        if (cs == 1 && NR == 32 && nc >= 32 && UseVectorPackB)
+        {
+            // Row-major B with AVX-512: the full 32-wide micro-panels in bands of 8 rows of B, so the reads go along
+            // the rows of B (8 streams) instead of down one 128-byte column strip at a time (a new page every row
+            // when B is wide). With Kernel512<NoPrefetch>: 2048² at 2 threads 453 → 473 GFLOP/s (bench/README.md, "Session 7").
+            int full = nc / 32 * 32;
+            fixed (float* ps = b, pd = dst)
+            {
+                for (int p0 = 0; p0 < kc; p0 += 8)
+                {
+                    int pe = Math.Min(p0 + 8, kc);
+                    for (int j = 0; j < full; j += 32)
+                    {
+                        float* s = ps + off + (long)p0 * rs + j, o = pd + j * kc + p0 * 32;
+                        for (int p = p0; p < pe; p++, s += rs, o += 32)
+                        {
+                            Vector512.Load(s).Store(o);
+                            Vector512.Load(s + 16).Store(o + 16);
+                        }
+                    }
+                }
+            }
+            if (full == nc) return;
+            // The last, partial micro-panel goes through the general loop below.
+            d = full * kc;
+            off += full;
+            nc -= full;
+        }
         for (int j = 0; j < nc; j += NR)
         {
             int nr = Math.Min(NR, nc - j);
@@ -426,15 +454,16 @@ internal static unsafe partial class Gemm
                 int mr = Math.Min(MR, mc - i);
                 float* a = pa + i * kc;
                 float* b = pb + j * kc;
-                if (mr == MR && nr == NR)
+                bool full = mr == MR && nr == NR;
+                // A partial tile is computed into tmp and copied back below.
+                float* target = full ? c + i * ldc + j : tmp;
+                int ld = full ? ldc : NR;
+                bool add = full && acc;
+                if (NR != 32) Kernel(kc, a, b, target, ld, add);
+                else if (prefetchA) Kernel512<Prefetch>(kc, a, b, target, ld, add, a + MR * kc);
+                else Kernel512<NoPrefetch>(kc, a, b, target, ld, add, a);
+                if (!full)
                 {
-                    if (NR == 32) Kernel512(kc, a, b, c + i * ldc + j, ldc, acc, prefetchA ? a + MR * kc : a);
-                    else Kernel(kc, a, b, c + i * ldc + j, ldc, acc);
-                }
-                else
-                {
-                    if (NR == 32) Kernel512(kc, a, b, tmp, NR, false, prefetchA ? a + MR * kc : a);
-                    else Kernel(kc, a, b, tmp, NR, false);
                     for (int r = 0; r < mr; r++)
                     {
                         float* dst = c + (i + r) * ldc + j, src = tmp + r * NR;
@@ -483,11 +512,18 @@ internal static unsafe partial class Gemm
         Store(c, c50, c51, acc);
     }
 
+    /// <summary>Whether <see cref="Kernel512{TPrefetch}"/> fetches the next A micro-panel ahead (a type argument, so the JIT
+    /// compiles the variant without the prefetch and its address arithmetic when it is off).</summary>
+    interface IPrefetch { static abstract bool On { get; } }
+    struct Prefetch : IPrefetch { public static bool On => true; }
+    struct NoPrefetch : IPrefetch { public static bool On => false; }
+
     /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step.</summary>
-    /// <remarks>Each k step prefetches <paramref name="next"/> + p·MR into L1: the next A micro-panel, or (pass
-    /// <paramref name="a"/>) the line being read.</remarks>
+    /// <remarks>With <typeparamref name="TPrefetch"/> on, each k step prefetches <paramref name="next"/> + p·MR into L1 (the
+    /// next A micro-panel). Off, the loop carries no prefetch: prefetching the line being read, as it did before,
+    /// cost 1–2% of a square product's time (2026-11-26, 12:23–12:29 UTC, bench/README.md "Session 7").</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel512(int kc, float* a, float* b, float* c, int ldc, bool acc, float* next)
+    static void Kernel512<TPrefetch>(int kc, float* a, float* b, float* c, int ldc, bool acc, float* next) where TPrefetch : struct, IPrefetch
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -495,7 +531,7 @@ internal static unsafe partial class Gemm
         {
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
-            Sse.Prefetch0(next + p * MR);
+            if (TPrefetch.On) Sse.Prefetch0(next + p * MR);
             var a0 = Vector512.Create(a[0]);
             c00 = Avx512F.FusedMultiplyAdd(a0, b0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, b1, c01);
             var a1 = Vector512.Create(a[1]);
