@@ -110,6 +110,29 @@ public class KernelGemmTests
         }
     }
 
+    /// <summary>One or two rows of A against a row-major B too large for L2: B is read along its rows, four at a time
+    /// (Gemm.GemvRowBand512), serially above 2^18 elements of B and on two threads from 2^22. Odd k leaves single rows at
+    /// the end, odd n a masked last vector; n = 15 has only the masked one.</summary>
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(2, 1)]
+    [InlineData(1, 2)]
+    [InlineData(2, 2)]
+    public void GemvAlongRowsOfALargeB(int m, int threads)
+    {
+        int saved = Gemm.Threads;
+        try
+        {
+            Gemm.Threads = threads;
+            foreach (var (n, k) in new[] { (600, 517), (1001, 263), (15, 20003), (2056, 2049) })
+            {
+                CompareToReference(m, n, k, "row", "row", false, n + k + m);
+                CompareToReference(m, n, k, "row", "row", true, n + k + m + 1);
+            }
+        }
+        finally { Gemm.Threads = saved; }
+    }
+
     [Fact]
     public void SgemmWideBeyondNcBlock()
     {
