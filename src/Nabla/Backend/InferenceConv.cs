@@ -341,10 +341,16 @@ public sealed partial class PackedConv2d
             if (st == 1) DirectFlatGroups<StrideOne>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
             else DirectFlatGroups<StrideTwo>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
         }
-        if (threads > 1 && (long)o * positions * kdim >= 1 << 20)
+        if (threads > 1 && (long)o * positions * kdim >= DirectThreadWork)
             WorkerPool.For(threads, threads, q => Run(groups * q / threads, groups * (q + 1) / threads));
         else Run(0, groups);
     }
+
+    /// <summary>Multiply-adds (o·positions·c·kh·kw) from which a batch-1 direct convolution splits its channel groups
+    /// across threads. At 2^20, mnist-8's second layer (16 channels, 8·5·5 taps on 14×14: 0.8 M) ran on one thread, and
+    /// the model took 17.4 µs a run at 2 threads against 14.5–15.3 µs at 2^18 (scratch harness, 12:55 UTC); LeNet-5's
+    /// layers did not move (13.0–13.8 µs either way).</summary>
+    const long DirectThreadWork = 1 << 18;
 
     /// <summary>The direct kernel's stride as a type, so each instantiation is compiled with a constant stride (with the
     /// stride a variable, LeNet's second layer at batch 64 took 250 µs instead of 230).</summary>
