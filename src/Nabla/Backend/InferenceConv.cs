@@ -348,7 +348,7 @@ public sealed partial class PackedConv2d
 
     /// <summary>Multiply-adds (o·positions·c·kh·kw) from which a batch-1 direct convolution splits its channel groups
     /// across threads. At 2^20, mnist-8's second layer (16 channels, 8·5·5 taps on 14×14: 0.8 M) ran on one thread, and
-    /// the model took 17.4 µs a run at 2 threads against 14.5–15.3 µs at 2^18 (scratch harness, 12:55 UTC); LeNet-5's
+    /// the model took 17.4 µs a run at 2 threads against 14.5–15.3 µs at 2^18 (scratch harness, 12:48 UTC); LeNet-5's
     /// layers did not move (13.0–13.8 µs either way).</summary>
     const long DirectThreadWork = 1 << 18;
 
