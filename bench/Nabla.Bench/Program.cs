@@ -23,10 +23,32 @@ static class Program
         if (args.Length > 0 && args[0] == ServingBench.GrpcClientFlag) return ServingBench.GrpcClient(args);
         if (args.Contains("--serving")) return ServingBench.Run(args);
         if (args.Contains("--peak")) return Peak.Run();
-        var opts = Options.Parse(args);
+        if (args.Contains("--help") || args.Contains("-h"))
+        {
+            Console.WriteLine(Usage);
+            return 0;
+        }
+        Options opts;
+        try { opts = Options.Parse(args); }
+        catch (Exception e) when (e is ArgumentException or FormatException or OverflowException)
+        {
+            Console.Error.WriteLine($"Nabla.Bench: {e.Message}\n{Usage}");
+            return 2;
+        }
         if (opts.Child) return RunChild(opts);
         return RunParent(opts, args);
     }
+
+    const string Usage = """
+        usage: dotnet run -c Release --project bench/Nabla.Bench -- [--threads 1,2] [--samples 9] [--sample-seconds 0.15]
+                      [--quick] [--filter matmul,mlp] [--out results.md]
+               --filter keeps the rows whose id contains one of the words; ids: matmul512, matmul1024, matmul2048,
+                 mm1x768x2304, mm64x768x3072, bmm12x128x64x128, add1x1, add32x32, mlp64, mlp256, mlp64-adam, mlp256-adam,
+                 cnn64, lenet1, lenet64, onnx-lenet-b1, onnx-lenet-b64, onnx-mnist8-b1, onnx-mnist8-b8, onnx-resnet18-b1,
+                 onnx-resnet18-b8, gpt2-decode
+               ... -- --peak                  the FMA ceiling per core and on all cores
+               ... -- --serving [--seconds N] the model server against its peers (bench/README.md, "Serving")
+        """;
 
     // ---------------------------------------------------------------- child: one thread count
 
