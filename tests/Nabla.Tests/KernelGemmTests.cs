@@ -70,7 +70,7 @@ public class KernelGemmTests
         }
     }
 
-    static readonly int[] Ms = [1, 2, 5, 6, 7, 11, 12, 13, 119, 120, 121, 127];
+    static readonly int[] Ms = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 119, 120, 121, 127];
     static readonly int[] Ns = [1, 3, 8, 15, 16, 17, 31, 32, 33, 47];
     static readonly int[] Ks = [0, 1, 2, 7, 255, 256, 257, 300, 513];
 

@@ -508,14 +508,30 @@ internal static unsafe partial class Gemm
                 int mr = Math.Min(MR, mc - i);
                 float* a = pa + i * kc;
                 float* b = pb + j * kc;
+                if (NR == 32 && nr == NR)
+                {
+                    // Full width: straight into C, the last panel of a block with as many rows as it has (a 6-row
+                    // tile into tmp for the 2 rows left of 128 cost 3 tiles' work for one, a 6% detour at 12×128×64×128).
+                    float* ct = c + i * ldc + j;
+                    if (mr == MR)
+                    {
+                        if (prefetchA) Kernel512<Prefetch, Rows6>(kc, a, b, ct, ldc, acc, a + MR * kc);
+                        else Kernel512<NoPrefetch, Rows6>(kc, a, b, ct, ldc, acc, a);
+                    }
+                    else if (mr == 5) Kernel512<NoPrefetch, Rows5>(kc, a, b, ct, ldc, acc, a);
+                    else if (mr == 4) Kernel512<NoPrefetch, Rows4>(kc, a, b, ct, ldc, acc, a);
+                    else if (mr == 3) Kernel512<NoPrefetch, Rows3>(kc, a, b, ct, ldc, acc, a);
+                    else if (mr == 2) Kernel512<NoPrefetch, Rows2>(kc, a, b, ct, ldc, acc, a);
+                    else Kernel512<NoPrefetch, Rows1>(kc, a, b, ct, ldc, acc, a);
+                    continue;
+                }
                 bool full = mr == MR && nr == NR;
                 // A partial tile is computed into tmp and copied back below.
                 float* target = full ? c + i * ldc + j : tmp;
                 int ld = full ? ldc : NR;
                 bool add = full && acc;
                 if (NR != 32) Kernel(kc, a, b, target, ld, add);
-                else if (prefetchA) Kernel512<Prefetch>(kc, a, b, target, ld, add, a + MR * kc);
-                else Kernel512<NoPrefetch>(kc, a, b, target, ld, add, a);
+                else Kernel512<NoPrefetch, Rows6>(kc, a, b, target, ld, add, a);
                 if (!full)
                 {
                     for (int r = 0; r < mr; r++)
@@ -566,18 +582,30 @@ internal static unsafe partial class Gemm
         Store(c, c50, c51, acc);
     }
 
-    /// <summary>Whether <see cref="Kernel512{TPrefetch}"/> fetches the next A micro-panel ahead (a type argument, so the JIT
-    /// compiles the variant without the prefetch and its address arithmetic when it is off).</summary>
+    /// <summary>Whether <see cref="Kernel512{TPrefetch, TRows}"/> fetches the next A micro-panel ahead (a type argument, so
+    /// the JIT compiles the variant without the prefetch and its address arithmetic when it is off).</summary>
     interface IPrefetch { static abstract bool On { get; } }
     struct Prefetch : IPrefetch { public static bool On => true; }
     struct NoPrefetch : IPrefetch { public static bool On => false; }
 
-    /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step.</summary>
+    /// <summary>How many rows of the tile <see cref="Kernel512{TPrefetch, TRows}"/> computes and stores (1 to MR), as a type
+    /// argument: each count is compiled on its own, without the other rows' registers and FMAs.</summary>
+    interface IRows { static abstract int Value { get; } }
+    struct Rows1 : IRows { public static int Value => 1; }
+    struct Rows2 : IRows { public static int Value => 2; }
+    struct Rows3 : IRows { public static int Value => 3; }
+    struct Rows4 : IRows { public static int Value => 4; }
+    struct Rows5 : IRows { public static int Value => 5; }
+    struct Rows6 : IRows { public static int Value => 6; }
+
+    /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step (fewer rows
+    /// for the last panel of a block; A keeps its MR-float stride).</summary>
     /// <remarks>With <typeparamref name="TPrefetch"/> on, each k step prefetches <paramref name="next"/> + p·MR into L1 (the
     /// next A micro-panel). Off, the loop carries no prefetch: prefetching the line being read, as it did before,
     /// cost 1–2% of a square product's time (2026-11-26, 12:23–12:29 UTC, bench/README.md "Session 7").</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel512<TPrefetch>(int kc, float* a, float* b, float* c, int ldc, bool acc, float* next) where TPrefetch : struct, IPrefetch
+    static void Kernel512<TPrefetch, TRows>(int kc, float* a, float* b, float* c, int ldc, bool acc, float* next)
+        where TPrefetch : struct, IPrefetch where TRows : struct, IRows
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -588,25 +616,40 @@ internal static unsafe partial class Gemm
             if (TPrefetch.On) Sse.Prefetch0(next + p * MR);
             var a0 = Vector512.Create(a[0]);
             c00 = Avx512F.FusedMultiplyAdd(a0, b0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, b1, c01);
-            var a1 = Vector512.Create(a[1]);
-            c10 = Avx512F.FusedMultiplyAdd(a1, b0, c10); c11 = Avx512F.FusedMultiplyAdd(a1, b1, c11);
-            var a2 = Vector512.Create(a[2]);
-            c20 = Avx512F.FusedMultiplyAdd(a2, b0, c20); c21 = Avx512F.FusedMultiplyAdd(a2, b1, c21);
-            var a3 = Vector512.Create(a[3]);
-            c30 = Avx512F.FusedMultiplyAdd(a3, b0, c30); c31 = Avx512F.FusedMultiplyAdd(a3, b1, c31);
-            var a4 = Vector512.Create(a[4]);
-            c40 = Avx512F.FusedMultiplyAdd(a4, b0, c40); c41 = Avx512F.FusedMultiplyAdd(a4, b1, c41);
-            var a5 = Vector512.Create(a[5]);
-            c50 = Avx512F.FusedMultiplyAdd(a5, b0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, b1, c51);
+            if (TRows.Value > 1)
+            {
+                var a1 = Vector512.Create(a[1]);
+                c10 = Avx512F.FusedMultiplyAdd(a1, b0, c10); c11 = Avx512F.FusedMultiplyAdd(a1, b1, c11);
+            }
+            if (TRows.Value > 2)
+            {
+                var a2 = Vector512.Create(a[2]);
+                c20 = Avx512F.FusedMultiplyAdd(a2, b0, c20); c21 = Avx512F.FusedMultiplyAdd(a2, b1, c21);
+            }
+            if (TRows.Value > 3)
+            {
+                var a3 = Vector512.Create(a[3]);
+                c30 = Avx512F.FusedMultiplyAdd(a3, b0, c30); c31 = Avx512F.FusedMultiplyAdd(a3, b1, c31);
+            }
+            if (TRows.Value > 4)
+            {
+                var a4 = Vector512.Create(a[4]);
+                c40 = Avx512F.FusedMultiplyAdd(a4, b0, c40); c41 = Avx512F.FusedMultiplyAdd(a4, b1, c41);
+            }
+            if (TRows.Value > 5)
+            {
+                var a5 = Vector512.Create(a[5]);
+                c50 = Avx512F.FusedMultiplyAdd(a5, b0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, b1, c51);
+            }
             a += MR;
             b += 32;
         }
-        Store512(c, c00, c01, acc); c += ldc;
-        Store512(c, c10, c11, acc); c += ldc;
-        Store512(c, c20, c21, acc); c += ldc;
-        Store512(c, c30, c31, acc); c += ldc;
-        Store512(c, c40, c41, acc); c += ldc;
-        Store512(c, c50, c51, acc);
+        Store512(c, c00, c01, acc);
+        if (TRows.Value > 1) Store512(c + ldc, c10, c11, acc);
+        if (TRows.Value > 2) Store512(c + 2 * ldc, c20, c21, acc);
+        if (TRows.Value > 3) Store512(c + 3 * ldc, c30, c31, acc);
+        if (TRows.Value > 4) Store512(c + 4 * ldc, c40, c41, acc);
+        if (TRows.Value > 5) Store512(c + 5 * ldc, c50, c51, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
