@@ -110,6 +110,28 @@ public class KernelGemmTests
         }
     }
 
+    /// <summary>A row-major A with rows of at most 256 floats is read in place by the 512-bit kernel
+    /// (<see cref="Gemm.UseDirectA"/>); off, it is packed through the 8×8 transposes. Both against the reference, with
+    /// every row count modulo the 6-row panel, a row stride above k, and more than one MC block.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void RowMajorAReadInPlaceOrPacked(bool direct)
+    {
+        bool saved = Gemm.UseDirectA;
+        try
+        {
+            Gemm.UseDirectA = direct;
+            foreach (var (m, n, k) in new[] { (7, 33, 9), (128, 128, 64), (131, 70, 200), (10, 64, 256), (3, 40, 17) })
+            {
+                CompareToReference(m, n, k, "row", "row", false, m + n + k);
+                CompareToReference(m, n, k, "strided", "row", true, m + n + k + 1);
+                CompareToReference(m, n, k, "row", "col", true, m + n + k + 2);
+            }
+        }
+        finally { Gemm.UseDirectA = saved; }
+    }
+
     /// <summary>One or two rows of A against a row-major B too large for L2: B is read along its rows, four at a time
     /// (Gemm.GemvRowBand512), serially above 2^18 elements of B and on two threads from 2^22. Odd k leaves single rows at
     /// the end, odd n a masked last vector; n = 15 has only the masked one.</summary>

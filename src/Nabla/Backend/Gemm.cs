@@ -244,6 +244,17 @@ internal static unsafe partial class Gemm
 
     [ThreadStatic] static float[]? packA, packB;
 
+    /// <summary>
+    /// Whether a row-major A with short rows is read in place by the 512-bit kernel (six row pointers, one broadcast
+    /// from each per k step) instead of packed into MR-row micro-panels. With rows of at most
+    /// <see cref="DirectARowStride"/> floats the rows of a block sit in L1/L2 without conflicts and the packing was a
+    /// large share of small products (scratch harness, 1 thread, 13:04 UTC: 128×64·64×128 215.6 → 234.7 GFLOP/s,
+    /// 256³ 239.9 → 246.1); with long rows (an 8 KB stride at 2048²) the six streams collide in the cache and reading
+    /// in place was slower (2048² 229 → 214), as it was at 64×768·768×3072 (206 → 199). Settable by tests.
+    /// </summary>
+    internal static bool UseDirectA = true;
+    const int DirectARowStride = 256;
+
     /// <summary>Whether row-major B micro-panels are packed with vector copies instead of Array.Copy (A/B switch for benchmarks).</summary>
     internal static bool UseVectorPackB = true;
 
@@ -254,7 +265,9 @@ internal static unsafe partial class Gemm
         packB ??= new float[KC * NC];
         var pa = packA;
         var pb = packB;
-        fixed (float* pA = pa, pB = pb, pC = c)
+        // (rsA = 0, rows broadcast by Expand, stays packed: lda = 0 tells Macro that A is packed.)
+        bool direct = UseDirectA && NR == 32 && csA == 1 && rsA > 0 && rsA <= DirectARowStride;
+        fixed (float* pA = pa, pB = pb, pC = c, aRaw = a)
         {
             for (int jc = 0; jc < n; jc += NC)
             {
@@ -267,6 +280,11 @@ internal static unsafe partial class Gemm
                     for (int ic = 0; ic < m; ic += MC)
                     {
                         int mc = Math.Min(MC, m - ic);
+                        if (direct)
+                        {
+                            Macro(mc, nc, kc, aRaw + aOff + ic * rsA + pc, pB, pC + cOff + ic * ldc + jc, ldc, acc, lda: rsA);
+                            continue;
+                        }
                         PackA(mc, kc, a, aOff + ic * rsA + pc * csA, rsA, csA, pa);
                         Macro(mc, nc, kc, pA, pB, pC + cOff + ic * ldc + jc, ldc, acc);
                     }
@@ -497,7 +515,9 @@ internal static unsafe partial class Gemm
     /// <param name="prefetchA">whether the 512-bit kernel fetches the next A micro-panel ahead: for prepacked weights, which
     /// come from DRAM when the model's weights exceed the cache and serve few columns (Winograd's 16 products on 14×14 maps:
     /// 1.01 → 0.75 ms for a 256-channel layer); A packed by the call itself is in L2 already.</param>
-    static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc, bool prefetchA = false)
+    /// <param name="lda">0: <paramref name="pa"/> is packed MR-row micro-panels; otherwise it is the row-major A block
+    /// itself with this row stride, read in place (AVX-512 only, see <see cref="UseDirectA"/>).</param>
+    static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc, bool prefetchA = false, int lda = 0)
     {
         float* tmp = stackalloc float[MR * 32];
         for (int j = 0; j < nc; j += NR)
@@ -506,47 +526,54 @@ internal static unsafe partial class Gemm
             for (int i = 0; i < mc; i += MR)
             {
                 int mr = Math.Min(MR, mc - i);
-                float* a = pa + i * kc;
+                float* a = lda == 0 ? pa + i * kc : pa + (long)i * lda;
                 float* b = pb + j * kc;
-                if (NR == 32 && nr == NR)
+                if (NR == 32)
                 {
-                    // Full width: straight into C, the last panel of a block with as many rows as it has (a 6-row
-                    // tile into tmp for the 2 rows left of 128 cost 3 tiles' work for one, a 6% detour at 12×128×64×128).
-                    float* ct = c + i * ldc + j;
-                    if (mr == MR)
-                    {
-                        if (prefetchA) Kernel512<Prefetch, Rows6>(kc, a, b, ct, ldc, acc, a + MR * kc);
-                        else Kernel512<NoPrefetch, Rows6>(kc, a, b, ct, ldc, acc, a);
-                    }
-                    else if (mr == 5) Kernel512<NoPrefetch, Rows5>(kc, a, b, ct, ldc, acc, a);
-                    else if (mr == 4) Kernel512<NoPrefetch, Rows4>(kc, a, b, ct, ldc, acc, a);
-                    else if (mr == 3) Kernel512<NoPrefetch, Rows3>(kc, a, b, ct, ldc, acc, a);
-                    else if (mr == 2) Kernel512<NoPrefetch, Rows2>(kc, a, b, ct, ldc, acc, a);
-                    else Kernel512<NoPrefetch, Rows1>(kc, a, b, ct, ldc, acc, a);
+                    // Full width goes straight into C, the last row panel of a block with as many rows as it has (a 6-row
+                    // tile into tmp for the 2 rows left of 128 cost three tiles' work for one, a 6% detour at
+                    // 12×128×64·64×128); a narrower tile goes into tmp and is copied back below.
+                    bool wide = nr == NR;
+                    float* target = wide ? c + i * ldc + j : tmp;
+                    int ld = wide ? ldc : NR;
+                    bool add = wide && acc;
+                    if (lda != 0) Tile<Direct>(mr, kc, a, lda, b, target, ld, add);
+                    else if (prefetchA && mr == MR) Kernel512<Prefetch, Rows6, Packed>(kc, a, 0, b, target, ld, add, a + MR * kc);
+                    else Tile<Packed>(mr, kc, a, 0, b, target, ld, add);
+                    if (wide) continue;
+                }
+                else if (mr == MR && nr == NR)
+                {
+                    Kernel(kc, a, b, c + i * ldc + j, ldc, acc);
                     continue;
                 }
-                bool full = mr == MR && nr == NR;
-                // A partial tile is computed into tmp and copied back below.
-                float* target = full ? c + i * ldc + j : tmp;
-                int ld = full ? ldc : NR;
-                bool add = full && acc;
-                if (NR != 32) Kernel(kc, a, b, target, ld, add);
-                else Kernel512<NoPrefetch, Rows6>(kc, a, b, target, ld, add, a);
-                if (!full)
+                else Kernel(kc, a, b, tmp, NR, false);
+                for (int r = 0; r < mr; r++)
                 {
-                    for (int r = 0; r < mr; r++)
+                    float* dst = c + (i + r) * ldc + j, src = tmp + r * NR;
+                    int q = 0;
+                    for (; q + 8 <= nr; q += 8)
                     {
-                        float* dst = c + (i + r) * ldc + j, src = tmp + r * NR;
-                        int q = 0;
-                        for (; q + 8 <= nr; q += 8)
-                        {
-                            var v = Avx.LoadVector256(src + q);
-                            Avx.Store(dst + q, acc ? Avx.Add(v, Avx.LoadVector256(dst + q)) : v);
-                        }
-                        for (; q < nr; q++) dst[q] = acc ? dst[q] + src[q] : src[q];
+                        var v = Avx.LoadVector256(src + q);
+                        Avx.Store(dst + q, acc ? Avx.Add(v, Avx.LoadVector256(dst + q)) : v);
                     }
+                    for (; q < nr; q++) dst[q] = acc ? dst[q] + src[q] : src[q];
                 }
             }
+        }
+    }
+
+    /// <summary>An <paramref name="mr"/>-row tile of the 512-bit kernel (no prefetch).</summary>
+    static void Tile<TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc) where TA : struct, IAccess
+    {
+        switch (mr)
+        {
+            case 6: Kernel512<NoPrefetch, Rows6, TA>(kc, a, lda, b, c, ldc, acc, a); break;
+            case 5: Kernel512<NoPrefetch, Rows5, TA>(kc, a, lda, b, c, ldc, acc, a); break;
+            case 4: Kernel512<NoPrefetch, Rows4, TA>(kc, a, lda, b, c, ldc, acc, a); break;
+            case 3: Kernel512<NoPrefetch, Rows3, TA>(kc, a, lda, b, c, ldc, acc, a); break;
+            case 2: Kernel512<NoPrefetch, Rows2, TA>(kc, a, lda, b, c, ldc, acc, a); break;
+            default: Kernel512<NoPrefetch, Rows1, TA>(kc, a, lda, b, c, ldc, acc, a); break;
         }
     }
 
@@ -582,14 +609,14 @@ internal static unsafe partial class Gemm
         Store(c, c50, c51, acc);
     }
 
-    /// <summary>Whether <see cref="Kernel512{TPrefetch, TRows}"/> fetches the next A micro-panel ahead (a type argument, so
-    /// the JIT compiles the variant without the prefetch and its address arithmetic when it is off).</summary>
+    /// <summary>Whether <see cref="Kernel512{TPrefetch, TRows, TA}"/> fetches the next A micro-panel ahead (a type argument,
+    /// so the JIT compiles the variant without the prefetch and its address arithmetic when it is off).</summary>
     interface IPrefetch { static abstract bool On { get; } }
     struct Prefetch : IPrefetch { public static bool On => true; }
     struct NoPrefetch : IPrefetch { public static bool On => false; }
 
-    /// <summary>How many rows of the tile <see cref="Kernel512{TPrefetch, TRows}"/> computes and stores (1 to MR), as a type
-    /// argument: each count is compiled on its own, without the other rows' registers and FMAs.</summary>
+    /// <summary>How many rows of the tile <see cref="Kernel512{TPrefetch, TRows, TA}"/> computes and stores (1 to MR), as a
+    /// type argument: each count is compiled on its own, without the other rows' registers, loads and FMAs.</summary>
     interface IRows { static abstract int Value { get; } }
     struct Rows1 : IRows { public static int Value => 1; }
     struct Rows2 : IRows { public static int Value => 2; }
@@ -598,15 +625,23 @@ internal static unsafe partial class Gemm
     struct Rows5 : IRows { public static int Value => 5; }
     struct Rows6 : IRows { public static int Value => 6; }
 
-    /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step (fewer rows
-    /// for the last panel of a block; A keeps its MR-float stride).</summary>
+    /// <summary>How the kernel reads A: a packed micro-panel (element (r, p) at a[p·MR + r]) or the row-major matrix in
+    /// place (at a[r·lda + p]).</summary>
+    interface IAccess { static abstract bool InPlace { get; } }
+    struct Packed : IAccess { public static bool InPlace => false; }
+    struct Direct : IAccess { public static bool InPlace => true; }
+
+    /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step (fewer rows for
+    /// the last panel of a block).</summary>
     /// <remarks>With <typeparamref name="TPrefetch"/> on, each k step prefetches <paramref name="next"/> + p·MR into L1 (the
     /// next A micro-panel). Off, the loop carries no prefetch: prefetching the line being read, as it did before,
-    /// cost 1–2% of a square product's time (2026-11-26, 12:23–12:29 UTC, bench/README.md "Session 7").</remarks>
+    /// cost 1–2% of a square product's time (2026-11-26, 12:23–12:29 UTC, bench/README.md "Session 7"). In place, the
+    /// pointers of rows past <typeparamref name="TRows"/> are formed but never read.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel512<TPrefetch, TRows>(int kc, float* a, float* b, float* c, int ldc, bool acc, float* next)
-        where TPrefetch : struct, IPrefetch where TRows : struct, IRows
+    static void Kernel512<TPrefetch, TRows, TA>(int kc, float* a, int lda, float* b, float* c, int ldc, bool acc, float* next)
+        where TPrefetch : struct, IPrefetch where TRows : struct, IRows where TA : struct, IAccess
     {
+        float* r1 = a + lda, r2 = r1 + lda, r3 = r2 + lda, r4 = r3 + lda, r5 = r4 + lda;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int p = 0; p < kc; p++)
@@ -614,34 +649,34 @@ internal static unsafe partial class Gemm
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
             if (TPrefetch.On) Sse.Prefetch0(next + p * MR);
-            var a0 = Vector512.Create(a[0]);
+            var a0 = Vector512.Create(TA.InPlace ? a[p] : a[0]);
             c00 = Avx512F.FusedMultiplyAdd(a0, b0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, b1, c01);
             if (TRows.Value > 1)
             {
-                var a1 = Vector512.Create(a[1]);
+                var a1 = Vector512.Create(TA.InPlace ? r1[p] : a[1]);
                 c10 = Avx512F.FusedMultiplyAdd(a1, b0, c10); c11 = Avx512F.FusedMultiplyAdd(a1, b1, c11);
             }
             if (TRows.Value > 2)
             {
-                var a2 = Vector512.Create(a[2]);
+                var a2 = Vector512.Create(TA.InPlace ? r2[p] : a[2]);
                 c20 = Avx512F.FusedMultiplyAdd(a2, b0, c20); c21 = Avx512F.FusedMultiplyAdd(a2, b1, c21);
             }
             if (TRows.Value > 3)
             {
-                var a3 = Vector512.Create(a[3]);
+                var a3 = Vector512.Create(TA.InPlace ? r3[p] : a[3]);
                 c30 = Avx512F.FusedMultiplyAdd(a3, b0, c30); c31 = Avx512F.FusedMultiplyAdd(a3, b1, c31);
             }
             if (TRows.Value > 4)
             {
-                var a4 = Vector512.Create(a[4]);
+                var a4 = Vector512.Create(TA.InPlace ? r4[p] : a[4]);
                 c40 = Avx512F.FusedMultiplyAdd(a4, b0, c40); c41 = Avx512F.FusedMultiplyAdd(a4, b1, c41);
             }
             if (TRows.Value > 5)
             {
-                var a5 = Vector512.Create(a[5]);
+                var a5 = Vector512.Create(TA.InPlace ? r5[p] : a[5]);
                 c50 = Avx512F.FusedMultiplyAdd(a5, b0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, b1, c51);
             }
-            a += MR;
+            if (!TA.InPlace) a += MR;
             b += 32;
         }
         Store512(c, c00, c01, acc);
