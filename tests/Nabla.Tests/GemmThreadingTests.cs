@@ -86,7 +86,7 @@ public class GemmThreadingTests
 
     public static TheoryData<int, int, int, string, string> Shapes() => new()
     {
-        // Sizes straddle MR = 6, NR = 16/32, MC = 120, KC = 256; m ≥ n splits rows, n > m columns.
+        // Sizes straddle MR = 6, NR = 16/32, MC = 120, KC = 256; m ≥ n splits rows, n > m columns (and see below).
         { 64, 64, 64, "row", "row" },
         { 127, 33, 257, "row", "row" },
         { 241, 47, 100, "row", "col" },
@@ -95,6 +95,8 @@ public class GemmThreadingTests
         { 130, 129, 300, "row", "col" },
         { 37, 250, 60, "row", "row" },
         { 13, 333, 129, "col", "strided" },
+        // About square with a row-major A read in place: columns split although m ≥ n (2 and 3 threads).
+        { 250, 200, 90, "row", "row" },
         // One or two rows of A: the GEMV path (row-major B: 128-, 16- and 1-column chunks; threads split columns from n·k ≥ 2^17).
         { 1, 300, 129, "row", "row" },
         { 2, 1000, 200, "strided", "row" },

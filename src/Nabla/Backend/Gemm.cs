@@ -62,8 +62,12 @@ internal static unsafe partial class Gemm
             Serial(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
             return;
         }
-        // Split the longer side of C into one range per thread, aligned to the register tile.
-        bool splitRows = m >= n;
+        // Split the longer side of C into one range per thread, aligned to the register tile. When A is read in place
+        // and C is about square, split the columns instead: each thread then packs only its own columns of B and packs
+        // nothing of A, where splitting rows has every thread pack all of B (scratch harness, 2 threads, in-process
+        // alternation at 13:13 UTC, with in-place A up to 1024-float rows: 512² 469.5 -> 480.2 GFLOP/s, 768³ 454.5 ->
+        // 478.7, 1024² 456.4 -> 476.0; 64×768·768×3072 unchanged).
+        bool splitRows = m >= n && !(ReadsAInPlace(rsA, csA) && 2L * n >= m && n >= 2 * NR * threads);
         int extent = splitRows ? m : n, align = splitRows ? MR : NR;
         int parts = Math.Min(threads, Math.Max(1, extent / align));
         if (parts <= 1)
@@ -249,11 +253,15 @@ internal static unsafe partial class Gemm
     /// from each per k step) instead of packed into MR-row micro-panels. With rows of at most
     /// <see cref="DirectARowStride"/> floats the rows of a block sit in L1/L2 without conflicts and the packing was a
     /// large share of small products (scratch harness, 1 thread, 13:04 UTC: 128×64·64×128 215.6 → 234.7 GFLOP/s,
-    /// 256³ 239.9 → 246.1); with long rows (an 8 KB stride at 2048²) the six streams collide in the cache and reading
-    /// in place was slower (2048² 229 → 214), as it was at 64×768·768×3072 (206 → 199). Settable by tests.
+    /// 256³ 239.9 → 246.1; 512² and 1024² 0.6–1% faster at 13:11); with long rows (an 8 KB stride at 2048²) the six
+    /// streams collide in the cache and reading in place was slower (2048² 229 → 214). Settable by tests.
     /// </summary>
     internal static bool UseDirectA = true;
-    const int DirectARowStride = 256;
+    const int DirectARowStride = 1024;
+
+    /// <summary>Whether the kernels read A in place (<see cref="UseDirectA"/>). A stride of 0 (rows broadcast by Expand)
+    /// stays packed: Macro takes lda = 0 to mean packed.</summary>
+    static bool ReadsAInPlace(int rsA, int csA) => UseDirectA && NR == 32 && csA == 1 && rsA > 0 && rsA <= DirectARowStride;
 
     /// <summary>Whether row-major B micro-panels are packed with vector copies instead of Array.Copy (A/B switch for benchmarks).</summary>
     internal static bool UseVectorPackB = true;
@@ -265,8 +273,7 @@ internal static unsafe partial class Gemm
         packB ??= new float[KC * NC];
         var pa = packA;
         var pb = packB;
-        // (rsA = 0, rows broadcast by Expand, stays packed: lda = 0 tells Macro that A is packed.)
-        bool direct = UseDirectA && NR == 32 && csA == 1 && rsA > 0 && rsA <= DirectARowStride;
+        bool direct = ReadsAInPlace(rsA, csA);
         fixed (float* pA = pa, pB = pb, pC = c, aRaw = a)
         {
             for (int jc = 0; jc < n; jc += NC)
