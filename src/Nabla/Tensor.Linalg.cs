@@ -186,7 +186,8 @@ internal static partial class Cpu
         if (batch > 1 && Gemm.Threads > 1 && (work < 1 << 20 || (batch >= 4 * Gemm.Threads && work < 1 << 22)))
         {
             WorkerPool.For(batch, Gemm.Threads, i =>
-                Gemm2D(a, offsA[i], a.strides[^2], a.strides[^1], b, offsB[i], m, n, k, r, i * m * n, threads: false));
+                Gemm2D(a, offsA[i], a.strides[^2], a.strides[^1], b, offsB[i], m, n, k, r, i * m * n, threads: false),
+                large: batch * work >= Gemm.LargeBatchWork);
         }
         else
         {
