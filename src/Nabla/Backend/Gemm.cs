@@ -361,26 +361,8 @@ internal static unsafe partial class Gemm
         int d = 0;
         if (cs == 1 && NR == 32 && nc >= 32 && UseVectorPackB)
         {
-            // Row-major B with AVX-512: the full 32-wide micro-panels in bands of 8 rows of B, so the reads go along
-            // the rows of B (8 streams) instead of down one 128-byte column strip at a time (a new page every row
-            // when B is wide). With Kernel512<NoPrefetch>: 2048² at 2 threads 453 → 473 GFLOP/s (bench/README.md, "Session 7").
             int full = nc / 32 * 32;
-            fixed (float* ps = b, pd = dst)
-            {
-                for (int p0 = 0; p0 < kc; p0 += 8)
-                {
-                    int pe = Math.Min(p0 + 8, kc);
-                    for (int j = 0; j < full; j += 32)
-                    {
-                        float* s = ps + off + (long)p0 * rs + j, o = pd + j * kc + p0 * 32;
-                        for (int p = p0; p < pe; p++, s += rs, o += 32)
-                        {
-                            Vector512.Load(s).Store(o);
-                            Vector512.Load(s + 16).Store(o + 16);
-                        }
-                    }
-                }
-            }
+            fixed (float* ps = b, pd = dst) PackBRowMajor512(kc, full, ps + off, rs, pd);
             if (full == nc) return;
             // The last, partial micro-panel goes through the general loop below.
             d = full * kc;
@@ -439,6 +421,31 @@ internal static unsafe partial class Gemm
                 for (int q = 0; q < nr; q++) dst[d + q] = b[src + q * cs];
                 for (int q = nr; q < NR; q++) dst[d + q] = 0;
                 d += NR;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Row-major B with AVX-512: the <paramref name="full"/> columns (a multiple of 32) as 32-wide micro-panels, in bands
+    /// of 8 rows of B, so the reads go along the rows of B (8 streams) instead of down one 128-byte column strip at a
+    /// time (a new page every row when B is wide). With Kernel512 without its prefetch: 2048² at 2 threads 453 → 473
+    /// GFLOP/s (bench/README.md, "Session 7"). Compiled optimized at once: at tier 0 this loop ran long enough in a
+    /// cold start to need an on-stack replacement.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void PackBRowMajor512(int kc, int full, float* src, int rs, float* dst)
+    {
+        for (int p0 = 0; p0 < kc; p0 += 8)
+        {
+            int pe = Math.Min(p0 + 8, kc);
+            for (int j = 0; j < full; j += 32)
+            {
+                float* s = src + (long)p0 * rs + j, o = dst + j * kc + p0 * 32;
+                for (int p = p0; p < pe; p++, s += rs, o += 32)
+                {
+                    Vector512.Load(s).Store(o);
+                    Vector512.Load(s + 16).Store(o + 16);
+                }
             }
         }
     }
