@@ -26,6 +26,8 @@ public class KernelGemmTests
         (int rs, int cs) = layout switch
         {
             "row" => (cols, 1),
+            "padded" => (cols + 7, 1),                // row-major with a row stride above the width
+            "long" => (2048, 1),                      // row-major with a stride above the in-place limit (cols ≤ 2048)
             "col" => (1, rows),                       // transposed: column-major storage
             "strided" => (2 * cols + 1, 2),           // odd row stride, every other column
             _ => (3, 3 * rows + 2),                   // transposed and strided
@@ -110,9 +112,10 @@ public class KernelGemmTests
         }
     }
 
-    /// <summary>A row-major A with rows of at most 256 floats is read in place by the 512-bit kernel
-    /// (<see cref="Gemm.UseDirectA"/>); off, it is packed through the 8×8 transposes. Both against the reference, with
-    /// every row count modulo the 6-row panel, a row stride above k, and more than one MC block.</summary>
+    /// <summary>A row-major A with a row stride of at most 1024 floats is read in place by the 512-bit kernel
+    /// (<see cref="Gemm.UseDirectA"/>); off, or with a longer stride (2048, "long"), it is packed through the 8×8
+    /// transposes. Against the reference: every row count modulo the 6-row panel, a row stride above k with an offset
+    /// ("padded"), more than one MC and KC block, and accumulation. (Without AVX-512 every run takes the packed path.)</summary>
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -122,11 +125,16 @@ public class KernelGemmTests
         try
         {
             Gemm.UseDirectA = direct;
-            foreach (var (m, n, k) in new[] { (7, 33, 9), (128, 128, 64), (131, 70, 200), (10, 64, 256), (3, 40, 17) })
+            foreach (var (m, n, k) in new[] { (7, 33, 9), (128, 128, 64), (131, 70, 200), (10, 64, 256), (3, 40, 17), (245, 40, 300) })
             {
                 CompareToReference(m, n, k, "row", "row", false, m + n + k);
-                CompareToReference(m, n, k, "strided", "row", true, m + n + k + 1);
-                CompareToReference(m, n, k, "row", "col", true, m + n + k + 2);
+                CompareToReference(m, n, k, "padded", "row", true, m + n + k + 1);
+                CompareToReference(m, n, k, "padded", "col", false, m + n + k + 2);
+            }
+            foreach (var (m, n, k) in new[] { (130, 45, 70), (61, 64, 300) })
+            {
+                CompareToReference(m, n, k, "long", "row", false, m + n + k + 3);
+                CompareToReference(m, n, k, "long", "row", true, m + n + k + 4);
             }
         }
         finally { Gemm.UseDirectA = saved; }

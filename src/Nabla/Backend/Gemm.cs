@@ -255,11 +255,11 @@ internal static unsafe partial class Gemm
 
     /// <summary>
     /// Whether a row-major A with short rows is read in place by the 512-bit kernel (six row pointers, one broadcast
-    /// from each per k step) instead of packed into MR-row micro-panels. With rows of at most
+    /// from each per k step) instead of packed into MR-row micro-panels. With a row stride of at most
     /// <see cref="DirectARowStride"/> floats the rows of a block sit in L1/L2 without conflicts and the packing was a
-    /// large share of small products (scratch harness, 1 thread, 13:04 UTC: 128×64·64×128 215.6 → 234.7 GFLOP/s,
-    /// 256³ 239.9 → 246.1; 512² and 1024² 0.6–1% faster at 13:11); with long rows (an 8 KB stride at 2048²) the six
-    /// streams collide in the cache and reading in place was slower (2048² 229 → 214). Settable by tests.
+    /// large share of small products (two builds alternating, 1 thread: 128×64·64×128 212–220 → 241–242 GFLOP/s,
+    /// 256³ 238–243 → 248–249; 512² and 1024² 0.5–1% faster in one process at 13:13); with long rows (an 8 KB stride at
+    /// 2048²) the six streams collide in the cache and reading in place was slower (2048² 229 → 214). Settable by tests.
     /// </summary>
     internal static bool UseDirectA = true;
     const int DirectARowStride = 1024;
@@ -547,11 +547,12 @@ internal static unsafe partial class Gemm
                 int mr = Math.Min(MR, mc - i);
                 float* a = lda == 0 ? pa + i * kc : pa + (long)i * lda;
                 float* b = pb + j * kc;
-                if (NR == 32)
+                // (An A read in place, lda ≠ 0, only ever comes with the 32-wide tile: the 16-wide kernel reads packed A.)
+                if (NR == 32 || lda != 0)
                 {
                     // Full width goes straight into C, the last row panel of a block with as many rows as it has (a 6-row
-                    // tile into tmp for the 2 rows left of 128 cost three tiles' work for one, a 6% detour at
-                    // 12×128×64·64×128); a narrower tile goes into tmp and is copied back below.
+                    // tile into tmp for the 2 rows left of 128 cost three tiles' work for one: 128×64·64×128 at 1 thread
+                    // 212 → 218 GFLOP/s without it); a narrower tile goes into tmp and is copied back below.
                     bool wide = nr == NR;
                     float* target = wide ? c + i * ldc + j : tmp;
                     int ld = wide ? ldc : NR;
@@ -653,8 +654,9 @@ internal static unsafe partial class Gemm
     /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step (fewer rows for
     /// the last panel of a block).</summary>
     /// <remarks>With <typeparamref name="TPrefetch"/> on, each k step prefetches <paramref name="next"/> + p·MR into L1 (the
-    /// next A micro-panel). Off, the loop carries no prefetch: prefetching the line being read, as it did before,
-    /// cost 1–2% of a square product's time (2026-11-26, 12:23–12:29 UTC, bench/README.md "Session 7"). In place, the
+    /// next A micro-panel). Off, the loop carries no prefetch: prefetching the line being read, as it did before, cost
+    /// up to 1.5% (1 thread, in one process at 12:23 UTC: 512² 246.3 → 248.4 GFLOP/s, 1024² 234.5 → 238.1, 2048² equal;
+    /// bench/README.md "Session 7"). In place, the
     /// pointers of rows past <typeparamref name="TRows"/> are formed but never read.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Kernel512<TPrefetch, TRows, TA>(int kc, float* a, int lda, float* b, float* c, int ldc, bool acc, float* next)
