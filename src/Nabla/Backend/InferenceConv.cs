@@ -350,7 +350,7 @@ public sealed partial class PackedConv2d
     /// across threads. At 2^20, mnist-8's second layer (16 channels, 8·5·5 taps on 14×14: 0.8 M) ran on one thread, and
     /// the model took 17.4 µs a run at 2 threads against 14.5–15.3 µs at 2^18 (scratch harness, 12:48 UTC). LeNet-5's
     /// second layer (0.34 M) did not move in that harness (13.0–13.8 µs either way), and the bench's ONNX LeNet-5 row at
-    /// 2 threads then read 0.95, 0.95 and 1.01 of ORT's time (against 0.97–0.98 split at 2^20 in session 6), so the
+    /// 2 threads then read 0.95, 0.65, 0.95 and 1.01 of ORT's time (0.98, 0.48 and 1.01 unsplit in session 6): no gain, so the
     /// threshold is 2^19: each of two threads gets at least 2^18, mnist-8 splits and LeNet-5 stays on one thread.</summary>
     const long DirectThreadWork = 1 << 19;
 
