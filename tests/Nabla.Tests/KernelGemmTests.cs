@@ -163,6 +163,19 @@ public class KernelGemmTests
         finally { Gemm.Threads = saved; }
     }
 
+    /// <summary>GEMV chunks of every count of whole 16-float vectors (0 to 8), with and without a masked rest, one and
+    /// two rows of A, a padded B and an offset A.</summary>
+    [Fact]
+    public void GemvChunksOfEveryWidth()
+    {
+        foreach (int n in new[] { 5, 16, 29, 48, 50, 64, 80, 90, 100, 112, 127, 128, 200 })
+        foreach (int m in new[] { 1, 2 })
+        {
+            CompareToReference(m, n, 37, "row", "row", false, n * 3 + m);
+            CompareToReference(m, n, 37, "padded", "padded", true, n * 3 + m + 1);
+        }
+    }
+
     [Fact]
     public void SgemmWideBeyondNcBlock()
     {
