@@ -107,6 +107,7 @@ public class InferenceFastPathTests
     [Theory]
     [InlineData(3, 2, 1, 1, false, 12)]
     [InlineData(2, 2, 0, 1, false, 12)]
+    [InlineData(2, 2, 0, 1, true, 11)]      // 2×2 stride 2 on narrow rows (fewer than 8 outputs): the scalar 2×2 pass, a cut window
     [InlineData(3, 1, 1, 2, false, 12)]
     [InlineData(3, 2, 1, 1, true, 12)]
     // Rows wide enough for the eight-output vector paths (strides 1 and 2) with a scalar tail, odd and even dilations.

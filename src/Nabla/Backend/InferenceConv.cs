@@ -700,8 +700,10 @@ public static class InferencePool
             throw new NablaException($"max_pool2d: kernel {kernel}, stride {stride} and dilation {dilation} must be positive");
         if (oh <= 0 || ow <= 0 || planes == 0) return;
         // Two rows, even/odd columns: one pass, no scratch row (LeNet-sized 28-wide rows: 53 µs at batch 64 against 83 µs
-        // through the separable path).
-        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 && Avx2.IsSupported && ow >= 8)
+        // through the separable path). Rows of fewer than 8 outputs too, all scalar: the separable path's scratch row and
+        // span calls cost more than the windows (LeNet-5's 10×10 second pool; a batch-1 run of the ONNX LeNet-5 13.3–13.5
+        // → 12.0 µs, scratch harness at 14:05 UTC).
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 && Avx2.IsSupported)
         {
             void Plane2(int p) => MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow);
             if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow > 1 << 16)
