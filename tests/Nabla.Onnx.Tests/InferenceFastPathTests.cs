@@ -176,6 +176,31 @@ public class InferenceFastPathTests
         Assert.True(float.IsNaN(a[2]) && float.IsNaN(a[ceil ? 21 + 19 : 20 + 19]));
     }
 
+    /// <summary>End padding of 2 (ONNX pads [0, 0, 2, 2]) gives output rows and columns whose 2×2 windows hold no input
+    /// position: -inf, on narrow and on wide rows, without reading the next plane (its values are all larger).</summary>
+    [Theory]
+    [InlineData(4, 4, 3, 3)]
+    [InlineData(4, 20, 3, 11)]
+    public void MaxPool2x2WindowsBelowTheInputGiveNegativeInfinity(int h, int w, int oh, int ow)
+    {
+        var data = new float[2 * h * w];
+        for (int i = 0; i < data.Length; i++) data[i] = i < h * w ? i : 1000 + i;
+        var x = Tensor.FromArray(data, 1, 2, h, w);
+        var y = Tensor.Full([1, 2, oh, ow], 7f);
+        InferencePool.MaxPool2d(x, y, (2, 2), (2, 2), (0, 0), (1, 1));
+        var a = y.ToArray<float>();
+        for (int c = 0; c < 2; c++)
+            for (int r = 0; r < oh; r++)
+                for (int q = 0; q < ow; q++)
+                {
+                    float expected = float.NegativeInfinity;
+                    for (int i = 2 * r; i < Math.Min(2 * r + 2, h); i++)
+                        for (int j = 2 * q; j < Math.Min(2 * q + 2, w); j++)
+                            expected = Math.Max(expected, data[c * h * w + i * w + j]);
+                    Assert.Equal(expected, a[(c * oh + r) * ow + q]);
+                }
+    }
+
     [Fact]
     public void MaxPoolPropagatesNaNAndAveragePoolAverages()
     {

@@ -168,7 +168,7 @@ public class KernelGemmTests
     [Fact]
     public void GemvChunksOfEveryWidth()
     {
-        foreach (int n in new[] { 5, 16, 29, 48, 50, 64, 80, 90, 100, 112, 127, 128, 200 })
+        foreach (int n in new[] { 5, 16, 29, 32, 40, 48, 50, 64, 80, 90, 96, 100, 112, 127, 128, 200 })
         foreach (int m in new[] { 1, 2 })
         {
             CompareToReference(m, n, 37, "row", "row", false, n * 3 + m);

@@ -351,7 +351,7 @@ public sealed partial class PackedConv2d
     /// the model took 17.4 µs a run at 2 threads against 14.5–15.3 µs at 2^18 (scratch harness, 12:48 UTC). LeNet-5's
     /// second layer (0.34 M) did not move in that harness (13.0–13.8 µs either way), and the bench's ONNX LeNet-5 row at
     /// 2 threads then read 0.95, 0.65, 0.95 and 1.01 of ORT's time (0.98, 0.48 and 1.01 unsplit in session 6): no gain, so the
-    /// threshold is 2^19: each of two threads gets at least 2^18, mnist-8 splits and LeNet-5 stays on one thread.</summary>
+    /// threshold is 2^19: mnist-8 splits (two groups of 8 channels, 2^18 or more each) and LeNet-5 stays on one thread.</summary>
     const long DirectThreadWork = 1 << 19;
 
     /// <summary>The direct kernel's stride as a type, so each instantiation is compiled with a constant stride (with the
@@ -747,8 +747,9 @@ public static class InferencePool
 
     /// <summary>
     /// 2×2 stride-2 max pooling of one plane: eight windows at a time (vertical max of two rows, then the even/odd
-    /// columns of the result); <see cref="Vector256.Max{T}"/> propagates NaN like the scalar rule. Windows that reach
-    /// past the input (ceil mode) take the scalar path.
+    /// columns of the result); <see cref="Vector256.Max{T}"/> propagates NaN like the scalar rule. The rest of a row,
+    /// rows of fewer than 8 outputs, and windows that reach past the input (ceil mode, end padding) take the scalar path;
+    /// a window with no input position gives -inf.
     /// </summary>
     static unsafe void MaxPool2x2(float[] xa, int src, float[] ya, int dst, int h, int w, int oh, int ow)
     {
@@ -756,7 +757,14 @@ public static class InferencePool
         {
             for (int y = 0; y < oh; y++)
             {
-                float* r0 = px + src + 2 * y * w, r1 = r0 + w, d = py + dst + y * ow;
+                float* d = py + dst + y * ow;
+                if (2 * y >= h)
+                {
+                    // A window wholly below the input (end padding of 2 or more, which ONNX allows): no input, -inf.
+                    new Span<float>(d, ow).Fill(float.NegativeInfinity);
+                    continue;
+                }
+                float* r0 = px + src + 2 * y * w, r1 = r0 + w;
                 bool second = 2 * y + 1 < h;
                 int xq = 0;
                 if (second)
