@@ -210,7 +210,7 @@ internal static unsafe partial class Gemm
         bool partial = cw > 16 * f;
         var z = Vector512<float>.Zero;
         var m = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cw - 16 * f)).AsSingle();
-        float* tailB = b + 16 * f, tailC = c + 16 * f;
+        float* tailC = c + 16 * f;
         Vector512<float> c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z, ct = z;
         if (accumulate)
         {
@@ -224,35 +224,19 @@ internal static unsafe partial class Gemm
             if (f > 7) c7 = Vector512.Load(c + 112);
             if (partial) ct = Avx512F.MaskLoad(tailC, m, z);
         }
-        if (partial)
+        // (f = 8 is a whole chunk, so a masked rest only ever comes with f ≤ 7: c7 and ct are never both live.)
+        for (int p = 0; p < k; p++, b += rsB)
         {
-            for (int p = 0; p < k; p++, b += rsB, tailB += rsB)
-            {
-                var av = Vector512.Create(a[(long)p * csA]);
-                if (f > 0) c0 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b), c0);
-                if (f > 1) c1 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 16), c1);
-                if (f > 2) c2 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 32), c2);
-                if (f > 3) c3 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 48), c3);
-                if (f > 4) c4 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 64), c4);
-                if (f > 5) c5 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 80), c5);
-                if (f > 6) c6 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 96), c6);
-                ct = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(tailB, m, z), ct);
-            }
-        }
-        else
-        {
-            for (int p = 0; p < k; p++, b += rsB)
-            {
-                var av = Vector512.Create(a[(long)p * csA]);
-                if (f > 0) c0 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b), c0);
-                if (f > 1) c1 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 16), c1);
-                if (f > 2) c2 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 32), c2);
-                if (f > 3) c3 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 48), c3);
-                if (f > 4) c4 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 64), c4);
-                if (f > 5) c5 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 80), c5);
-                if (f > 6) c6 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 96), c6);
-                if (f > 7) c7 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 112), c7);
-            }
+            var av = Vector512.Create(a[(long)p * csA]);
+            if (f > 0) c0 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b), c0);
+            if (f > 1) c1 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 16), c1);
+            if (f > 2) c2 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 32), c2);
+            if (f > 3) c3 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 48), c3);
+            if (f > 4) c4 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 64), c4);
+            if (f > 5) c5 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 80), c5);
+            if (f > 6) c6 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 96), c6);
+            if (f > 7) c7 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(b + 112), c7);
+            else if (partial) ct = Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(b + 16 * f, m, z), ct);
         }
         if (f > 0) c0.Store(c);
         if (f > 1) c1.Store(c + 16);
