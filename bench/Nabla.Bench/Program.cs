@@ -76,7 +76,8 @@ static class Program
             Console.Error.WriteLine($" {sw.Elapsed.TotalSeconds:F1} s; cores busy: " + string.Join(", ", ms.Select(m => $"{m.Framework} {m.Cores:F2}")));
             foreach (var m in ms)
                 Emit("ROW", row.Id, row.Title, row.Unit.ToString(), row.Flops.ToString("R"), m.Framework,
-                    m.Seconds.ToString("R"), m.Spread.ToString("R"), m.Iterations.ToString());
+                    m.Seconds.ToString("R"), m.Spread.ToString("R"), m.Iterations.ToString(),
+                    string.Join(';', m.Times.Select(x => x.ToString("R"))));
         }
         return 0;
     }
@@ -112,7 +113,7 @@ static class Program
 
     // ---------------------------------------------------------------- parent: spawn, collect, print
 
-    sealed record Result(int Threads, string Id, string Title, Unit Unit, double Flops, string Framework, double Seconds, double Spread);
+    sealed record Result(int Threads, string Id, string Title, Unit Unit, double Flops, string Framework, double Seconds, double Spread, double[] Times);
 
     static int RunParent(Options o, string[] args)
     {
@@ -135,7 +136,8 @@ static class Program
                     info.TryAdd(f[1], f[2]);
                 }
                 else if (f[0] == "ROW")
-                    results.Add(new Result(t, f[1], f[2], Enum.Parse<Unit>(f[3]), double.Parse(f[4]), f[5], double.Parse(f[6]), double.Parse(f[7])));
+                    results.Add(new Result(t, f[1], f[2], Enum.Parse<Unit>(f[3]), double.Parse(f[4]), f[5], double.Parse(f[6]), double.Parse(f[7]),
+                        f[9].Split(';').Select(double.Parse).ToArray()));
                 else Console.Error.WriteLine(line);
             }
             p.WaitForExit();
@@ -154,7 +156,9 @@ static class Program
             $"{t}: Nabla {Get(info, $"nabla_threads ({t} thread{(t > 1 ? "s" : "")})")}, torch {Get(info, $"torch_threads ({t} thread{(t > 1 ? "s" : "")})")}")) + ".");
         md.AppendLine($"Median of {o.Samples} interleaved samples of ~{o.SampleSeconds:0.###} s each after warm-up; " +
             $"noise = the row's largest (p75 - p25) / median; total run {total.Elapsed.TotalSeconds:F0} s; load average before/after: {load0} / {LoadAverage()}.");
-        md.AppendLine("Ratio = Nabla time / peer time (below 1: Nabla faster; above 1: Nabla slower).");
+        md.AppendLine("Ratio = Nabla time / peer time (below 1: Nabla faster; above 1: Nabla slower): the median of the per-round ratios " +
+            $"(sample s of each framework comes from the same round), and in brackets its {CoverageText(o.Samples)} confidence interval " +
+            "(order statistics; bench/README.md, \"How it measures\"). An interval that contains 1 is parity within this run's noise.");
         md.AppendLine();
         md.AppendLine("| benchmark | threads | Nabla | TorchSharp | ONNX Runtime | Nabla / TorchSharp | Nabla / ORT | noise |");
         md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -186,7 +190,21 @@ static class Program
         _ => $"{r.Seconds * 1e3:0.00} ms",
     };
 
-    static string Ratio(Result? nabla, Result? peer) => nabla is null || peer is null ? "–" : $"{nabla.Seconds / peer.Seconds:0.00}";
+    static string Ratio(Result? nabla, Result? peer)
+    {
+        if (nabla is null || peer is null) return "–";
+        var (median, low, high) = PairedRatio.Of(nabla.Times, peer.Times);
+        return $"{median:0.00} ({low:0.00}–{high:0.00})";
+    }
+
+    /// <summary>The confidence level the interval of <see cref="PairedRatio"/> reaches with n rounds, as "96.1 %".</summary>
+    static string CoverageText(int n)
+    {
+        int k = PairedRatio.Rank(n);
+        double tail = 0, p = Math.Pow(0.5, n);
+        for (int j = 0; j < k; j++) { tail += p; p = p * (n - j) / (j + 1); }
+        return $"{(1 - 2 * tail) * 100:0.0} %";
+    }
 
     static ProcessStartInfo ChildStartInfo(Options o, int threads)
     {
