@@ -221,6 +221,13 @@ public class KernelGemmTests
     public void FallbackEqualsFastPath()
     {
         bool saved = Gemm.UseFastPath;
+        if (!System.Runtime.Intrinsics.X86.Fma.IsSupported || !System.Runtime.Intrinsics.X86.Avx.IsSupported)
+        {
+            // A CPU without them (or DOTNET_EnableAVX2=0, DOTNET_EnableHWIntrinsic=0) has only the fallback, and must
+            // not start on the fast path, whose kernels would throw PlatformNotSupportedException.
+            Assert.False(saved);
+            return;
+        }
         try
         {
             foreach (var (m, n, k) in new[] { (1, 1, 1), (6, 16, 256), (7, 17, 257), (121, 33, 70), (300, 20, 30) })
