@@ -138,8 +138,17 @@ internal static unsafe partial class Gemm
                 }
                 else
                 {
-                    var arow = new float[k];
-                    for (int p = 0; p < k; p++) arow[p] = a[aOff + i * rsA + p * csA];
+                    // Each element is a dot product of A's row with a column of B. A row that is contiguous is used where it
+                    // lies; a strided one is gathered into a rented buffer (no allocation per call).
+                    float[]? rented = null;
+                    ReadOnlySpan<float> arow;
+                    if (csA == 1) arow = a.AsSpan(aOff + i * rsA, k);
+                    else
+                    {
+                        rented = System.Buffers.ArrayPool<float>.Shared.Rent(k);
+                        for (int p = 0; p < k; p++) rented[p] = a[aOff + i * rsA + p * csA];
+                        arow = rented.AsSpan(0, k);
+                    }
                     for (int j = 0; j < len; j++)
                     {
                         float s;
@@ -151,6 +160,7 @@ internal static unsafe partial class Gemm
                         }
                         crow[j] = accumulate ? crow[j] + s : s;
                     }
+                    if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
                 }
             }
         }
