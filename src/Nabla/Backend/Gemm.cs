@@ -82,6 +82,15 @@ internal static unsafe partial class Gemm
         }
         int chunk = (extent + parts - 1) / parts;
         chunk = (chunk + align - 1) / align * align;
+        Split(parts, chunk, extent, splitRows, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate, work >= LargeWork);
+    }
+
+    /// <summary>The threaded part of <see cref="Sgemm"/>, a method of its own: the closure it hands to the pool is then
+    /// allocated only when the call is split, not on every serial call (a lambda's captured parameters are allocated on
+    /// entry to the method that declares them).</summary>
+    static void Split(int parts, int chunk, int extent, bool splitRows, int m, int n, int k, float[] a, int aOff, int rsA, int csA,
+        float[] b, int bOff, int rsB, int csB, float[] c, int cOff, int ldc, bool accumulate, bool large)
+    {
         WorkerPool.For(parts, parts, p =>
         {
             int start = p * chunk, len = Math.Min(chunk, extent - start);
@@ -90,7 +99,7 @@ internal static unsafe partial class Gemm
                 Serial(len, n, k, a, aOff + start * rsA, rsA, csA, b, bOff, rsB, csB, c, cOff + start * ldc, ldc, accumulate);
             else
                 Serial(m, len, k, a, aOff, rsA, csA, b, bOff + start * csB, rsB, csB, c, cOff + start, ldc, accumulate);
-        }, large: work >= LargeWork);
+        }, large);
     }
 
     /// <summary>
@@ -117,55 +126,63 @@ internal static unsafe partial class Gemm
         // 3072x768 37.0 -> 50.2, 4096x4096 7.3 -> 19.3; 2 threads 768x2304 84.0 -> 74.2, 1024x4096 55.5 -> 55.7, 4096x4096
         // 13.8 -> 32.3.
         bool bands = parts == 1 ? (long)n * k > 1 << 18 : (long)n * k >= 1 << 22;
-        void Range(int part)
+        if (parts == 1) GemvRange(0, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
+        else GemvSplit(parts, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
+    }
+
+    /// <summary>The threaded GEMV, apart so that its closure is allocated only when the columns are split.</summary>
+    static void GemvSplit(int parts, int chunk, bool bands, int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff,
+        int rsB, int csB, float[] c, int cOff, int ldc, bool accumulate) =>
+        WorkerPool.For(parts, parts, part => GemvRange(part, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate));
+
+    /// <summary>Columns [part·chunk, (part + 1)·chunk) of every row of C.</summary>
+    static void GemvRange(int part, int chunk, bool bands, int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff,
+        int rsB, int csB, float[] c, int cOff, int ldc, bool accumulate)
+    {
+        int j0 = part * chunk, len = Math.Min(chunk, n - j0);
+        if (len <= 0) return;
+        for (int i = 0; i < m; i++)
         {
-            int j0 = part * chunk, len = Math.Min(chunk, n - j0);
-            if (len <= 0) return;
-            for (int i = 0; i < m; i++)
+            var crow = c.AsSpan(cOff + i * ldc + j0, len);
+            if (csB == 1 && Avx512F.IsSupported && bands)
+                fixed (float* pa = a, pb = b, pc = c)
+                    GemvRowBand512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
+            else if (csB == 1 && Avx512F.IsSupported)
+                fixed (float* pa = a, pb = b, pc = c)
+                    GemvRow512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
+            else if (csB == 1)
             {
-                var crow = c.AsSpan(cOff + i * ldc + j0, len);
-                if (csB == 1 && Avx512F.IsSupported && bands)
-                    fixed (float* pa = a, pb = b, pc = c)
-                        GemvRowBand512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
-                else if (csB == 1 && Avx512F.IsSupported)
-                    fixed (float* pa = a, pb = b, pc = c)
-                        GemvRow512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
-                else if (csB == 1)
-                {
-                    if (!accumulate) crow.Clear();
-                    for (int p = 0; p < k; p++)
-                        TensorPrimitives.MultiplyAdd(b.AsSpan(bOff + p * rsB + j0, len), a[aOff + i * rsA + p * csA], crow, crow);
-                }
+                if (!accumulate) crow.Clear();
+                for (int p = 0; p < k; p++)
+                    TensorPrimitives.MultiplyAdd(b.AsSpan(bOff + p * rsB + j0, len), a[aOff + i * rsA + p * csA], crow, crow);
+            }
+            else
+            {
+                // Each element is a dot product of A's row with a column of B. A row that is contiguous is used where it
+                // lies; a strided one is gathered into a rented buffer (no allocation per call).
+                float[]? rented = null;
+                ReadOnlySpan<float> arow;
+                if (csA == 1) arow = a.AsSpan(aOff + i * rsA, k);
                 else
                 {
-                    // Each element is a dot product of A's row with a column of B. A row that is contiguous is used where it
-                    // lies; a strided one is gathered into a rented buffer (no allocation per call).
-                    float[]? rented = null;
-                    ReadOnlySpan<float> arow;
-                    if (csA == 1) arow = a.AsSpan(aOff + i * rsA, k);
+                    rented = System.Buffers.ArrayPool<float>.Shared.Rent(k);
+                    for (int p = 0; p < k; p++) rented[p] = a[aOff + i * rsA + p * csA];
+                    arow = rented.AsSpan(0, k);
+                }
+                for (int j = 0; j < len; j++)
+                {
+                    float s;
+                    if (rsB == 1) s = TensorPrimitives.Dot<float>(arow, b.AsSpan(bOff + (j0 + j) * csB, k));
                     else
                     {
-                        rented = System.Buffers.ArrayPool<float>.Shared.Rent(k);
-                        for (int p = 0; p < k; p++) rented[p] = a[aOff + i * rsA + p * csA];
-                        arow = rented.AsSpan(0, k);
+                        s = 0;
+                        for (int p = 0; p < k; p++) s += arow[p] * b[bOff + p * rsB + (j0 + j) * csB];
                     }
-                    for (int j = 0; j < len; j++)
-                    {
-                        float s;
-                        if (rsB == 1) s = TensorPrimitives.Dot<float>(arow, b.AsSpan(bOff + (j0 + j) * csB, k));
-                        else
-                        {
-                            s = 0;
-                            for (int p = 0; p < k; p++) s += arow[p] * b[bOff + p * rsB + (j0 + j) * csB];
-                        }
-                        crow[j] = accumulate ? crow[j] + s : s;
-                    }
-                    if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
+                    crow[j] = accumulate ? crow[j] + s : s;
                 }
+                if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
             }
         }
-        if (parts == 1) Range(0);
-        else WorkerPool.For(parts, parts, Range);
     }
 
     /// <summary>

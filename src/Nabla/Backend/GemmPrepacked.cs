@@ -77,6 +77,13 @@ internal static unsafe partial class Gemm
             PackedRange(a, 0, mBlocks, 0, n, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
             return;
         }
+        PackedSplit(a, mBlocks, n, b, bOff, rsB, csB, c, cOff, ldc, accumulate, threads);
+    }
+
+    /// <summary>The threaded part of <see cref="SgemmPacked"/>, a method of its own so that a call on one thread allocates
+    /// no closure.</summary>
+    static void PackedSplit(PackedA a, int mBlocks, int n, float[] b, int bOff, int rsB, int csB, float[] c, int cOff, int ldc, bool accumulate, int threads)
+    {
         int colParts = Math.Min(threads, n / (2 * NR));
         if (colParts >= threads || mBlocks < 2)
         {

@@ -116,6 +116,14 @@ public sealed partial class PackedConv2d
     /// <summary>The output shape for an input of shape <paramref name="x"/>; throws naming the mismatch.</summary>
     public int[] OutputShape(IReadOnlyList<int> x)
     {
+        var (oh, ow) = OutputSize(x);
+        return [x[0], OutChannels, oh, ow];
+    }
+
+    /// <summary>The output's height and width for an input of shape <paramref name="x"/> (no array: Run calls it on every
+    /// call); throws naming the mismatch.</summary>
+    (int OH, int OW) OutputSize(IReadOnlyList<int> x)
+    {
         if (x.Count != 4)
             throw new ShapeMismatchException($"packed conv2d: expects a 4-D input [N, C, H, W], got rank {x.Count}");
         if (x[1] != InChannels)
@@ -124,7 +132,7 @@ public sealed partial class PackedConv2d
         int ow = Cpu.ConvOut(x[3], KernelW, Stride.W, Padding.Left, Padding.Right, Dilation.W);
         if (oh <= 0 || ow <= 0)
             throw new ShapeMismatchException($"packed conv2d: kernel {KernelH}x{KernelW} does not fit input [{string.Join(", ", x)}] with padding {Padding}");
-        return [x[0], OutChannels, oh, ow];
+        return (oh, ow);
     }
 
     /// <summary>Computes act(conv(x) + bias + residual) into a new tensor.</summary>
@@ -142,60 +150,76 @@ public sealed partial class PackedConv2d
     public void Run(Tensor x, Tensor? residual, Tensor output, FusedActivation activation)
     {
         if (x.DType != DType.Float32) throw new DTypeException($"packed conv2d: input must be float32, got {x.DType}");
-        var shape = OutputShape(x.shape);
-        if (!ShapeUtil.Equal(output.shape, shape) || output.DType != DType.Float32 || !output.IsContiguous)
-            throw new ShapeMismatchException($"packed conv2d: output must be a contiguous float32 {ShapeUtil.Format(shape)}, got {output.DType} {ShapeUtil.Format(output.shape)}");
-        if (residual is not null && (!ShapeUtil.Equal(residual.shape, shape) || residual.DType != DType.Float32))
-            throw new ShapeMismatchException($"packed conv2d: residual must be float32 {ShapeUtil.Format(shape)}, got {residual.DType} {ShapeUtil.Format(residual.shape)}");
+        var (oh, ow) = OutputSize(x.shape);
+        int n = x.shape[0], h = x.shape[2], w = x.shape[3], l = oh * ow;
+        if (!IsOutputShape(output.shape, n, oh, ow) || output.DType != DType.Float32 || !output.IsContiguous)
+            throw new ShapeMismatchException($"packed conv2d: output must be a contiguous float32 {ShapeUtil.Format(OutputShape(x.shape))}, got {output.DType} {ShapeUtil.Format(output.shape)}");
+        if (residual is not null && (!IsOutputShape(residual.shape, n, oh, ow) || residual.DType != DType.Float32))
+            throw new ShapeMismatchException($"packed conv2d: residual must be float32 {ShapeUtil.Format(OutputShape(x.shape))}, got {residual.DType} {ShapeUtil.Format(residual.shape)}");
         var (xa, xo) = Flat(x);
         float[]? ra = null;
         int ro = 0;
         if (residual is not null) (ra, ro) = Flat(residual);
         var ya = output.storage.As<float>();
         int yo = output.offset;
-        int n = shape[0], h = x.shape[2], w = x.shape[3], oh = shape[2], ow = shape[3], l = oh * ow;
-        if (direct || (narrowDirect && l <= NarrowDirectMaxPositions) || strideTwoDirect)
-        {
-            if (n > 1 && Gemm.Threads > 1)
-                WorkerPool.For(n, Gemm.Threads, b => Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
-            else
-                for (int b = 0; b < n; b++) Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: n > 1);
-            return;
-        }
-        if (TakesWinograd(oh, ow))
-        {
-            if (n > 1 && Gemm.Threads > 1)
-                WorkerPool.For(n, Gemm.Threads, b => Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: true));
-            else
-                for (int b = 0; b < n; b++) Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: false);
-            return;
-        }
-        if (l <= ChannelTileMaxColumns && UseChannelTiles && ChannelTilesPossible)
-        {
-            if (n > 1 && Gemm.Threads > 1)
-                WorkerPool.For(n, Gemm.Threads, b => ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
-            else
-                for (int b = 0; b < n; b++) ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: n > 1);
-            return;
-        }
-        if (n > 1 && packed is not null && Groups == 1 && l < FoldColumns / 2)
+        var path = direct || (narrowDirect && l <= NarrowDirectMaxPositions) || strideTwoDirect ? ImagePath.Direct
+            : TakesWinograd(oh, ow) ? ImagePath.Winograd
+            : l <= ChannelTileMaxColumns && UseChannelTiles && ChannelTilesPossible ? ImagePath.ChannelTiled
+            : n > 1 && packed is not null && Groups == 1 && l < FoldColumns / 2 ? ImagePath.Folded
+            : ImagePath.Gemm;
+        if (path == ImagePath.Folded)
         {
             // Small images: several images share one GEMM (their im2col columns side by side), so the register tiles
             // and packing work on thousands of columns instead of a few dozen.
             int nb = Math.Max(1, FoldColumns / l), chunks = (n + nb - 1) / nb;
             int threads = Math.Min(Gemm.Threads, chunks);
-            if (threads > 1)
-                WorkerPool.For(chunks, threads,
-                    q => Folded(q * nb, Math.Min(nb, n - q * nb), xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, 1));
+            if (threads > 1) FoldedSplit(chunks, threads, nb, n, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
             else
                 for (int q = 0; q < chunks; q++) Folded(q * nb, Math.Min(nb, n - q * nb), xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, Gemm.Threads);
             return;
         }
-        if (n > 1 && Gemm.Threads > 1)
-            WorkerPool.For(n, Gemm.Threads, b => Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: true));
+        if (n > 1 && Gemm.Threads > 1) ImagesSplit(path, n, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
         else
-            for (int b = 0; b < n; b++) Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: false);
+            for (int b = 0; b < n; b++) OneImage(path, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, parallelBatch: false, n);
     }
+
+    bool IsOutputShape(int[] s, int n, int oh, int ow) => s.Length == 4 && s[0] == n && s[1] == OutChannels && s[2] == oh && s[3] == ow;
+
+    /// <summary>The path a call of <see cref="Run(Tensor, Tensor?, Tensor, FusedActivation)"/> takes, by shape.</summary>
+    enum ImagePath { Direct, Winograd, ChannelTiled, Folded, Gemm }
+
+    /// <summary>Image <paramref name="b"/> through <paramref name="path"/>. With <paramref name="parallelBatch"/> the images
+    /// run on several threads already, so each runs on one; otherwise the paths split an image themselves (the direct
+    /// and channel-tiled paths only at batch 1).</summary>
+    void OneImage(ImagePath path, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow,
+        FusedActivation activation, bool parallelBatch, int n)
+    {
+        switch (path)
+        {
+            case ImagePath.Direct:
+                Direct(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: parallelBatch || n > 1);
+                break;
+            case ImagePath.Winograd:
+                Winograd(b, xa, xo, ra, ro, ya, yo, h, w, activation, serial: parallelBatch);
+                break;
+            case ImagePath.ChannelTiled:
+                ChannelTiled(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: parallelBatch || n > 1);
+                break;
+            default:
+                Image(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial: parallelBatch);
+                break;
+        }
+    }
+
+    // The threaded dispatches are methods of their own: a lambda's captured variables are allocated on entry to the method
+    // that declares them, so with the lambdas in Run every call allocated, threaded or not (KernelAllocationTests).
+    void ImagesSplit(ImagePath path, int n, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow,
+        FusedActivation activation) =>
+        WorkerPool.For(n, Gemm.Threads, b => OneImage(path, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, parallelBatch: true, n));
+
+    void FoldedSplit(int chunks, int threads, int nb, int n, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w,
+        int oh, int ow, FusedActivation activation) =>
+        WorkerPool.For(chunks, threads, q => Folded(q * nb, Math.Min(nb, n - q * nb), xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, 1));
 
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
@@ -336,15 +360,20 @@ public sealed partial class PackedConv2d
             new Span<float>(pp + used, slack).Clear();
         }
         int threads = serial ? 1 : Math.Min(Gemm.Threads, groups);
-        void Run(int gFrom, int gTo)
-        {
-            if (st == 1) DirectFlatGroups<StrideOne>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
-            else DirectFlatGroups<StrideTwo>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
-        }
         if (threads > 1 && (long)o * positions * kdim >= DirectThreadWork)
-            WorkerPool.For(threads, threads, q => Run(groups * q / threads, groups * (q + 1) / threads));
-        else Run(0, groups);
+            DirectFlatSplit(threads, groups, st, pad, b, ya, yo, ra, ro, oh, ow, activation);
+        else DirectFlatGroups(st, 0, groups, pad, b, ya, yo, ra, ro, oh, ow, activation);
     }
+
+    void DirectFlatGroups(int st, int gFrom, int gTo, float[] pad, int b, float[] ya, int yo, float[]? ra, int ro, int oh, int ow, FusedActivation activation)
+    {
+        if (st == 1) DirectFlatGroups<StrideOne>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
+        else DirectFlatGroups<StrideTwo>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
+    }
+
+    /// <summary>Channel groups over threads, apart from <see cref="DirectFlat"/> so that only a split call allocates its closure.</summary>
+    void DirectFlatSplit(int threads, int groups, int st, float[] pad, int b, float[] ya, int yo, float[]? ra, int ro, int oh, int ow, FusedActivation activation) =>
+        WorkerPool.For(threads, threads, q => DirectFlatGroups(st, groups * q / threads, groups * (q + 1) / threads, pad, b, ya, yo, ra, ro, oh, ow, activation));
 
     /// <summary>Multiply-adds (o·positions·c·kh·kw) from which a batch-1 direct convolution splits its channel groups
     /// across threads. At 2^20, mnist-8's second layer (16 channels, 8·5·5 taps on 14×14: 0.8 M) ran on one thread, and
@@ -485,22 +514,29 @@ public sealed partial class PackedConv2d
     /// </summary>
     void RowBlocks(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
     {
-        int c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
+        int kdim = InChannels * KernelH * KernelW;
         int rowsPer = Math.Max(1, RowBlockFloats / (kdim * ow)), blocks = (oh + rowsPer - 1) / rowsPer;
-        int xBase = xo + b * c * h * w, yBase = yo + b * o * l;
-        void Block(int q)
-        {
-            int y0 = q * rowsPer, rows = Math.Min(rowsPer, oh - y0), cols = rows * ow, at = y0 * ow;
-            var buf = Grow(ref scratch, kdim * cols);
-            Im2Col(xa, xBase, 0, c, h, w, buf, rows, ow, cols, 0, y0);
-            Gemm.SgemmPacked(packed![0], cols, buf, 0, cols, 1, ya, yBase + at, l, false, 1);
-            for (int oc = 0; oc < o; oc++)
-                Epilogue(ya.AsSpan(yBase + oc * l + at, cols), bias?[oc] ?? 0f,
-                    ra is null ? default : ra.AsSpan(ro + (b * o + oc) * l + at, cols), ra is not null, activation);
-        }
         int threads = serial ? 1 : Math.Min(Gemm.Threads, blocks);
-        if (threads > 1) WorkerPool.For(blocks, threads, Block);
-        else for (int q = 0; q < blocks; q++) Block(q);
+        if (threads > 1) RowBlocksSplit(blocks, threads, rowsPer, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+        else for (int q = 0; q < blocks; q++) RowBlock(q, rowsPer, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+    }
+
+    void RowBlocksSplit(int blocks, int threads, int rowsPer, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w,
+        int oh, int ow, FusedActivation activation) =>
+        WorkerPool.For(blocks, threads, q => RowBlock(q, rowsPer, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
+
+    /// <summary>Output rows [q·rowsPer, (q + 1)·rowsPer) of image <paramref name="b"/>: im2col, GEMM, epilogue.</summary>
+    void RowBlock(int q, int rowsPer, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation)
+    {
+        int c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
+        int xBase = xo + b * c * h * w, yBase = yo + b * o * l;
+        int y0 = q * rowsPer, rows = Math.Min(rowsPer, oh - y0), cols = rows * ow, at = y0 * ow;
+        var buf = Grow(ref scratch, kdim * cols);
+        Im2Col(xa, xBase, 0, c, h, w, buf, rows, ow, cols, 0, y0);
+        Gemm.SgemmPacked(packed![0], cols, buf, 0, cols, 1, ya, yBase + at, l, false, 1);
+        for (int oc = 0; oc < o; oc++)
+            Epilogue(ya.AsSpan(yBase + oc * l + at, cols), bias?[oc] ?? 0f,
+                ra is null ? default : ra.AsSpan(ro + (b * o + oc) * l + at, cols), ra is not null, activation);
     }
 
     void Image(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
@@ -528,13 +564,8 @@ public sealed partial class PackedConv2d
                 cols = Grow(ref scratch, need);
                 colOff = 0;
                 int parts = serial ? 1 : Math.Min(Gemm.Threads, cg);
-                if (parts > 1 && need >= 1 << 16)
-                {
-                    // Batch 1 on several threads: split the im2col rows by input channel so it is not the serial part.
-                    var buf = cols;
-                    WorkerPool.For(parts, parts,
-                        q => Im2Col(xa, xBase, cg * q / parts, cg * (q + 1) / parts, h, w, buf, oh, ow, l, 0));
-                }
+                // Batch 1 on several threads: split the im2col rows by input channel so it is not the serial part.
+                if (parts > 1 && need >= 1 << 16) Im2ColSplit(parts, xa, xBase, cg, h, w, cols, oh, ow, l);
                 else Im2Col(xa, xBase, 0, cg, h, w, cols, oh, ow, l, 0);
             }
             int yBase = yo + (b * OutChannels + gi * og) * l;
@@ -544,6 +575,11 @@ public sealed partial class PackedConv2d
             EpilogueRows(b, gi, og, l, ya, yBase, ra, ro, activation);
         }
     }
+
+    /// <summary>im2col of input channels [0, c) split by channel over <paramref name="parts"/> threads (rows of length
+    /// <paramref name="ld"/>).</summary>
+    void Im2ColSplit(int parts, float[] xa, int xBase, int c, int h, int w, float[] cols, int oh, int ow, int ld) =>
+        WorkerPool.For(parts, parts, q => Im2Col(xa, xBase, c * q / parts, c * (q + 1) / parts, h, w, cols, oh, ow, ld, 0));
 
     void EpilogueRows(int b, int gi, int og, int l, float[] ya, int yBase, float[]? ra, int ro, FusedActivation activation)
     {
@@ -705,10 +741,8 @@ public static class InferencePool
         // → 12.0 µs, scratch harness at 14:05 UTC).
         if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 && Avx2.IsSupported)
         {
-            void Plane2(int p) => MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow);
-            if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow > 1 << 16)
-                WorkerPool.For(planes, Gemm.Threads, Plane2);
-            else for (int p = 0; p < planes; p++) Plane2(p);
+            if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow > 1 << 16) MaxPool2x2Split(planes, xa, xo, ya, yo, h, w, oh, ow);
+            else for (int p = 0; p < planes; p++) MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow);
             return;
         }
         // Scratch row: input column i sits at pw + i; the last window reaches (ow - 1)·sw + (kw - 1)·dw. 32 floats of slack
@@ -716,33 +750,46 @@ public static class InferencePool
         long span = Math.Max((long)pw + w, (long)(ow - 1) * sw + (long)(kw - 1) * dw + 1);
         if (span > int.MaxValue - 64) throw new NablaException($"max_pool2d: window span {span} is too large");
         int rowLen = (int)span + 32;
-        unsafe void Plane(int p)
+        var geometry = new PoolGeometry(h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, rowLen);
+        if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow * kh * kw > 1 << 16) MaxPlanesSplit(planes, xa, xo, ya, yo, geometry);
+        else for (int p = 0; p < planes; p++) MaxPlane(p, xa, xo, ya, yo, geometry);
+    }
+
+    /// <summary>A pooling window's geometry and the scratch row's length, passed whole to the per-plane kernel.</summary>
+    readonly record struct PoolGeometry(int H, int W, int OH, int OW, int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int RowLen);
+
+    // The threaded splits are methods of their own, so that a call on one thread allocates no closure.
+    static void MaxPool2x2Split(int planes, float[] xa, int xo, float[] ya, int yo, int h, int w, int oh, int ow) =>
+        WorkerPool.For(planes, Gemm.Threads, p => MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow));
+
+    static void MaxPlanesSplit(int planes, float[] xa, int xo, float[] ya, int yo, PoolGeometry g) =>
+        WorkerPool.For(planes, Gemm.Threads, p => MaxPlane(p, xa, xo, ya, yo, g));
+
+    /// <summary>One plane of the separable max pooling (see <see cref="MaxPool2d"/>).</summary>
+    static unsafe void MaxPlane(int p, float[] xa, int xo, float[] ya, int yo, in PoolGeometry g)
+    {
+        int h = g.H, w = g.W, oh = g.OH, ow = g.OW, kh = g.KH, kw = g.KW, sh = g.SH, sw = g.SW, ph = g.PH, pw = g.PW, dh = g.DH, dw = g.DW, rowLen = g.RowLen;
+        Span<float> scratch = rowLen <= 4096 ? stackalloc float[rowLen] : new float[rowLen];
+        scratch.Fill(float.NegativeInfinity);
+        var mid = scratch.Slice(pw, w);
+        fixed (float* px = xa, py = ya, vb = scratch)
         {
-            Span<float> scratch = rowLen <= 4096 ? stackalloc float[rowLen] : new float[rowLen];
-            scratch.Fill(float.NegativeInfinity);
-            var mid = scratch.Slice(pw, w);
-            fixed (float* px = xa, py = ya, vb = scratch)
+            float* src = px + xo + (long)p * h * w, dst = py + yo + (long)p * oh * ow;
+            for (int y = 0; y < oh; y++, dst += ow)
             {
-                float* src = px + xo + (long)p * h * w, dst = py + yo + (long)p * oh * ow;
-                for (int y = 0; y < oh; y++, dst += ow)
+                int iy0 = y * sh - ph, rows = 0;
+                for (int i = 0; i < kh; i++)
                 {
-                    int iy0 = y * sh - ph, rows = 0;
-                    for (int i = 0; i < kh; i++)
-                    {
-                        int iy = iy0 + i * dh;
-                        if ((uint)iy >= (uint)h) continue;
-                        var row = new ReadOnlySpan<float>(src + (long)iy * w, w);
-                        if (rows++ == 0) row.CopyTo(mid);
-                        else TensorPrimitives.Max(row, mid, mid);
-                    }
-                    if (rows == 0) mid.Fill(float.NegativeInfinity);
-                    MaxAlongRow(vb, dst, ow, kw, sw, dw);
+                    int iy = iy0 + i * dh;
+                    if ((uint)iy >= (uint)h) continue;
+                    var row = new ReadOnlySpan<float>(src + (long)iy * w, w);
+                    if (rows++ == 0) row.CopyTo(mid);
+                    else TensorPrimitives.Max(row, mid, mid);
                 }
+                if (rows == 0) mid.Fill(float.NegativeInfinity);
+                MaxAlongRow(vb, dst, ow, kw, sw, dw);
             }
         }
-        if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow * kh * kw > 1 << 16)
-            WorkerPool.For(planes, Gemm.Threads, Plane);
-        else for (int p = 0; p < planes; p++) Plane(p);
     }
 
     /// <summary>

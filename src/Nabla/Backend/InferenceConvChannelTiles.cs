@@ -53,7 +53,9 @@ public sealed partial class PackedConv2d
 
     bool ChannelTilesPossible => Groups == 1 && !direct && packed is not null && ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW);
 
-    float[] ChannelPanels() => Once(ref channelPanels, () =>
+    float[] ChannelPanels() => Volatile.Read(ref channelPanels) ?? Once(ref channelPanels, BuildChannelPanels);
+
+    float[] BuildChannelPanels()
     {
         var w = Gemm.UnpackA(packed![0]);   // [O, K]
         int TC = this.TC, o = OutChannels, k = w.Length / o, blocks = (o + TC - 1) / TC;
@@ -64,9 +66,10 @@ public sealed partial class PackedConv2d
             for (int q = 0; q < k; q++) d[dst + q * TC] = w[src + q];
         }
         return d;
-    });
+    }
 
-    /// <summary>A weight layout built from the packed weights on first use, once even when threads race for it.</summary>
+    /// <summary>A weight layout built from the packed weights on first use, once even when threads race for it. (Callers
+    /// read the field first: the delegate they pass is allocated only on that slow path.)</summary>
     T Once<T>(ref T? field, Func<T> build) where T : class
     {
         var v = Volatile.Read(ref field);
@@ -90,9 +93,7 @@ public sealed partial class PackedConv2d
         int xBase = xo + b * c * h * w;
         int threads = serial ? 1 : Gemm.Threads, tiles = lp / TR;
         if (threads > 1 && (long)kdim * lp * opad < 1 << 20) threads = 1;
-        if (threads > 1 && c > 1 && need >= 1 << 16)
-            WorkerPool.For(threads, threads,
-                q => Im2Col(xa, xBase, c * q / threads, c * (q + 1) / threads, h, w, cols, oh, ow, lp, 0));
+        if (threads > 1 && c > 1 && need >= 1 << 16) Im2ColSplit(threads, xa, xBase, c, h, w, cols, oh, ow, lp);
         else Im2Col(xa, xBase, 0, c, h, w, cols, oh, ow, lp, 0);
         if (lp > l)
             for (int r = 0; r < kdim; r++) Array.Clear(cols, r * lp + l, lp - l);
@@ -100,13 +101,22 @@ public sealed partial class PackedConv2d
         // Split the channel blocks when there are many (each thread then reads all columns but only its weights), else the
         // positions (each thread reads half the columns: on 28×28 maps with 2 blocks this measured faster than splitting blocks).
         bool byBlocks = blocks >= 4 * threads || (blocks >= threads && tiles < 4 * threads);
-        if (threads > 1 && byBlocks)
+        if (threads > 1 && (byBlocks || tiles >= threads))
+            ChannelBlocksSplit(threads, byBlocks, blocks, tiles, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation);
+        else ChannelBlocks(0, blocks, 0, lp, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation);
+    }
+
+    /// <summary>The threaded split of <see cref="ChannelTiled"/>, by channel blocks or by positions; a method of its own so
+    /// that only a split call allocates its closure.</summary>
+    void ChannelBlocksSplit(int threads, bool byBlocks, int blocks, int tiles, int TR, float[] panels, float[] cols, float[] ct, int kdim, int l,
+        int lp, int opad, float[] ya, int yBase, float[]? ra, int rBase, FusedActivation activation)
+    {
+        if (byBlocks)
             WorkerPool.For(threads, threads,
                 p => ChannelBlocks(blocks * p / threads, blocks * (p + 1) / threads, 0, lp, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
-        else if (threads > 1 && tiles >= threads)
+        else
             WorkerPool.For(threads, threads,
                 p => ChannelBlocks(0, blocks, tiles * p / threads * TR, tiles * (p + 1) / threads * TR, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
-        else ChannelBlocks(0, blocks, 0, lp, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation);
     }
 
     /// <summary>Channel blocks [obFrom, obTo) × positions [tFrom, tTo) (multiples of the tile height), epilogue included.</summary>

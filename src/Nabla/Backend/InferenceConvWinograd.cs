@@ -42,7 +42,9 @@ public sealed partial class PackedConv2d
     bool TakesWinograd(int oh, int ow) => UseWinograd && WinogradShape && InChannels >= WinogradMinInChannels
                                           && OutChannels >= WinogradMinOutChannels && oh >= WinogradMinSide && ow >= WinogradMinSide;
 
-    PackedA[] WinogradFilters() => Once(ref winogradU, () =>
+    PackedA[] WinogradFilters() => Volatile.Read(ref winogradU) ?? Once(ref winogradU, BuildWinogradFilters);
+
+    PackedA[] BuildWinogradFilters()
     {
         int o = OutChannels, c = InChannels;
         var t = new float[16 * o * c];
@@ -76,7 +78,7 @@ public sealed partial class PackedConv2d
         var packedU = new PackedA[16];
         for (int xi = 0; xi < 16; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
         return packedU;
-    });
+    }
 
     /// <summary>Whether, with several threads, each thread may run the whole pipeline on its own band of tile rows (one
     /// fork-join, nothing handed between cores) instead of all threads sharing each of the three stages
@@ -102,12 +104,17 @@ public sealed partial class PackedConv2d
         {
             // Bands of tile rows, one per thread: each stage's output stays in the core that made it (stage-shared
             // splits hand V and M across cores twice per layer).
-            WorkerPool.For(threads, threads, p =>
-                WinogradBand(u, f4, ty * p / threads, ty * (p + 1) / threads, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, 1));
+            WinogradBandsSplit(threads, ty, u, f4, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation);
             return;
         }
         WinogradBand(u, f4, 0, ty, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, threads);
     }
+
+    // The threaded splits below are methods of their own, so that a call on one thread allocates no closure.
+    void WinogradBandsSplit(int threads, int ty, PackedA[] u, bool f4, float[] xa, int xBase, float[]? ra, int rBase, float[] ya, int yBase,
+        int h, int w, int s, FusedActivation activation) =>
+        WorkerPool.For(threads, threads, p =>
+            WinogradBand(u, f4, ty * p / threads, ty * (p + 1) / threads, xa, xBase, ra, rBase, ya, yBase, h, w, s, activation, 1));
 
     /// <summary>Tile rows [r0, r1) of one image: input transform, the 16 (or 36) GEMMs and the output transform, the
     /// stages split over <paramref name="threads"/> (by input channels, by ξ, by output channels).</summary>
@@ -117,28 +124,48 @@ public sealed partial class PackedConv2d
         int c = InChannels, o = OutChannels, l = (r1 - r0) * s, products = u.Length;
         var v = Grow(ref winogradV, products * c * l);
         var m = Grow(ref winogradM, products * o * l);
-        Ranges(c, threads, (from, to) =>
-        {
-            if (f4) Input4(xa, xBase, from, to, h, w, r0, r1, s, v);
-            else InputTransform(xa, xBase, from, to, h, w, r0, r1, s, v);
-        });
-        if (threads > 1)
-            WorkerPool.For(products, threads,
-                xi => Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1));
+        if (Math.Min(threads, c) > 1) InputSplit(Math.Min(threads, c), f4, xa, xBase, h, w, r0, r1, s, v);
+        else InputStage(f4, xa, xBase, 0, c, h, w, r0, r1, s, v);
+        if (threads > 1) ProductsSplit(products, threads, u, l, v, m);
         else
             for (int xi = 0; xi < products; xi++) Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1);
-        Ranges(o, threads, (from, to) =>
-        {
-            if (f4) Output4(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
-            else OutputTransform(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
-        });
+        if (Math.Min(threads, o) > 1) OutputSplit(Math.Min(threads, o), f4, m, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
+        else OutputStage(f4, m, 0, o, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
     }
 
-    static void Ranges(int count, int threads, Action<int, int> body)
+    void InputStage(bool f4, float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v)
     {
-        int parts = Math.Min(threads, count);
-        if (parts <= 1) body(0, count);
-        else WorkerPool.For(parts, parts, p => body(count * p / parts, count * (p + 1) / parts));
+        if (f4) Input4(xa, xBase, from, to, h, w, r0, r1, s, v);
+        else InputTransform(xa, xBase, from, to, h, w, r0, r1, s, v);
+    }
+
+    void OutputStage(bool f4, float[] m, int from, int to, int h, int w, int r0, int r1, int s, float[] ya, int yBase, float[]? ra, int rBase,
+        FusedActivation activation)
+    {
+        if (f4) Output4(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
+        else OutputTransform(m, from, to, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
+    }
+
+    /// <summary>The input transform with its channels split over <paramref name="parts"/> threads.</summary>
+    void InputSplit(int parts, bool f4, float[] xa, int xBase, int h, int w, int r0, int r1, int s, float[] v)
+    {
+        int c = InChannels;
+        WorkerPool.For(parts, parts, p => InputStage(f4, xa, xBase, c * p / parts, c * (p + 1) / parts, h, w, r0, r1, s, v));
+    }
+
+    /// <summary>The 16 (or 36) products over threads.</summary>
+    void ProductsSplit(int products, int threads, PackedA[] u, int l, float[] v, float[] m)
+    {
+        int c = InChannels, o = OutChannels;
+        WorkerPool.For(products, threads, xi => Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1));
+    }
+
+    /// <summary>The output transform with its channels split over <paramref name="parts"/> threads.</summary>
+    void OutputSplit(int parts, bool f4, float[] m, int h, int w, int r0, int r1, int s, float[] ya, int yBase, float[]? ra, int rBase,
+        FusedActivation activation)
+    {
+        int o = OutChannels;
+        WorkerPool.For(parts, parts, p => OutputStage(f4, m, o * p / parts, o * (p + 1) / parts, h, w, r0, r1, s, ya, yBase, ra, rBase, activation));
     }
 
     /// <summary>

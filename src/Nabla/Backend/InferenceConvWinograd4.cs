@@ -24,7 +24,9 @@ public sealed partial class PackedConv2d
 
     PackedA[]? winograd4U;   // 36 transformed filters [O, C], packed; built on first use
 
-    PackedA[] Winograd4Filters() => Once(ref winograd4U, () =>
+    PackedA[] Winograd4Filters() => Volatile.Read(ref winograd4U) ?? Once(ref winograd4U, BuildWinograd4Filters);
+
+    PackedA[] BuildWinograd4Filters()
     {
         int o = OutChannels, c = InChannels;
         var t = new float[36 * o * c];
@@ -52,7 +54,7 @@ public sealed partial class PackedConv2d
         var packedU = new PackedA[36];
         for (int xi = 0; xi < 36; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
         return packedU;
-    });
+    }
 
     /// <summary>
     /// V[ξ][ch] for channels [from, to), tile rows [r0, r1). Plane (m, q)[i][j] = P[4(r0 + i) + m][4j + q] of the padded

@@ -1,0 +1,137 @@
+using Xunit;
+
+namespace Nabla.Tests;
+
+/// <summary>
+/// The kernels' hot loops allocate nothing once warm: their scratch (packing buffers, padded rows, transform planes) is
+/// per thread and reused, so a steady stream of calls gives the GC no work. Measured on the calling thread at one
+/// thread (a split over threads allocates its fork-join bookkeeping, a few hundred bytes a call, on purpose). It sets
+/// <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
+/// </summary>
+[Collection(nameof(GemmSettingsCollection))]
+public class KernelAllocationTests
+{
+    /// <summary>Bytes allocated on this thread by one call of <paramref name="call"/>, averaged over 5 after 3 warm-ups.</summary>
+    static long Steady(Action call)
+    {
+        for (int i = 0; i < 3; i++) call();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 5; i++) call();
+        return (GC.GetAllocatedBytesForCurrentThread() - before) / 5;
+    }
+
+    public static TheoryData<int, int, int, bool> GemmShapes() => new()
+    {
+        { 1, 300, 200, false },   // GEMV in 128-column strips
+        { 1, 600, 600, false },   // GEMV along the rows of a B beyond L2
+        { 2, 50, 40, true },      // GEMV against a B with strided columns (dot products)
+        { 64, 100, 70, false },   // packed A and B
+        { 200, 300, 256, false }, // A read in place (with AVX-512), several MC blocks
+        { 70, 90, 300, true },    // B transposed through the 8×8 packing, two KC blocks
+    };
+
+    [Theory, MemberData(nameof(GemmShapes))]
+    public void SgemmAllocatesNothingWhenWarm(int m, int n, int k, bool transposedB)
+    {
+        int saved = Gemm.Threads;
+        try
+        {
+            Gemm.Threads = 1;
+            var rng = new Random(m + n + k);
+            var a = new float[m * k];
+            var b = new float[k * n];
+            var c = new float[m * n];
+            for (int i = 0; i < a.Length; i++) a[i] = (float)rng.NextDouble();
+            for (int i = 0; i < b.Length; i++) b[i] = (float)rng.NextDouble();
+            (int rsB, int csB) = transposedB ? (1, k) : (n, 1);
+            long bytes = Steady(() => Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, rsB, csB, c, 0, n, false));
+            Assert.True(bytes == 0, $"sgemm {m}x{k}·{k}x{n}: {bytes} B a call");
+            // The result is the product, so the calls above were the real work.
+            var want = new float[m * n];
+            Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, rsB, csB, want, 0, n, false);
+            for (int i = 0; i < c.Length; i++) Assert.True(Math.Abs(c[i] - want[i]) <= 1e-4f * k, $"[{i}]: {c[i]} vs {want[i]}");
+        }
+        finally { Gemm.Threads = saved; }
+    }
+
+    // n, c, h, w, o, kernel, stride, pad: the direct kernel, a pointwise layer, Winograd F(2×2) and F(4×4), a strided
+    // layer, channel tiles, a large map in blocks of rows; each at batch 1 and more (the batch loops allocated per image
+    // before). With gemmPaths, Winograd and channel tiles are off, so the same shapes take the im2col + GEMM paths: one
+    // image at a time, several folded into one GEMM, or rows in blocks.
+    static readonly int[][] ConvCases =
+    [
+        [1, 3, 16, 16, 8, 3, 1, 1], [3, 3, 32, 32, 8, 3, 1, 1],
+        [1, 64, 14, 14, 32, 1, 1, 0], [3, 64, 28, 28, 32, 1, 1, 0],
+        [1, 64, 14, 14, 33, 3, 1, 1], [3, 64, 28, 28, 33, 3, 1, 1],
+        [2, 16, 15, 15, 24, 3, 2, 1], [6, 16, 31, 31, 24, 3, 2, 1],
+        [1, 24, 7, 7, 70, 3, 1, 1], [3, 24, 7, 7, 70, 3, 1, 1],
+        [1, 5, 128, 128, 16, 7, 2, 3],
+    ];
+
+    public static TheoryData<int, bool> ConvShapes()
+    {
+        var data = new TheoryData<int, bool>();
+        for (int i = 0; i < ConvCases.Length; i++)
+        {
+            data.Add(i, false);
+            data.Add(i, true);
+        }
+        return data;
+    }
+
+    [Theory, MemberData(nameof(ConvShapes))]
+    public void PackedConvAllocatesNothingWhenWarm(int index, bool gemmPaths)
+    {
+        var (n, c, h, w, o, k, stride, pad) = (ConvCases[index][0], ConvCases[index][1], ConvCases[index][2], ConvCases[index][3],
+            ConvCases[index][4], ConvCases[index][5], ConvCases[index][6], ConvCases[index][7]);
+        int saved = Gemm.Threads;
+        bool winograd = PackedConv2d.UseWinograd, tiles = PackedConv2d.UseChannelTiles;
+        try
+        {
+            Gemm.Threads = 1;
+            PackedConv2d.UseWinograd = winograd && !gemmPaths;
+            PackedConv2d.UseChannelTiles = tiles && !gemmPaths;
+            var gen = new Generator(3);
+            var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
+            var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
+            var bias = Tensor.Randn([o], DType.Float32, gen);
+            var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
+            var y = Tensor.Zeros(conv.OutputShape(x.Shape), DType.Float32);
+            var residual = Tensor.Randn(y.Shape, DType.Float32, gen);
+            long bytes = Steady(() => conv.Run(x, residual, y));
+            Assert.True(bytes == 0, $"conv {n}x{c}x{h}x{w} -> {o} {k}x{k}/{stride}: {bytes} B a call");
+            var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
+            // F(4×4, 3×3) Winograd on maps of 28 and more costs about a decimal digit (InferenceWinogradTests).
+            double tol = k == 3 && stride == 1 && Math.Min(h, w) >= PackedConv2d.WinogradF4MinSide ? 5e-4 : 1e-4;
+            ConvReference.Close(reference.Add(residual).Relu(), y, tol);
+        }
+        finally
+        {
+            Gemm.Threads = saved;
+            PackedConv2d.UseWinograd = winograd;
+            PackedConv2d.UseChannelTiles = tiles;
+        }
+    }
+
+    [Fact]
+    public void MaxPoolAllocatesNothingWhenWarm()
+    {
+        int saved = Gemm.Threads;
+        try
+        {
+            Gemm.Threads = 1;
+            var x = Tensor.Randn([2, 8, 30, 30], DType.Float32, new Generator(5));
+            // 2×2 stride 2 (one pass) and 3×3 stride 2 padded (the separable path with its scratch row).
+            foreach (var (kernel, stride, pad) in new[] { (2, 2, 0), (3, 2, 1) })
+            {
+                int o = (30 + 2 * pad - kernel) / stride + 1;
+                var y = Tensor.Zeros([2, 8, o, o], DType.Float32);
+                long bytes = Steady(() => InferencePool.MaxPool2d(x, y, (kernel, kernel), (stride, stride), (pad, pad), (1, 1)));
+                Assert.True(bytes == 0, $"max pool {kernel}x{kernel}/{stride}: {bytes} B a call");
+                var want = Functional.MaxPool2d(x, (kernel, kernel), (stride, stride), (pad, pad));
+                Assert.Equal(want.ToArray<float>(), y.ToArray<float>());
+            }
+        }
+        finally { Gemm.Threads = saved; }
+    }
+}
