@@ -24,6 +24,40 @@ public sealed class WorkerPoolTests : IDisposable
         Gemm.Threads = wasThreads;
     }
 
+    /// <summary>Small work stays on the calling thread even with two threads and every call on the pool: a fork-join
+    /// costs microseconds, more than these ops take. The same kinds of op, large, do split (so the count can tell).</summary>
+    [Fact]
+    public void Small_ops_never_fork_and_large_ones_do()
+    {
+        Gemm.Threads = 2;
+        var gen = new Generator(9);
+        var small = new (string Name, Action Op)[]
+        {
+            ("matmul 32x32x32", () => Tensor.Randn([32, 32], DType.Float32, gen).Matmul(Tensor.Randn([32, 32], DType.Float32, gen))),
+            ("gemv 1x256x256", () => Tensor.Randn([1, 256], DType.Float32, gen).Matmul(Tensor.Randn([256, 256], DType.Float32, gen))),
+            ("add 32x32", () => Tensor.Randn([32, 32], DType.Float32, gen).Add(Tensor.Randn([32, 32], DType.Float32, gen))),
+            ("relu 10000", () => Tensor.Randn([10000], DType.Float32, gen).Relu()),
+            ("conv2d 1x3x8x8", () => Functional.Conv2d(Tensor.Randn([1, 3, 8, 8], DType.Float32, gen), Tensor.Randn([4, 3, 3, 3], DType.Float32, gen), null, (1, 1), (1, 1))),
+        };
+        foreach (var (name, op) in small)
+        {
+            op();   // warm-up; the second call is counted, its small random inputs included
+            long before = WorkerPool.JobCount;
+            op();
+            Assert.True(WorkerPool.JobCount == before, $"{name} forked {WorkerPool.JobCount - before} time(s)");
+        }
+        var a = Tensor.Randn([512, 512], DType.Float32, gen);
+        var x = Tensor.Randn([1 << 20], DType.Float32, gen);
+        foreach (var (name, op) in new (string, Action)[] { ("matmul 512x512x512", () => a.Matmul(a)), ("relu 2^20", () => x.Relu()) })
+        {
+            // (Without FMA the matmul is the single-threaded reference loop, which never splits.)
+            if (name.StartsWith("matmul", StringComparison.Ordinal) && !Gemm.UseFastPath) continue;
+            long before = WorkerPool.JobCount;
+            op();
+            Assert.True(WorkerPool.JobCount > before, $"{name} did not split");
+        }
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
