@@ -279,6 +279,57 @@ public class InferenceFastPathTests
         for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
     }
 
+    /// <summary>A value that something else also reads (another node, or the caller as a graph output) must keep its
+    /// value: a Relu or BatchNormalization after it stays a node of its own.</summary>
+    [Fact]
+    public void FusionLeavesAValueWithASecondReaderAlone()
+    {
+        var gen = new Generator(21);
+        Tensor R(params int[] sh) => Tensor.Randn(sh, DType.Float32, gen);
+        var weights = new Dictionary<string, Tensor>
+        {
+            ["w"] = R(4, 3, 3, 3).Mul(0.3), ["g"] = Tensor.Rand([4], DType.Float32, gen).Add(0.5), ["be"] = R(4), ["m"] = R(4),
+            ["v"] = Tensor.Rand([4], DType.Float32, gen).Add(0.5),
+        };
+        Graph.Graph Make(bool secondReader, bool convIsOutput)
+        {
+            // A copy per graph: fusion edits a graph's initializers.
+            var init = weights.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
+            var outputs = new List<ValueInfo> { new("r", DType.Float32, null) };
+            if (secondReader) outputs.Add(new ValueInfo("e", DType.Float32, null));
+            if (convIsOutput) outputs.Add(new ValueInfo("c", DType.Float32, null));
+            var nodes = new List<Node>
+            {
+                new() { OpType = "Conv", Name = "conv", Inputs = ["x", "w"], Outputs = ["c"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+            };
+            // The second reader comes first, so that the BatchNormalization is the last node to read the convolution.
+            if (secondReader) nodes.Add(new() { OpType = "Exp", Inputs = ["c"], Outputs = ["e"] });
+            nodes.Add(new() { OpType = "BatchNormalization", Inputs = ["c", "g", "be", "m", "v"], Outputs = ["b"] });
+            nodes.Add(new() { OpType = "Relu", Inputs = ["b"], Outputs = ["r"] });
+            return new Graph.Graph
+            {
+                Name = "second-reader",
+                Opsets = new() { [""] = 13 },
+                Inputs = [new ValueInfo("x", DType.Float32, [SymbolicDim.Fixed(1), SymbolicDim.Fixed(3), SymbolicDim.Fixed(9), SymbolicDim.Fixed(9)])],
+                Outputs = outputs,
+                Initializers = init,
+                Nodes = nodes,
+            };
+        }
+        var x = R(1, 3, 9, 9);
+        foreach (var (secondReader, convIsOutput) in new[] { (true, false), (false, true) })
+        {
+            var reference = new GraphExecutor(Make(secondReader, convIsOutput), OnnxOps.Resolver) { ReuseBuffers = false }.Run(x);
+            var g = Make(secondReader, convIsOutput);
+            var report = OnnxFusion.Apply(g, irVersion: 8);
+            Assert.Equal(0, report.FoldedBatchNorms);
+            Assert.Contains(g.Nodes, n => n.OpType == "BatchNormalization");
+            var fused = new GraphExecutor(g, OnnxOps.Resolver).Run(x);
+            Assert.Equal(reference.Length, fused.Length);
+            for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
+        }
+    }
+
     [Fact]
     public void OverridableWeightsAreNotFoldedFromIrVersion4()
     {
