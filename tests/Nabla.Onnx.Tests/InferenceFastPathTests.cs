@@ -217,6 +217,28 @@ public class InferenceFastPathTests
         Assert.Equal(3f, avg.ToArray<float>()[0]);
     }
 
+    /// <summary>Global average pooling of every plane of a batch, from a contiguous input and from a strided view of the
+    /// same values, against the mean in float64.</summary>
+    [Fact]
+    public void GlobalAveragePoolAveragesEveryPlane()
+    {
+        var x = Tensor.Randn([3, 5, 7, 9], DType.Float32, new Generator(8));
+        var v = x.ToArray<float>();
+        var want = new double[15];
+        for (int p = 0; p < 15; p++)
+            want[p] = Enumerable.Range(0, 63).Average(i => (double)v[p * 63 + i]);
+        // The same values through a view: [3, 5, 9, 7] transposed back to [3, 5, 7, 9] in its last two dims.
+        var strided = x.Transpose(2, 3).Contiguous().Transpose(2, 3);
+        Assert.False(strided.IsContiguous);
+        foreach (var input in new[] { x, strided })
+        {
+            var y = Tensor.Zeros(3, 5, 1, 1);
+            InferencePool.GlobalAveragePool2d(input, y);
+            var got = y.ToArray<float>();
+            for (int p = 0; p < 15; p++) Assert.True(Math.Abs(got[p] - want[p]) <= 1e-6, $"plane {p}: {got[p]} vs {want[p]}");
+        }
+    }
+
     static NodeAttribute Ints(string name, params long[] v) => new() { Name = name, Kind = AttributeKind.Ints, Ints = v };
     static NodeAttribute Float(string name, double v) => new() { Name = name, Kind = AttributeKind.Float, Float = v };
 
