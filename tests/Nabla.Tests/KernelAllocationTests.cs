@@ -134,4 +134,21 @@ public class KernelAllocationTests
         }
         finally { Gemm.Threads = saved; }
     }
+
+    /// <summary>Rows wider than the 4096-float stack scratch rent theirs from the shared pool and give it back.</summary>
+    [Fact]
+    public void MaxPoolOnRowsWiderThanTheStackScratchAllocatesNothingWhenWarm()
+    {
+        int saved = Gemm.Threads;
+        try
+        {
+            Gemm.Threads = 1;
+            var x = Tensor.Randn([1, 2, 5, 5000], DType.Float32, new Generator(6));
+            var y = Tensor.Zeros([1, 2, 3, 2500], DType.Float32);
+            long bytes = Steady(() => InferencePool.MaxPool2d(x, y, (3, 3), (2, 2), (1, 1), (1, 1)));
+            Assert.True(bytes == 0, $"max pool on 5000-wide rows: {bytes} B a call");
+            Assert.Equal(Functional.MaxPool2d(x, (3, 3), (2, 2), (1, 1)).ToArray<float>(), y.ToArray<float>());
+        }
+        finally { Gemm.Threads = saved; }
+    }
 }

@@ -769,7 +769,9 @@ public static class InferencePool
     static unsafe void MaxPlane(int p, float[] xa, int xo, float[] ya, int yo, in PoolGeometry g)
     {
         int h = g.H, w = g.W, oh = g.OH, ow = g.OW, kh = g.KH, kw = g.KW, sh = g.SH, sw = g.SW, ph = g.PH, pw = g.PW, dh = g.DH, dw = g.DW, rowLen = g.RowLen;
-        Span<float> scratch = rowLen <= 4096 ? stackalloc float[rowLen] : new float[rowLen];
+        // A row of up to 4096 floats on the stack, a wider one rented (returned below).
+        float[]? rented = rowLen <= 4096 ? null : System.Buffers.ArrayPool<float>.Shared.Rent(rowLen);
+        Span<float> scratch = rented is null ? stackalloc float[rowLen] : rented.AsSpan(0, rowLen);
         scratch.Fill(float.NegativeInfinity);
         var mid = scratch.Slice(pw, w);
         fixed (float* px = xa, py = ya, vb = scratch)
@@ -790,6 +792,7 @@ public static class InferencePool
                 MaxAlongRow(vb, dst, ow, kw, sw, dw);
             }
         }
+        if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
     }
 
     /// <summary>
