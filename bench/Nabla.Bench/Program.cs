@@ -270,7 +270,11 @@ static class Program
                 {
                     case "--child": o.Child = true; break;
                     case "--threads": o.Threads = Next().Split(',').Select(int.Parse).ToArray(); break;
-                    case "--samples": o.Samples = int.Parse(Next()); break;
+                    case "--samples":
+                        // (The interval's binomial tail is computed from 0.5^n, which stays a normal double up to n = 1022.)
+                        o.Samples = int.Parse(Next());
+                        if (o.Samples is < 1 or > 1000) throw new ArgumentException($"--samples must be 1 to 1000, got {o.Samples}");
+                        break;
                     case "--sample-seconds": o.SampleSeconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                     case "--filter": o.Filter = Next().Split(',', StringSplitOptions.RemoveEmptyEntries); break;
                     case "--out": o.Out = Next(); break;

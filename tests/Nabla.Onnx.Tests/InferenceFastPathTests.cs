@@ -345,7 +345,9 @@ public class InferenceFastPathTests
             var g = Make(secondReader, convIsOutput);
             var report = OnnxFusion.Apply(g, irVersion: 8);
             Assert.Equal(0, report.FoldedBatchNorms);
+            Assert.Equal(0, report.FusedRelus);
             Assert.Contains(g.Nodes, n => n.OpType == "BatchNormalization");
+            Assert.Contains(g.Nodes, n => n.OpType == "Relu");
             var fused = new GraphExecutor(g, OnnxOps.Resolver).Run(x);
             Assert.Equal(reference.Length, fused.Length);
             for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);

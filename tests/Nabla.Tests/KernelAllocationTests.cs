@@ -100,6 +100,11 @@ public class KernelAllocationTests
             var residual = Tensor.Randn(y.Shape, DType.Float32, gen);
             long bytes = Steady(() => conv.Run(x, residual, y));
             Assert.True(bytes == 0, $"conv {n}x{c}x{h}x{w} -> {o} {k}x{k}/{stride}: {bytes} B a call");
+            // The path that ran: the 64→33 3×3 cases are Winograd's and the 24→70 ones the channel tiles' where the CPU and
+            // the switches allow them (AVX-512 for the tiles, FMA for Winograd), and never with gemmPaths. (On other CPUs,
+            // CI's AVX2-only and no-SIMD runs, the same shapes take the paths those CPUs have.)
+            if (o == 33 && k == 3) Assert.Equal(Gemm.UseFastPath && winograd && !gemmPaths, conv.HasWinogradFilters);
+            if (o == 70) Assert.Equal(Gemm.UseFastPath && tiles && !gemmPaths, conv.HasChannelPanels);
             var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
             // F(4×4, 3×3) Winograd on maps of 28 and more costs about a decimal digit (InferenceWinogradTests).
             double tol = k == 3 && stride == 1 && Math.Min(h, w) >= PackedConv2d.WinogradF4MinSide ? 5e-4 : 1e-4;

@@ -159,15 +159,14 @@ internal static unsafe partial class Gemm
             else
             {
                 // Each element is a dot product of A's row with a column of B. A row that is contiguous is used where it
-                // lies; a strided one is gathered into a rented buffer (no allocation per call).
-                float[]? rented = null;
+                // lies; a strided one is gathered into this thread's scratch row (grown once, no allocation per call).
                 ReadOnlySpan<float> arow;
                 if (csA == 1) arow = a.AsSpan(aOff + i * rsA, k);
                 else
                 {
-                    rented = System.Buffers.ArrayPool<float>.Shared.Rent(k);
-                    for (int p = 0; p < k; p++) rented[p] = a[aOff + i * rsA + p * csA];
-                    arow = rented.AsSpan(0, k);
+                    var row = PackedConv2d.Grow(ref gemvRow, k);
+                    for (int p = 0; p < k; p++) row[p] = a[aOff + i * rsA + p * csA];
+                    arow = row.AsSpan(0, k);
                 }
                 for (int j = 0; j < len; j++)
                 {
@@ -180,7 +179,6 @@ internal static unsafe partial class Gemm
                     }
                     crow[j] = accumulate ? crow[j] + s : s;
                 }
-                if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
             }
         }
     }
@@ -331,7 +329,7 @@ internal static unsafe partial class Gemm
         Serial(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
     }
 
-    [ThreadStatic] static float[]? packA, packB;
+    [ThreadStatic] static float[]? packA, packB, gemvRow;
 
     /// <summary>
     /// Whether a row-major A with short rows is read in place by the 512-bit kernel (six row pointers, one broadcast

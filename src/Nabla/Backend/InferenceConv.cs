@@ -224,7 +224,7 @@ public sealed partial class PackedConv2d
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
     /// <summary>A thread-static scratch buffer of at least <paramref name="need"/> floats (grown to at least twice its size).</summary>
-    static float[] Grow(ref float[]? buffer, int need)
+    internal static float[] Grow(ref float[]? buffer, int need)
     {
         if (buffer is null || buffer.Length < need) buffer = GC.AllocateUninitializedArray<float>(Math.Max(need, buffer?.Length * 2 ?? 0));
         return buffer;
@@ -769,9 +769,9 @@ public static class InferencePool
     static unsafe void MaxPlane(int p, float[] xa, int xo, float[] ya, int yo, in PoolGeometry g)
     {
         int h = g.H, w = g.W, oh = g.OH, ow = g.OW, kh = g.KH, kw = g.KW, sh = g.SH, sw = g.SW, ph = g.PH, pw = g.PW, dh = g.DH, dw = g.DW, rowLen = g.RowLen;
-        // A row of up to 4096 floats on the stack, a wider one rented (returned below).
-        float[]? rented = rowLen <= 4096 ? null : System.Buffers.ArrayPool<float>.Shared.Rent(rowLen);
-        Span<float> scratch = rented is null ? stackalloc float[rowLen] : rented.AsSpan(0, rowLen);
+        // A row of up to 4096 floats on the stack, a wider one in this thread's scratch (grown once; a shared pool may be
+        // trimmed by a collection and allocate again).
+        Span<float> scratch = rowLen <= 4096 ? stackalloc float[rowLen] : PackedConv2d.Grow(ref wideRow, rowLen).AsSpan(0, rowLen);
         scratch.Fill(float.NegativeInfinity);
         var mid = scratch.Slice(pw, w);
         fixed (float* px = xa, py = ya, vb = scratch)
@@ -792,8 +792,9 @@ public static class InferencePool
                 MaxAlongRow(vb, dst, ow, kw, sw, dw);
             }
         }
-        if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
     }
+
+    [ThreadStatic] static float[]? wideRow;
 
     /// <summary>
     /// 2×2 stride-2 max pooling of one plane: eight windows at a time (vertical max of two rows, then the even/odd
