@@ -177,6 +177,37 @@ public class KernelGemmTests
         }
     }
 
+    /// <summary>The AVX2 GEMV (four rows of B per pass, 8 columns at a time, a scalar rest), as an AVX2-only CPU runs it:
+    /// the 512-bit kernels switched off. Widths around the 8-float vector, row counts of B not a multiple of 4, a strided
+    /// and an offset A, 1 and 2 threads (the columns split), accumulation. Against the reference.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void GemvOfTheAvx2Kernel(int threads)
+    {
+        if (!Gemm.UseFastPath) return;   // (a CPU without FMA has only the reference loop, tested everywhere else)
+        bool saved512 = Gemm.Use512;
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            Gemm.Use512 = false;
+            Gemm.Threads = threads;
+            foreach (int n in new[] { 1, 7, 8, 9, 15, 16, 17, 31, 120, 300, 2304 })
+            foreach (int k in new[] { 1, 3, 4, 37, 400 })
+            foreach (int m in new[] { 1, 2 })
+            {
+                CompareToReference(m, n, k, "row", "row", false, n * 7 + k + m);
+                CompareToReference(m, n, k, "padded", "padded", true, n * 7 + k + m + 1);
+                CompareToReference(m, n, k, "strided", "row", true, n * 7 + k + m + 2);
+            }
+        }
+        finally
+        {
+            Gemm.Use512 = saved512;
+            Gemm.Threads = savedThreads;
+        }
+    }
+
     [Fact]
     public void SgemmWideBeyondNcBlock()
     {

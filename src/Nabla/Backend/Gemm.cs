@@ -144,12 +144,17 @@ internal static unsafe partial class Gemm
         for (int i = 0; i < m; i++)
         {
             var crow = c.AsSpan(cOff + i * ldc + j0, len);
-            if (csB == 1 && Avx512F.IsSupported && bands)
+            // (Use512 off, as tests set it, runs the AVX2 band kernel on an AVX-512 machine too.)
+            bool wide = Use512 && Avx512F.IsSupported;
+            if (csB == 1 && wide && bands)
                 fixed (float* pa = a, pb = b, pc = c)
                     GemvRowBand512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
-            else if (csB == 1 && Avx512F.IsSupported)
+            else if (csB == 1 && wide)
                 fixed (float* pa = a, pb = b, pc = c)
                     GemvRow512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
+            else if (csB == 1 && UseFastPath && UseGemvBand256)
+                fixed (float* pa = a, pb = b, pc = c)
+                    GemvRowBand256(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
             else if (csB == 1)
             {
                 if (!accumulate) crow.Clear();
@@ -316,6 +321,55 @@ internal static unsafe partial class Gemm
             int j = 0;
             for (; j < full; j += 16) Avx512F.FusedMultiplyAdd(av, Vector512.Load(bp + j), Vector512.Load(c + j)).Store(c + j);
             if (j < n) Avx512F.MaskStore(c + j, tail, Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bp + j, tail, z), Avx512F.MaskLoad(c + j, tail, z)));
+        }
+    }
+
+    /// <summary>Whether AVX2 machines run <see cref="GemvRowBand256"/> (off: a TensorPrimitives call per row of B, the
+    /// path before session 8; an A/B switch for benchmarks).</summary>
+    internal static bool UseGemvBand256 = true;
+
+    /// <summary>
+    /// The AVX2 + FMA form of <see cref="GemvRowBand512"/>: c[0..n) (+)= Σ_p a[p·csA]·b[p·rsB + 0..n), four rows of B
+    /// per pass over c (in L1), 8 columns at a time, the rest of a row in scalar FMAs in the same order. Before it, an
+    /// AVX2 machine made one TensorPrimitives call per row of B.
+    /// </summary>
+    static void GemvRowBand256(int k, float* a, int csA, float* b, int rsB, float* c, int n, bool accumulate)
+    {
+        if (!accumulate) new Span<float>(c, n).Clear();
+        int full = n & ~7;
+        int p = 0;
+        for (; p + 4 <= k; p += 4)
+        {
+            float s0 = a[(long)p * csA], s1 = a[(long)(p + 1) * csA], s2 = a[(long)(p + 2) * csA], s3 = a[(long)(p + 3) * csA];
+            var a0 = Vector256.Create(s0);
+            var a1 = Vector256.Create(s1);
+            var a2 = Vector256.Create(s2);
+            var a3 = Vector256.Create(s3);
+            float* b0 = b + (long)p * rsB, b1 = b0 + rsB, b2 = b1 + rsB, b3 = b2 + rsB;
+            int j = 0;
+            for (; j < full; j += 8)
+            {
+                var v = Fma.MultiplyAdd(a0, Avx.LoadVector256(b0 + j), Avx.LoadVector256(c + j));
+                v = Fma.MultiplyAdd(a1, Avx.LoadVector256(b1 + j), v);
+                v = Fma.MultiplyAdd(a2, Avx.LoadVector256(b2 + j), v);
+                Avx.Store(c + j, Fma.MultiplyAdd(a3, Avx.LoadVector256(b3 + j), v));
+            }
+            for (; j < n; j++)
+            {
+                float v = MathF.FusedMultiplyAdd(s0, b0[j], c[j]);
+                v = MathF.FusedMultiplyAdd(s1, b1[j], v);
+                v = MathF.FusedMultiplyAdd(s2, b2[j], v);
+                c[j] = MathF.FusedMultiplyAdd(s3, b3[j], v);
+            }
+        }
+        for (; p < k; p++)
+        {
+            float s0 = a[(long)p * csA];
+            var av = Vector256.Create(s0);
+            float* bp = b + (long)p * rsB;
+            int j = 0;
+            for (; j < full; j += 8) Avx.Store(c + j, Fma.MultiplyAdd(av, Avx.LoadVector256(bp + j), Avx.LoadVector256(c + j)));
+            for (; j < n; j++) c[j] = MathF.FusedMultiplyAdd(s0, bp[j], c[j]);
         }
     }
 
