@@ -97,7 +97,8 @@ public class GemmThreadingTests
         { 13, 333, 129, "col", "strided" },
         // About square with a row-major A read in place: columns split although m ≥ n (2 and 3 threads).
         { 250, 200, 90, "row", "row" },
-        // One or two rows of A: the GEMV path (row-major B: 128-, 16- and 1-column chunks; threads split columns from n·k ≥ 2^17).
+        // One or two rows of A: the GEMV path (row-major B: 128-, 16- and 1-column chunks with AVX-512, 8-column steps and a
+        // scalar rest in the AVX2 kernel; threads split columns from n·k ≥ 2^17).
         { 1, 300, 129, "row", "row" },
         { 2, 1000, 200, "strided", "row" },
         { 1, 130, 400, "col", "row" },

@@ -179,7 +179,8 @@ public class KernelGemmTests
 
     /// <summary>The AVX2 GEMV (four rows of B per pass, 8 columns at a time, a scalar rest), as an AVX2-only CPU runs it:
     /// the 512-bit kernels switched off. Widths around the 8-float vector, row counts of B not a multiple of 4, a strided
-    /// and an offset A, 1 and 2 threads (the columns split), accumulation. Against the reference.</summary>
+    /// and an offset A, 1 and 2 threads (the columns split from n·k ≥ 2^17: 2305 × 401 splits at 1153, inside a vector
+    /// and with a row of B left over), accumulation. Against the reference.</summary>
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -192,8 +193,8 @@ public class KernelGemmTests
         {
             Gemm.Use512 = false;
             Gemm.Threads = threads;
-            foreach (int n in new[] { 1, 7, 8, 9, 15, 16, 17, 31, 120, 300, 2304 })
-            foreach (int k in new[] { 1, 3, 4, 37, 400 })
+            foreach (int n in new[] { 1, 7, 8, 9, 15, 16, 17, 31, 120, 300, 2304, 2305 })
+            foreach (int k in new[] { 1, 3, 4, 37, 400, 401 })
             foreach (int m in new[] { 1, 2 })
             {
                 CompareToReference(m, n, k, "row", "row", false, n * 7 + k + m);

@@ -124,7 +124,7 @@ internal static unsafe partial class Gemm
         // sums in registers (GemvRow512). Thresholds measured on the bench machine (1 MiB L2, 32 MiB L3), scratch harness,
         // 2026-11-26 12:36-12:40 UTC, GFLOP/s strips -> bands: 1 thread 512x512 (1 MiB) 60.0 -> 53.3, 768x2304 47.6 -> 52.5,
         // 3072x768 37.0 -> 50.2, 4096x4096 7.3 -> 19.3; 2 threads 768x2304 84.0 -> 74.2, 1024x4096 55.5 -> 55.7, 4096x4096
-        // 13.8 -> 32.3.
+        // 13.8 -> 32.3. (Without AVX-512 the GEMV always reads along rows: GemvRowBand256.)
         bool bands = parts == 1 ? (long)n * k > 1 << 18 : (long)n * k >= 1 << 22;
         if (parts == 1) GemvRange(0, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
         else GemvSplit(parts, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
