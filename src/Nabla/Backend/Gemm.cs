@@ -141,21 +141,24 @@ internal static unsafe partial class Gemm
     {
         int j0 = part * chunk, len = Math.Min(chunk, n - j0);
         if (len <= 0) return;
+        // Row-major B with SIMD: AVX-512 strips or bands, else the AVX2 bands (also with Use512 off, as tests set it).
+        bool wide = Use512 && Avx512F.IsSupported;
+        if (csB == 1 && (wide || UseFastPath))
+        {
+            fixed (float* pa = a, pb = b, pc = c)
+                for (int i = 0; i < m; i++)
+                {
+                    float* ar = pa + aOff + i * rsA, br = pb + bOff + j0, cr = pc + cOff + i * ldc + j0;
+                    if (!wide) GemvRowBand256(k, ar, csA, br, rsB, cr, len, accumulate);
+                    else if (bands) GemvRowBand512(k, ar, csA, br, rsB, cr, len, accumulate);
+                    else GemvRow512(k, ar, csA, br, rsB, cr, len, accumulate);
+                }
+            return;
+        }
         for (int i = 0; i < m; i++)
         {
             var crow = c.AsSpan(cOff + i * ldc + j0, len);
-            // (Use512 off, as tests set it, runs the AVX2 band kernel on an AVX-512 machine too.)
-            bool wide = Use512 && Avx512F.IsSupported;
-            if (csB == 1 && wide && bands)
-                fixed (float* pa = a, pb = b, pc = c)
-                    GemvRowBand512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
-            else if (csB == 1 && wide)
-                fixed (float* pa = a, pb = b, pc = c)
-                    GemvRow512(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
-            else if (csB == 1 && UseFastPath && UseGemvBand256)
-                fixed (float* pa = a, pb = b, pc = c)
-                    GemvRowBand256(k, pa + aOff + i * rsA, csA, pb + bOff + j0, rsB, pc + cOff + i * ldc + j0, len, accumulate);
-            else if (csB == 1)
+            if (csB == 1)
             {
                 if (!accumulate) crow.Clear();
                 for (int p = 0; p < k; p++)
@@ -169,7 +172,7 @@ internal static unsafe partial class Gemm
                 if (csA == 1) arow = a.AsSpan(aOff + i * rsA, k);
                 else
                 {
-                    var row = PackedConv2d.Grow(ref gemvRow, k);
+                    var row = ThreadScratch.Grow(ref gemvRow, k);
                     for (int p = 0; p < k; p++) row[p] = a[aOff + i * rsA + p * csA];
                     arow = row.AsSpan(0, k);
                 }
@@ -323,10 +326,6 @@ internal static unsafe partial class Gemm
             if (j < n) Avx512F.MaskStore(c + j, tail, Avx512F.FusedMultiplyAdd(av, Avx512F.MaskLoad(bp + j, tail, z), Avx512F.MaskLoad(c + j, tail, z)));
         }
     }
-
-    /// <summary>Whether AVX2 machines run <see cref="GemvRowBand256"/> (off: a TensorPrimitives call per row of B, the
-    /// path before session 8; an A/B switch for benchmarks).</summary>
-    internal static bool UseGemvBand256 = true;
 
     /// <summary>
     /// The AVX2 + FMA form of <see cref="GemvRowBand512"/>: c[0..n) (+)= Σ_p a[p·csA]·b[p·rsB + 0..n), four rows of B

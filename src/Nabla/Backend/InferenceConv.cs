@@ -223,12 +223,6 @@ public sealed partial class PackedConv2d
 
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
-    /// <summary>A thread-static scratch buffer of at least <paramref name="need"/> floats (grown to at least twice its size).</summary>
-    internal static float[] Grow(ref float[]? buffer, int need)
-    {
-        if (buffer is null || buffer.Length < need) buffer = GC.AllocateUninitializedArray<float>(Math.Max(need, buffer?.Length * 2 ?? 0));
-        return buffer;
-    }
 
     /// <summary>
     /// Direct convolution of one image: the input is copied once into zero-bordered planes, then each output row is
@@ -244,7 +238,7 @@ public sealed partial class PackedConv2d
         int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, ph = Padding.Top, pw = Padding.Left, l = oh * ow;
         int blocks = (ow + 31) / 32, wp = blocks * 32 + kw - 1, hp = oh + kh - 1, kdim = c * kh * kw;
         int need = c * hp * wp;
-        var pad = Grow(ref padded, need);
+        var pad = ThreadScratch.Grow(ref padded, need);
         var wts = directWeight!;
         int yBase = yo + b * o * l;
         fixed (float* px = xa, pp = pad, pw8 = wts, py = ya)
@@ -321,7 +315,7 @@ public sealed partial class PackedConv2d
         int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, planes = c * st * st, positions = oh * wp, blocks = (positions + 31) / 32;
         // The last block's taps read up to blocks·32 + 15 past the last plane's largest tap offset: zeroed slack.
         int used = planes * plane, slack = blocks * 32 + plane + 64;
-        var pad = Grow(ref padded, used + slack);
+        var pad = ThreadScratch.Grow(ref padded, used + slack);
         int groups = (o + 7) / 8;
         fixed (float* px = xa, pp = pad)
         {
@@ -397,7 +391,7 @@ public sealed partial class PackedConv2d
         int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, positions = oh * wp, blocks = (positions + 31) / 32;
         bool relu = activation == FusedActivation.Relu, reluInRegisters = relu && ra is null;
         int yBase = yo + b * o * l;
-        var outBuf = Grow(ref flatOut, 8 * blocks * 32);
+        var outBuf = ThreadScratch.Grow(ref flatOut, 8 * blocks * 32);
         fixed (float* pp = padArr, pg = directGroups, py = ya, pb = bias, pr = ra, po = outBuf)
             for (int g = gFrom; g < gTo; g++)
             {
@@ -487,8 +481,8 @@ public sealed partial class PackedConv2d
     {
         int cg = InChannels, o = OutChannels, l = oh * ow, kdim = cg * KernelH * KernelW, ncols = nb * l;
         int need = kdim * ncols;
-        var cols = Grow(ref scratch, need);
-        var tmp = Grow(ref foldOut, o * ncols);
+        var cols = ThreadScratch.Grow(ref scratch, need);
+        var tmp = ThreadScratch.Grow(ref foldOut, o * ncols);
         for (int i = 0; i < nb; i++) Im2Col(xa, xo + (b0 + i) * InChannels * h * w, 0, cg, h, w, cols, oh, ow, ncols, i * l);
         Gemm.SgemmPacked(packed![0], ncols, cols, 0, ncols, 1, tmp, 0, ncols, false, threads);
         for (int i = 0; i < nb; i++)
@@ -531,7 +525,7 @@ public sealed partial class PackedConv2d
         int c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
         int xBase = xo + b * c * h * w, yBase = yo + b * o * l;
         int y0 = q * rowsPer, rows = Math.Min(rowsPer, oh - y0), cols = rows * ow, at = y0 * ow;
-        var buf = Grow(ref scratch, kdim * cols);
+        var buf = ThreadScratch.Grow(ref scratch, kdim * cols);
         Im2Col(xa, xBase, 0, c, h, w, buf, rows, ow, cols, 0, y0);
         Gemm.SgemmPacked(packed![0], cols, buf, 0, cols, 1, ya, yBase + at, l, false, 1);
         for (int oc = 0; oc < o; oc++)
@@ -561,7 +555,7 @@ public sealed partial class PackedConv2d
             else
             {
                 int need = kdim * l;
-                cols = Grow(ref scratch, need);
+                cols = ThreadScratch.Grow(ref scratch, need);
                 colOff = 0;
                 int parts = serial ? 1 : Math.Min(Gemm.Threads, cg);
                 // Batch 1 on several threads: split the im2col rows by input channel so it is not the serial part.
@@ -771,7 +765,7 @@ public static class InferencePool
         int h = g.H, w = g.W, oh = g.OH, ow = g.OW, kh = g.KH, kw = g.KW, sh = g.SH, sw = g.SW, ph = g.PH, pw = g.PW, dh = g.DH, dw = g.DW, rowLen = g.RowLen;
         // A row of up to 4096 floats on the stack, a wider one in this thread's scratch (grown once; a shared pool may be
         // trimmed by a collection and allocate again).
-        Span<float> scratch = rowLen <= 4096 ? stackalloc float[rowLen] : PackedConv2d.Grow(ref wideRow, rowLen).AsSpan(0, rowLen);
+        Span<float> scratch = rowLen <= 4096 ? stackalloc float[rowLen] : ThreadScratch.Grow(ref wideRow, rowLen).AsSpan(0, rowLen);
         scratch.Fill(float.NegativeInfinity);
         var mid = scratch.Slice(pw, w);
         fixed (float* px = xa, py = ya, vb = scratch)

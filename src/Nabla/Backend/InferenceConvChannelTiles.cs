@@ -88,8 +88,8 @@ public sealed partial class PackedConv2d
         int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, TR = this.TR(l), lp = (l + TR - 1) / TR * TR, kdim = c * KernelH * KernelW;
         int blocks = (o + TC - 1) / TC, opad = blocks * TC;
         int need = kdim * lp;
-        var cols = Grow(ref scratch, need);
-        var ct = Grow(ref tileOut, lp * opad);
+        var cols = ThreadScratch.Grow(ref scratch, need);
+        var ct = ThreadScratch.Grow(ref tileOut, lp * opad);
         int xBase = xo + b * c * h * w;
         int threads = serial ? 1 : Gemm.Threads, tiles = lp / TR;
         if (threads > 1 && (long)kdim * lp * opad < 1 << 20) threads = 1;

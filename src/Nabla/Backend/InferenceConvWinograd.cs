@@ -122,8 +122,8 @@ public sealed partial class PackedConv2d
         int h, int w, int s, FusedActivation activation, int threads)
     {
         int c = InChannels, o = OutChannels, l = (r1 - r0) * s, products = u.Length;
-        var v = Grow(ref winogradV, products * c * l);
-        var m = Grow(ref winogradM, products * o * l);
+        var v = ThreadScratch.Grow(ref winogradV, products * c * l);
+        var m = ThreadScratch.Grow(ref winogradM, products * o * l);
         if (Math.Min(threads, c) > 1) InputSplit(Math.Min(threads, c), f4, xa, xBase, h, w, r0, r1, s, v);
         else InputStage(f4, xa, xBase, 0, c, h, w, r0, r1, s, v);
         if (threads > 1) ProductsSplit(products, threads, u, l, v, m);
@@ -179,7 +179,7 @@ public sealed partial class PackedConv2d
         int c = InChannels, ty = r1 - r0, n = (ty + 1) * s, l = ty * s;
         // 4 parity planes + 8 row-transformed planes, each n floats and one of slack (the shifted reads at the end).
         int stride = n + 1;
-        var planes = Grow(ref winogradPlanes, 12 * stride);
+        var planes = ThreadScratch.Grow(ref winogradPlanes, 12 * stride);
         fixed (float* px = xa, pp = planes, pv = v)
         {
             float* ee = pp, eo = pp + stride, oe = pp + 2 * stride, oo = pp + 3 * stride; // (row parity, column parity)
@@ -234,7 +234,7 @@ public sealed partial class PackedConv2d
     {
         int o = OutChannels, ty = r1 - r0, l = ty * s, stride = l + 8;
         int row0 = 2 * r0, rows = Math.Min(2 * r1, h) - row0;   // the output rows of these tiles
-        var planes = Grow(ref winogradPlanes, 12 * stride);
+        var planes = ThreadScratch.Grow(ref winogradPlanes, 12 * stride);
         fixed (float* pm = m, pp = planes, py = ya)
         {
             float* sr = pp;             // s[a][j] at sr + (4·a + j)·stride, a = 0, 1

@@ -65,7 +65,7 @@ public sealed partial class PackedConv2d
     {
         int c = InChannels, tb = r1 - r0, n = (tb + 1) * s, l = tb * s, stride = n + 1;
         // 16 residue planes, 24 column-transformed planes, and two half-split rows.
-        var planes = Grow(ref winogradPlanes, 40 * stride + 4 * s);
+        var planes = ThreadScratch.Grow(ref winogradPlanes, 40 * stride + 4 * s);
         fixed (float* px = xa, pp = planes, pv = v)
         {
             float* res = pp, hc = pp + 16 * stride, half = pp + 40 * stride;
@@ -174,7 +174,7 @@ public sealed partial class PackedConv2d
     {
         int o = OutChannels, tb = r1 - r0, l = tb * s, stride = l + 8;
         int row0 = 4 * r0, rows = Math.Min(4 * r1, h) - row0;
-        var planes = Grow(ref winogradPlanes, 40 * stride + 4 * stride);
+        var planes = ThreadScratch.Grow(ref winogradPlanes, 40 * stride + 4 * stride);
         fixed (float* pm = m, pp = planes, py = ya)
         {
             float* sr = pp;               // S[a][k] at sr + (6a + k)·stride
