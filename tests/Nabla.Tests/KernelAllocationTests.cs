@@ -6,11 +6,24 @@ namespace Nabla.Tests;
 /// The kernels' hot loops allocate nothing once warm: their scratch (packing buffers, padded rows, transform planes) is
 /// per thread and reused, so a steady stream of calls gives the GC no work. Measured on the calling thread at one
 /// thread (a split over threads allocates its fork-join bookkeeping, a few hundred bytes a call, on purpose). It sets
-/// <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
+/// <see cref="Gemm.Threads"/> and the convolution switches, so it runs in the GEMM settings collection; every test
+/// starts at one thread and gets the settings back when it ends.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
-public class KernelAllocationTests
+public sealed class KernelAllocationTests : IDisposable
 {
+    readonly int savedThreads = Gemm.Threads;
+    readonly bool savedWinograd = PackedConv2d.UseWinograd, savedTiles = PackedConv2d.UseChannelTiles;
+
+    public KernelAllocationTests() => Gemm.Threads = 1;
+
+    public void Dispose()
+    {
+        Gemm.Threads = savedThreads;
+        PackedConv2d.UseWinograd = savedWinograd;
+        PackedConv2d.UseChannelTiles = savedTiles;
+    }
+
     /// <summary>Bytes allocated on this thread by one call of <paramref name="call"/>, averaged over 5 after 3 warm-ups.</summary>
     static long Steady(Action call)
     {
@@ -33,25 +46,19 @@ public class KernelAllocationTests
     [Theory, MemberData(nameof(GemmShapes))]
     public void SgemmAllocatesNothingWhenWarm(int m, int n, int k, bool transposedB)
     {
-        int saved = Gemm.Threads;
-        try
-        {
-            Gemm.Threads = 1;
-            var rng = new Random(m + n + k);
-            var a = new float[m * k];
-            var b = new float[k * n];
-            var c = new float[m * n];
-            for (int i = 0; i < a.Length; i++) a[i] = (float)rng.NextDouble();
-            for (int i = 0; i < b.Length; i++) b[i] = (float)rng.NextDouble();
-            (int rsB, int csB) = transposedB ? (1, k) : (n, 1);
-            long bytes = Steady(() => Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, rsB, csB, c, 0, n, false));
-            Assert.True(bytes == 0, $"sgemm {m}x{k}·{k}x{n}: {bytes} B a call");
-            // The result is the product, so the calls above were the real work.
-            var want = new float[m * n];
-            Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, rsB, csB, want, 0, n, false);
-            for (int i = 0; i < c.Length; i++) Assert.True(Math.Abs(c[i] - want[i]) <= 1e-4f * k, $"[{i}]: {c[i]} vs {want[i]}");
-        }
-        finally { Gemm.Threads = saved; }
+        var rng = new Random(m + n + k);
+        var a = new float[m * k];
+        var b = new float[k * n];
+        var c = new float[m * n];
+        for (int i = 0; i < a.Length; i++) a[i] = (float)rng.NextDouble();
+        for (int i = 0; i < b.Length; i++) b[i] = (float)rng.NextDouble();
+        (int rsB, int csB) = transposedB ? (1, k) : (n, 1);
+        long bytes = Steady(() => Gemm.Sgemm(m, n, k, a, 0, k, 1, b, 0, rsB, csB, c, 0, n, false));
+        Assert.True(bytes == 0, $"sgemm {m}x{k}·{k}x{n}: {bytes} B a call");
+        // The result is the product, so the calls above were the real work.
+        var want = new float[m * n];
+        Gemm.Reference(m, n, k, a, 0, k, 1, b, 0, rsB, csB, want, 0, n, false);
+        for (int i = 0; i < c.Length; i++) Assert.True(Math.Abs(c[i] - want[i]) <= 1e-4f * k, $"[{i}]: {c[i]} vs {want[i]}");
     }
 
     // n, c, h, w, o, kernel, stride, pad: the direct kernel, a pointwise layer, Winograd F(2×2) and F(4×4), a strided
@@ -84,76 +91,53 @@ public class KernelAllocationTests
     {
         var (n, c, h, w, o, k, stride, pad) = (ConvCases[index][0], ConvCases[index][1], ConvCases[index][2], ConvCases[index][3],
             ConvCases[index][4], ConvCases[index][5], ConvCases[index][6], ConvCases[index][7]);
-        int saved = Gemm.Threads;
-        bool winograd = PackedConv2d.UseWinograd, tiles = PackedConv2d.UseChannelTiles;
-        try
-        {
-            Gemm.Threads = 1;
-            PackedConv2d.UseWinograd = winograd && !gemmPaths;
-            PackedConv2d.UseChannelTiles = tiles && !gemmPaths;
-            var gen = new Generator(3);
-            var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
-            var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
-            var bias = Tensor.Randn([o], DType.Float32, gen);
-            var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
-            var y = Tensor.Zeros(conv.OutputShape(x.Shape), DType.Float32);
-            var residual = Tensor.Randn(y.Shape, DType.Float32, gen);
-            long bytes = Steady(() => conv.Run(x, residual, y));
-            Assert.True(bytes == 0, $"conv {n}x{c}x{h}x{w} -> {o} {k}x{k}/{stride}: {bytes} B a call");
-            // The path that ran: the 64→33 3×3 cases are Winograd's and the 24→70 ones the channel tiles' where the CPU and
-            // the switches allow them (AVX-512 for the tiles, FMA for Winograd), and never with gemmPaths. (On other CPUs,
-            // CI's AVX2-only and no-SIMD runs, the same shapes take the paths those CPUs have.)
-            if (o == 33 && k == 3) Assert.Equal(Gemm.UseFastPath && winograd && !gemmPaths, conv.HasWinogradFilters);
-            if (o == 70) Assert.Equal(Gemm.UseFastPath && tiles && !gemmPaths, conv.HasChannelPanels);
-            var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
-            // F(4×4, 3×3) Winograd on maps of 28 and more costs about a decimal digit (InferenceWinogradTests).
-            double tol = k == 3 && stride == 1 && Math.Min(h, w) >= PackedConv2d.WinogradF4MinSide ? 5e-4 : 1e-4;
-            ConvReference.Close(reference.Add(residual).Relu(), y, tol);
-        }
-        finally
-        {
-            Gemm.Threads = saved;
-            PackedConv2d.UseWinograd = winograd;
-            PackedConv2d.UseChannelTiles = tiles;
-        }
+        bool winograd = savedWinograd, tiles = savedTiles;
+        PackedConv2d.UseWinograd = winograd && !gemmPaths;
+        PackedConv2d.UseChannelTiles = tiles && !gemmPaths;
+        var gen = new Generator(3);
+        var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
+        var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
+        var bias = Tensor.Randn([o], DType.Float32, gen);
+        var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
+        var y = Tensor.Zeros(conv.OutputShape(x.Shape), DType.Float32);
+        var residual = Tensor.Randn(y.Shape, DType.Float32, gen);
+        long bytes = Steady(() => conv.Run(x, residual, y));
+        Assert.True(bytes == 0, $"conv {n}x{c}x{h}x{w} -> {o} {k}x{k}/{stride}: {bytes} B a call");
+        // The path that ran: the 64→33 3×3 cases are Winograd's and the 24→70 ones the channel tiles' where the CPU and
+        // the switches allow them (AVX-512 for the tiles, FMA for Winograd), and never with gemmPaths. (On other CPUs,
+        // CI's AVX2-only and no-SIMD runs, the same shapes take the paths those CPUs have.)
+        if (o == 33 && k == 3) Assert.Equal(Gemm.UseFastPath && winograd && !gemmPaths, conv.HasWinogradFilters);
+        if (o == 70) Assert.Equal(Gemm.UseFastPath && tiles && !gemmPaths, conv.HasChannelPanels);
+        var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
+        // F(4×4, 3×3) Winograd on maps of 28 and more costs about a decimal digit (InferenceWinogradTests).
+        double tol = k == 3 && stride == 1 && Math.Min(h, w) >= PackedConv2d.WinogradF4MinSide ? 5e-4 : 1e-4;
+        ConvReference.Close(reference.Add(residual).Relu(), y, tol);
     }
 
     [Fact]
     public void MaxPoolAllocatesNothingWhenWarm()
     {
-        int saved = Gemm.Threads;
-        try
+        var x = Tensor.Randn([2, 8, 30, 30], DType.Float32, new Generator(5));
+        // 2×2 stride 2 (one pass) and 3×3 stride 2 padded (the separable path with its scratch row).
+        foreach (var (kernel, stride, pad) in new[] { (2, 2, 0), (3, 2, 1) })
         {
-            Gemm.Threads = 1;
-            var x = Tensor.Randn([2, 8, 30, 30], DType.Float32, new Generator(5));
-            // 2×2 stride 2 (one pass) and 3×3 stride 2 padded (the separable path with its scratch row).
-            foreach (var (kernel, stride, pad) in new[] { (2, 2, 0), (3, 2, 1) })
-            {
-                int o = (30 + 2 * pad - kernel) / stride + 1;
-                var y = Tensor.Zeros([2, 8, o, o], DType.Float32);
-                long bytes = Steady(() => InferencePool.MaxPool2d(x, y, (kernel, kernel), (stride, stride), (pad, pad), (1, 1)));
-                Assert.True(bytes == 0, $"max pool {kernel}x{kernel}/{stride}: {bytes} B a call");
-                var want = Functional.MaxPool2d(x, (kernel, kernel), (stride, stride), (pad, pad));
-                Assert.Equal(want.ToArray<float>(), y.ToArray<float>());
-            }
+            int o = (30 + 2 * pad - kernel) / stride + 1;
+            var y = Tensor.Zeros([2, 8, o, o], DType.Float32);
+            long bytes = Steady(() => InferencePool.MaxPool2d(x, y, (kernel, kernel), (stride, stride), (pad, pad), (1, 1)));
+            Assert.True(bytes == 0, $"max pool {kernel}x{kernel}/{stride}: {bytes} B a call");
+            var want = Functional.MaxPool2d(x, (kernel, kernel), (stride, stride), (pad, pad));
+            Assert.Equal(want.ToArray<float>(), y.ToArray<float>());
         }
-        finally { Gemm.Threads = saved; }
     }
 
-    /// <summary>Rows wider than the 4096-float stack scratch rent theirs from the shared pool and give it back.</summary>
+    /// <summary>Rows wider than the 4096-float stack scratch use a thread-static one, grown once.</summary>
     [Fact]
     public void MaxPoolOnRowsWiderThanTheStackScratchAllocatesNothingWhenWarm()
     {
-        int saved = Gemm.Threads;
-        try
-        {
-            Gemm.Threads = 1;
-            var x = Tensor.Randn([1, 2, 5, 5000], DType.Float32, new Generator(6));
-            var y = Tensor.Zeros([1, 2, 3, 2500], DType.Float32);
-            long bytes = Steady(() => InferencePool.MaxPool2d(x, y, (3, 3), (2, 2), (1, 1), (1, 1)));
-            Assert.True(bytes == 0, $"max pool on 5000-wide rows: {bytes} B a call");
-            Assert.Equal(Functional.MaxPool2d(x, (3, 3), (2, 2), (1, 1)).ToArray<float>(), y.ToArray<float>());
-        }
-        finally { Gemm.Threads = saved; }
+        var x = Tensor.Randn([1, 2, 5, 5000], DType.Float32, new Generator(6));
+        var y = Tensor.Zeros([1, 2, 3, 2500], DType.Float32);
+        long bytes = Steady(() => InferencePool.MaxPool2d(x, y, (3, 3), (2, 2), (1, 1), (1, 1)));
+        Assert.True(bytes == 0, $"max pool on 5000-wide rows: {bytes} B a call");
+        Assert.Equal(Functional.MaxPool2d(x, (3, 3), (2, 2), (1, 1)).ToArray<float>(), y.ToArray<float>());
     }
 }
