@@ -115,14 +115,15 @@ static class PairedRatio
         var r = new double[n];
         for (int s = 0; s < n; s++) r[s] = mine[s] / peer[s];
         Array.Sort(r);
-        int k = Rank(n);
+        int k = Interval(n).Rank;
         return (Harness.Quantile(r, 0.5), r[k - 1], r[n - k]);
     }
 
-    /// <summary>The largest k (at least 1) with P(X &lt;= k - 1) &lt;= 0.025 for X ~ Binomial(n, 1/2).</summary>
-    internal static int Rank(int n)
+    /// <summary>The largest rank k (at least 1) with P(X &lt;= k - 1) &lt;= 0.025 for X ~ Binomial(n, 1/2), and the interval's
+    /// coverage 1 - 2·P(X &lt;= k - 1).</summary>
+    internal static (int Rank, double Coverage) Interval(int n)
     {
-        double p = Math.Pow(0.5, n), cdf = 0;
+        double p = Math.Pow(0.5, n), cdf = 0, tail = p;
         int k = 1;
         for (int j = 0; j < n; j++)
         {
@@ -130,8 +131,9 @@ static class PairedRatio
             cdf += p;
             if (cdf > 0.025) break;
             k = j + 1;
+            tail = cdf;
             p = p * (n - j) / (j + 1);
         }
-        return Math.Min(k, (n + 1) / 2);
+        return (k, 1 - 2 * tail);
     }
 }

@@ -198,13 +198,7 @@ static class Program
     }
 
     /// <summary>The confidence level the interval of <see cref="PairedRatio"/> reaches with n rounds, as "96.1 %".</summary>
-    static string CoverageText(int n)
-    {
-        int k = PairedRatio.Rank(n);
-        double tail = 0, p = Math.Pow(0.5, n);
-        for (int j = 0; j < k; j++) { tail += p; p = p * (n - j) / (j + 1); }
-        return $"{(1 - 2 * tail) * 100:0.0} %";
-    }
+    static string CoverageText(int n) => $"{PairedRatio.Interval(n).Coverage * 100:0.0} %";
 
     static ProcessStartInfo ChildStartInfo(Options o, int threads)
     {
