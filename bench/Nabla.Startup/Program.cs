@@ -39,7 +39,7 @@ static class Program
         void Stage(string name)
         {
             if (!trace) return;
-            Console.Error.WriteLine($"  {name}: {sw.Elapsed.TotalMilliseconds:F1} ms");
+            Console.Error.WriteLine($"  {name}: {sw.Elapsed.TotalMilliseconds:F1} ms (JIT so far: {System.Runtime.JitInfo.GetCompiledMethodCount()} methods, {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F1} ms)");
             sw.Restart();
         }
         if (trace) Console.Error.WriteLine($"  runtime start to Main: {(DateTime.Now - Process.GetCurrentProcess().StartTime).TotalMilliseconds:F0} ms (10 ms resolution)");

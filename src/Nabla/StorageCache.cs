@@ -21,7 +21,10 @@ public static class StorageCache
     static readonly Lock gate = new();
     // Per size class, the cached arrays (most recent last); across all classes, the same entries oldest first, so a
     // full cache drops what waited longest (a size the loop stopped using) to take the newest.
-    static readonly Dictionary<(DType, int), LinkedList<Entry>> free = new();
+    // Keyed by dtype and length packed into a long: a dictionary keyed by a (DType, int) tuple is an instantiation that
+    // ReadyToRun does not hold, so the JIT would compile it at the first large allocation (docs/architecture.md, "Start-up").
+    static readonly Dictionary<long, LinkedList<Entry>> free = new();
+    static long Key(DType dtype, int length) => ((long)dtype << 32) | (uint)length;
     static readonly LinkedList<Entry> age = new();
     static long cachedBytes, hits;
     static long limitBytes = DefaultLimit();
@@ -71,7 +74,7 @@ public static class StorageCache
     {
         lock (gate)
         {
-            if (!free.TryGetValue((dtype, length), out var list) || list.Last is not { } node) return null;
+            if (!free.TryGetValue(Key(dtype, length), out var list) || list.Last is not { } node) return null;
             Remove(node.Value);
             hits++;
             return node.Value.Array;
@@ -92,7 +95,7 @@ public static class StorageCache
         {
             if (e.Bytes > limitBytes) return;
             Trim(limitBytes - e.Bytes);
-            var key = (dtype, a.Length);
+            var key = Key(dtype, a.Length);
             if (!free.TryGetValue(key, out var list)) free[key] = list = new LinkedList<Entry>();
             e.InClass = list.AddLast(e);
             e.InAge = age.AddLast(e);
@@ -118,7 +121,7 @@ public static class StorageCache
     // NOTE: called under the lock.
     static void Remove(Entry e)
     {
-        var key = (e.DType, e.Array.Length);
+        var key = Key(e.DType, e.Array.Length);
         var list = free[key];
         list.Remove(e.InClass!);
         if (list.Count == 0) free.Remove(key);

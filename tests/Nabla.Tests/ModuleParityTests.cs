@@ -173,6 +173,54 @@ public sealed class ModuleParityTests
     }
 
     [Fact]
+    public void UniformInitGivesTheValuesOfRandMulAdd()
+    {
+        // Float32 takes a one-pass fill (no generic Mul and Add at start-up); it must give bit for bit what the three-op
+        // form gives from the same stream, into a contiguous tensor and into a strided view.
+        var expected = Tensor.Rand([7, 9], DType.Float32, new Generator(42)).Mul(0.5 - -0.25).Add(-0.25).ToArray<float>();
+        var t = Tensor.Zeros(7, 9);
+        Assert.Same(t, Init.Uniform(t, -0.25, 0.5, new Generator(42)));
+        Assert.Equal(expected, t.ToArray<float>());
+
+        var wide = Tensor.Zeros(9, 7);
+        Init.Uniform(wide.T, -0.25, 0.5, new Generator(42));
+        Assert.Equal(expected, wide.T.ToArray<float>());
+
+        // Other dtypes keep the three-op form.
+        var expected64 = Tensor.Rand([5, 3], DType.Float64, new Generator(7)).Mul(2.0).Add(1.0).ToArray<double>();
+        var d = Tensor.Zeros([5, 3], DType.Float64);
+        Init.Uniform(d, 1, 3, new Generator(7));
+        Assert.Equal(expected64, d.ToArray<double>());
+    }
+
+    [Fact]
+    public void RegisteringANameTwiceThrowsForEveryKindOfAttribute()
+    {
+        var m = new Registrar();
+        m.Add("weight", parameter: true);
+        m.Add("running", buffer: true);
+        m.Add("child");
+        foreach (var name in new[] { "weight", "running", "child" })
+        {
+            Assert.Throws<NablaException>(() => m.Add(name, parameter: true));
+            Assert.Throws<NablaException>(() => m.Add(name, buffer: true));
+            Assert.Throws<NablaException>(() => m.Add(name));
+        }
+        Assert.Equal(["weight", "running"], m.StateDict().Keys);
+        Assert.Equal(["", "child"], m.NamedModules().Select(x => x.name));
+    }
+
+    sealed class Registrar : Module
+    {
+        public void Add(string name, bool parameter = false, bool buffer = false)
+        {
+            if (parameter) RegisterParameter(name, Tensor.Zeros(2));
+            else if (buffer) RegisterBuffer(name, Tensor.Zeros(2));
+            else RegisterModule(name, new Registrar());
+        }
+    }
+
+    [Fact]
     public void LoadStateDictRejectsPyTorchShapesOfAnotherConfig()
     {
         var (t, _) = ModuleFixture.Load("lstm_2layer_bidir_batchfirst");

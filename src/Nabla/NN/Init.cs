@@ -27,8 +27,27 @@ public static class Init
         _ => throw new NablaException($"init: unsupported nonlinearity '{nonlinearity}'"),
     };
 
-    public static Tensor Uniform(Tensor t, double a = 0, double b = 1, Generator? g = null) =>
-        Set(t, Tensor.Rand(t.shape, t.DType, g).Mul(b - a).Add(a));
+    /// <summary>
+    /// Uniform samples in [a, b): u·(b − a) + a for u from <see cref="Tensor.Rand(int[], DType, Generator?)"/>. Float32
+    /// is computed in one pass, the same float operations (one product and one sum, each rounded) that Rand, Mul and Add
+    /// would apply, so the values are bit for bit those of the three-op form; other dtypes take that form. The one pass
+    /// matters at start-up: Mul and Add over float instantiate generic kernels that ReadyToRun cannot precompile
+    /// (docs/architecture.md, "Start-up"), and building a model initializes every layer this way.
+    /// </summary>
+    public static Tensor Uniform(Tensor t, double a = 0, double b = 1, Generator? g = null)
+    {
+        if (t.DType != DType.Float32) return Set(t, Tensor.Rand(t.shape, t.DType, g).Mul(b - a).Add(a));
+        var generator = g ?? Generator.Default;
+        var values = Tensor.Empty((int[])t.shape.Clone(), DType.Float32);
+        var d = values.storage.As<float>();
+        float scale = (float)(b - a), shift = (float)a;
+        for (int i = 0, n = values.NumElements; i < n; i++)
+        {
+            float scaled = generator.NextFloat() * scale;   // two statements: each operation rounds to float, as Mul then Add do
+            d[i] = scaled + shift;
+        }
+        return Set(t, values);
+    }
 
     public static Tensor Normal(Tensor t, double mean = 0, double std = 1, Generator? g = null) =>
         Set(t, Tensor.Normal(t.shape, mean, std, t.DType, g));

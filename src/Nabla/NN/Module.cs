@@ -8,7 +8,10 @@ namespace Nabla.NN;
 public abstract class Module
 {
     readonly List<(string name, Tensor? value)> parameters = new();
-    readonly List<(string name, Tensor? value, bool persistent)> buffers = new();
+    // A class, not a (string, Tensor?, bool) tuple: a list of reference types shares code that ReadyToRun already holds,
+    // where a list of that tuple would be compiled by the JIT when the first model is built.
+    sealed record BufferEntry(string name, Tensor? value, bool persistent);
+    readonly List<BufferEntry> buffers = new();
     readonly List<(string name, Module module)> children = new();
 
     public bool Training { get; private set; } = true;
@@ -36,7 +39,7 @@ public abstract class Module
     {
         CheckName(name);
         value.storage.Keep();
-        buffers.Add((name, value, persistent));
+        buffers.Add(new(name, value, persistent));
         return value;
     }
 
@@ -51,8 +54,13 @@ public abstract class Module
     {
         if (string.IsNullOrEmpty(name) || name.Contains('.'))
             throw new NablaException($"{GetType().Name}: attribute name '{name}' must be non-empty and contain no '.'");
-        if (parameters.Any(p => p.name == name) || buffers.Any(b => b.name == name) || children.Any(c => c.name == name))
-            throw new NablaException($"{GetType().Name}: attribute '{name}' is already registered");
+        // Plain loops, not LINQ: Any over these tuple lists is a generic instantiation ReadyToRun does not hold, so it
+        // would be compiled by the JIT when the first model is built (docs/architecture.md, "Start-up").
+        bool taken = false;
+        foreach (var p in parameters) taken |= p.name == name;
+        foreach (var b in buffers) taken |= b.name == name;
+        foreach (var c in children) taken |= c.name == name;
+        if (taken) throw new NablaException($"{GetType().Name}: attribute '{name}' is already registered");
     }
 
     /// <summary>Replaces the tensor held under a registered parameter name (used when loading without copying).</summary>
@@ -89,14 +97,14 @@ public abstract class Module
     public IEnumerable<(string name, Module module)> NamedModules()
     {
         var seen = new HashSet<Module>(ReferenceEqualityComparer.Instance);
-        var stack = new Stack<(string, Module)>();
-        stack.Push(("", this));
+        var stack = new List<(string name, Module module)> { ("", this) };   // a list used as a stack: same type as children
         while (stack.Count > 0)
         {
-            var (name, m) = stack.Pop();
+            var (name, m) = stack[^1];
+            stack.RemoveAt(stack.Count - 1);
             if (!seen.Add(m)) continue;
             yield return (name, m);
-            for (int i = m.children.Count - 1; i >= 0; i--) stack.Push((Join(name, m.children[i].name), m.children[i].module));
+            for (int i = m.children.Count - 1; i >= 0; i--) stack.Add((Join(name, m.children[i].name), m.children[i].module));
         }
     }
 
