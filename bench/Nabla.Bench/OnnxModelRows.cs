@@ -28,6 +28,16 @@ static class OnnxModelRows
             if (TryBatch(lenet, lenetInput, shape) is { } bad) throw new InvalidOperationException($"LeNet-5: Nabla and ONNX Runtime disagree at batch {batch}: {bad}");
             yield return ModelRow($"onnx-lenet-b{batch}", $"ONNX LeNet-5 inference, batch {batch} [{string.Join("x", shape)}]", lenet, lenetInput, shape, threads);
         }
+        // A linear layer with a constant weight, as PyTorch exports nn.Linear (Gemm, transB = 1): GPT-2's MLP-up shape,
+        // 768 -> 3072, at 1 row (a decode step) and 16 and 64 rows (a short and a longer prompt). Nabla packs the weight
+        // once (PackedLinear); ONNX Runtime prepacks constant weights too.
+        foreach (var rows in new[] { 1, 16, 64 })
+        {
+            var linear = OnnxModels.Linear(rows, 768, 3072, seed: 3);
+            int[] shape = [rows, 768];
+            if (TryBatch(linear, "A", shape) is { } bad) throw new InvalidOperationException($"linear {rows} rows: Nabla and ONNX Runtime disagree: {bad}");
+            yield return ModelRow($"onnx-linear-m{rows}", $"ONNX Gemm with a constant weight, {rows}x768 · 768x3072 + bias", linear, "A", shape, threads);
+        }
         foreach (var (id, name, path) in new[] { ("onnx-mnist8", "mnist-8", Mnist8Path()), ("onnx-resnet18", "ResNet18", ResNet18Path()) })
         {
             if (path is null)

@@ -28,6 +28,38 @@ static class OnnxModels
             .ToArray();
     }
 
+    /// <summary>
+    /// Y = Gemm(A, W, C) with transB = 1: A [m, k] is the input, the weight W [n, k] and the bias C [n] are initializers
+    /// (a linear layer as PyTorch exports it), filled from <paramref name="seed"/>.
+    /// </summary>
+    public static byte[] Linear(int m, int k, int n, int seed)
+    {
+        var rng = new Random(seed);
+        var node = new Pb().Str(1, "A").Str(1, "W").Str(1, "C").Str(2, "Y").Str(3, "linear").Str(4, "Gemm")
+            .Msg(5, new Pb().Str(1, "transB").Int(3, 1).Int(20, 2));   // AttributeProto { name, i, type = INT }
+        var graph = new Pb()
+            .Msg(1, node)
+            .Str(2, "bench_linear")
+            .Msg(5, Initializer("W", [n, k], rng))
+            .Msg(5, Initializer("C", [n], rng))
+            .Msg(11, ValueInfo("A", [m, k]))
+            .Msg(12, ValueInfo("Y", [m, n]));
+        var opset = new Pb().Str(1, "").Int(2, 13);
+        return new Pb().Int(1, 8).Str(2, "Nabla.Bench").Msg(7, graph).Msg(8, opset).ToArray();
+    }
+
+    /// <summary>TensorProto { dims, data_type = FLOAT, name, raw_data } with values uniform in [-0.05, 0.05).</summary>
+    static Pb Initializer(string name, long[] shape, Random rng)
+    {
+        long count = shape.Aggregate(1L, (a, d) => a * d);
+        var raw = new byte[count * 4];
+        for (long i = 0; i < count; i++)
+            BitConverter.TryWriteBytes(raw.AsSpan((int)(i * 4)), (float)(rng.NextDouble() * 0.1 - 0.05));
+        var t = new Pb();
+        foreach (var d in shape) t.Int(1, d);
+        return t.Int(2, Float).Str(8, name).Raw(9, raw);
+    }
+
     static Pb ValueInfo(string name, long[] shape)
     {
         var dims = new Pb();
@@ -52,6 +84,8 @@ static class OnnxModels
         public Pb Str(int field, string value) => Bytes(field, System.Text.Encoding.UTF8.GetBytes(value));
 
         public Pb Msg(int field, Pb message) => Bytes(field, message.ToArray());
+
+        public Pb Raw(int field, byte[] value) => Bytes(field, value);
 
         Pb Bytes(int field, byte[] value)
         {

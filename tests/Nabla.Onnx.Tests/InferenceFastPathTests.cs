@@ -417,6 +417,7 @@ public class InferenceFastPathTests
 
     [Theory]
     [InlineData(1)]
+    [InlineData(2)]
     [InlineData(5)]
     [InlineData(70)]
     public void GemmFusionMatchesTheUnfusedGraph(int batch)

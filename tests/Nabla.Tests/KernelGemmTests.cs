@@ -41,7 +41,7 @@ public class KernelGemmTests
         return new Operand(data, off, rs, cs, rows, cols);
     }
 
-    static void CompareToReference(int m, int n, int k, string layoutA, string layoutB, bool accumulate, int seed)
+    static void CompareToReference(int m, int n, int k, string layoutA, string layoutB, bool accumulate, int seed, bool packB = false)
     {
         var rng = new Random(seed);
         var a = MakeOperand(rng, m, k, layoutA);
@@ -51,9 +51,10 @@ public class KernelGemmTests
         for (int i = 0; i < c0.Length; i++) c0[i] = (float)(rng.NextDouble() * 2 - 1);
         var fast = (float[])c0.Clone();
         var reference = (float[])c0.Clone();
-        Gemm.Sgemm(m, n, k, a.Data, a.Off, a.Rs, a.Cs, b.Data, b.Off, b.Rs, b.Cs, fast, cOff, ldc, accumulate);
+        if (packB) Gemm.SgemmPackedB(m, a.Data, a.Off, a.Rs, a.Cs, Gemm.PackBOnce(k, n, b.Data, b.Off, b.Rs, b.Cs), fast, cOff, ldc, accumulate);
+        else Gemm.Sgemm(m, n, k, a.Data, a.Off, a.Rs, a.Cs, b.Data, b.Off, b.Rs, b.Cs, fast, cOff, ldc, accumulate);
         Gemm.Reference(m, n, k, a.Data, a.Off, a.Rs, a.Cs, b.Data, b.Off, b.Rs, b.Cs, reference, cOff, ldc, accumulate);
-        string what = $"sgemm m={m} n={n} k={k} A {layoutA} B {layoutB} acc={accumulate}";
+        string what = $"{(packB ? "packed-B sgemm" : "sgemm")} m={m} n={n} k={k} A {layoutA} B {layoutB} acc={accumulate} threads={Gemm.Threads}";
         for (int idx = 0; idx < c0.Length; idx++)
         {
             int rel = idx - cOff;
@@ -164,6 +165,43 @@ public class KernelGemmTests
         finally { Gemm.Threads = saved; }
     }
 
+    /// <summary>The GEMV along rows of B with B starting at each of the 16 float offsets within a cache line (row stride a
+    /// whole number of lines, so the kernel peels the columns before the first boundary), widths below and above one
+    /// vector past the boundary. One thread runs the band kernel; two run 128-column strips (below the threaded band
+    /// threshold), which must not care where B starts either.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public unsafe void GemvAlongRowsAtEveryAlignmentOfB(int threads)
+    {
+        int saved = Gemm.Threads;
+        try
+        {
+            Gemm.Threads = threads;
+            var rng = new Random(17);
+            const int k = 600, ld = 1024;   // n·k above the band threshold; ld = 16 lines
+            var b = GC.AllocateArray<float>(k * ld + 64, pinned: true);
+            for (int i = 0; i < b.Length; i++) b[i] = (float)(rng.NextDouble() * 2 - 1);
+            int lineStart;
+            fixed (float* p = b) lineStart = (int)((64 - ((nint)p & 63)) & 63) / sizeof(float);
+            var a = new float[2 * k];
+            for (int i = 0; i < a.Length; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
+            foreach (int n in new[] { 1000, 1024 - 16, 7 + 16 * 40 })
+                for (int shift = 0; shift < 16; shift++)
+                    for (int m = 1; m <= 2; m++)
+                    {
+                        int bOff = lineStart + shift;
+                        var fast = new float[m * n];
+                        var reference = new float[m * n];
+                        Gemm.Sgemm(m, n, k, a, 0, k, 1, b, bOff, ld, 1, fast, 0, n, false);
+                        Gemm.Reference(m, n, k, a, 0, k, 1, b, bOff, ld, 1, reference, 0, n, false);
+                        for (int i = 0; i < fast.Length; i++)
+                            Assert.True(Math.Abs(fast[i] - reference[i]) <= 2e-4f, $"n={n} shift={shift} m={m} [{i}]: {fast[i]} vs {reference[i]}");
+                    }
+        }
+        finally { Gemm.Threads = saved; }
+    }
+
     /// <summary>GEMV chunks of every count of whole 16-float vectors (0 to 8), with and without a masked rest, one and
     /// two rows of A, a padded B and an offset A.</summary>
     [Fact]
@@ -214,6 +252,103 @@ public class KernelGemmTests
     {
         CompareToReference(3, 3100, 5, "row", "row", false, 1);
         CompareToReference(7, 3090, 3, "row", "col", true, 2);
+    }
+
+    /// <summary>B packed once (an inference layer's weight): the GEMV over micro-panels (1–2 rows), the blocked loop on one
+    /// thread and split by rows or by micro-panels of columns, panels beyond NC and KC, both micro-panel widths.</summary>
+    [Theory]
+    [InlineData(1, true)]
+    [InlineData(2, true)]
+    [InlineData(3, true)]
+    [InlineData(2, false)]
+    public void PackedBMatchesReference(int threads, bool wide)
+    {
+        if (!Gemm.UseFastPath) return;   // (without FMA SgemmPackedB unpacks B and calls Sgemm: FallbackOfPackedB)
+        bool saved512 = Gemm.Use512;
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            Gemm.Use512 = wide && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+            Gemm.Threads = threads;
+            foreach (var (m, n, k) in new[] { (1, 1, 1), (1, 33, 257), (2, 100, 513), (1, 3100, 7), (2, 2304, 300), (3, 17, 5),
+                (7, 64, 256), (13, 100, 300), (64, 768, 40), (64, 65, 600), (121, 33, 70), (241, 50, 257), (9, 3100, 11) })
+            {
+                int seed = m * 1009 + n * 13 + k;
+                CompareToReference(m, n, k, "row", "row", false, seed, packB: true);
+                CompareToReference(m, n, k, "strided", "col", true, seed + 1, packB: true);
+                CompareToReference(m, n, k, "long", "strided", true, seed + 2, packB: true);
+            }
+        }
+        finally
+        {
+            Gemm.Use512 = saved512;
+            Gemm.Threads = savedThreads;
+        }
+    }
+
+    [Fact]
+    public void PackedBUnpacksToItsSourceAndSplitsWithTheSameBits()
+    {
+        int saved = Gemm.Threads;
+        try
+        {
+            var rng = new Random(3);
+            foreach (var (m, n, k) in new[] { (1, 3100, 300), (2, 200, 600), (40, 3100, 300), (200, 300, 257) })
+            {
+                var a = MakeOperand(rng, m, k, "row");
+                var b = MakeOperand(rng, k, n, "col");
+                var packed = Gemm.PackBOnce(k, n, b.Data, b.Off, b.Rs, b.Cs);
+                var dense = Gemm.UnpackB(packed);
+                for (int p = 0; p < k; p++)
+                    for (int j = 0; j < n; j++)
+                        Assert.True(dense[p * n + j] == b[p, j], $"UnpackB {k}x{n}: ({p}, {j}) = {dense[p * n + j]}, source {b[p, j]}");
+                // Each element of C comes from the same kernel and k-blocking whichever thread computes it.
+                float[] Run(int t)
+                {
+                    Gemm.Threads = t;
+                    var c = new float[m * n];
+                    Gemm.SgemmPackedB(m, a.Data, a.Off, a.Rs, a.Cs, packed, c, 0, n, false);
+                    return c;
+                }
+                var serial = Run(1);
+                Assert.Equal(serial, Run(2));
+                Assert.Equal(serial, Run(3));
+            }
+        }
+        finally { Gemm.Threads = saved; }
+    }
+
+    /// <summary>B packed for one micro-panel width and run with the other (a test that switched kernels), or on the
+    /// fallback: SgemmPackedB unpacks and still gives the product.</summary>
+    [Fact]
+    public void FallbackOfPackedB()
+    {
+        bool saved512 = Gemm.Use512, savedFast = Gemm.UseFastPath;
+        try
+        {
+            var rng = new Random(5);
+            int m = 9, n = 70, k = 300;
+            var a = MakeOperand(rng, m, k, "row");
+            var b = MakeOperand(rng, k, n, "row");
+            var expected = new float[m * n];
+            Gemm.Reference(m, n, k, a.Data, a.Off, a.Rs, a.Cs, b.Data, b.Off, b.Rs, b.Cs, expected, 0, n, false);
+            foreach (var (packWide, runWide, runFast) in new[] { (true, false, true), (false, true, true), (true, true, false) })
+            {
+                Gemm.Use512 = packWide && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+                var packed = Gemm.PackBOnce(k, n, b.Data, b.Off, b.Rs, b.Cs);
+                Gemm.Use512 = runWide && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+                Gemm.UseFastPath = runFast && savedFast;
+                var c = new float[m * n];
+                Gemm.SgemmPackedB(m, a.Data, a.Off, a.Rs, a.Cs, packed, c, 0, n, false);
+                for (int i = 0; i < c.Length; i++)
+                    Assert.True(Math.Abs(c[i] - expected[i]) <= 1e-4f, $"packed {packWide}, run {runWide}/{runFast}: [{i}] {c[i]} vs {expected[i]}");
+            }
+        }
+        finally
+        {
+            Gemm.Use512 = saved512;
+            Gemm.UseFastPath = savedFast;
+        }
     }
 
     static float[] RunSgemm(int m, int n, int k, int seed, bool accumulate)

@@ -1,3 +1,6 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Nabla;
 
 /// <summary>
@@ -129,5 +132,241 @@ internal static unsafe partial class Gemm
                 }
             }
         }
+    }
+}
+
+/// <summary>
+/// A constant right operand B [K, N] (an inference layer's weight) packed once into the GEMM's B-panel layout: for each
+/// NC-column block and KC-row block, <see cref="NR"/>-column micro-panels of KC rows, the last one zero-padded. Packing
+/// B was 7–34 % of a call's time for the shapes of a transformer's linear layers at a few rows (bench/README.md,
+/// "Session 9"); <see cref="Gemm.SgemmPackedB"/> skips it, and at two threads both threads read the one copy.
+/// </summary>
+internal sealed class PackedB
+{
+    public required int K { get; init; }
+    public required int N { get; init; }
+    /// <summary>The micro-panel width it was packed for (32 with the AVX-512 kernel, 16 otherwise).</summary>
+    public required int NR { get; init; }
+    public required float[] Data { get; init; }
+    /// <summary>Offset of panel (jc / NC, pc / KC) in <see cref="Data"/>.</summary>
+    public required int[,] Offsets { get; init; }
+}
+
+internal static unsafe partial class Gemm
+{
+    /// <summary>Packs B [k, n] (element (p, j) at off + p·rs + j·cs) once for <see cref="SgemmPackedB"/>.</summary>
+    public static PackedB PackBOnce(int k, int n, float[] b, int off, int rs, int cs)
+    {
+        int nr = NR, jBlocks = (n + NC - 1) / NC, kBlocks = (k + KC - 1) / KC;
+        var offsets = new int[jBlocks, kBlocks];
+        long total = 0;
+        for (int jb = 0; jb < jBlocks; jb++)
+            for (int pb = 0; pb < kBlocks; pb++)
+            {
+                int nc = Math.Min(NC, n - jb * NC), kc = Math.Min(KC, k - pb * KC);
+                offsets[jb, pb] = total <= int.MaxValue - 16 ? (int)total : throw new NablaException($"PackBOnce: a {k}x{n} matrix is too large to pack");
+                total += (long)(nc + nr - 1) / nr * nr * kc;
+            }
+        // Pinned and started on a 64-byte boundary, so that no 512-bit load of a micro-panel row straddles two cache lines
+        // (a GC array is only 8-byte aligned, and where a large one lands differs from run to run). The start is folded
+        // into the offsets.
+        if (total > Array.MaxLength - 16) throw new NablaException($"PackBOnce: a {k}x{n} matrix is too large to pack");
+        var data = GC.AllocateUninitializedArray<float>((int)total + 16, pinned: true);
+        int start;
+        fixed (float* p = data) start = (int)((64 - ((nint)p & 63)) & 63) / sizeof(float);
+        for (int jb = 0; jb < jBlocks; jb++)
+            for (int pb = 0; pb < kBlocks; pb++) offsets[jb, pb] += start;
+        var panel = new float[KC * NC];
+        for (int jb = 0; jb < jBlocks; jb++)
+            for (int pb = 0; pb < kBlocks; pb++)
+            {
+                int nc = Math.Min(NC, n - jb * NC), kc = Math.Min(KC, k - pb * KC);
+                PackB(kc, nc, b, off + pb * KC * rs + jb * NC * cs, rs, cs, panel);
+                Array.Copy(panel, 0, data, offsets[jb, pb], (nc + nr - 1) / nr * nr * kc);
+            }
+        return new PackedB { K = k, N = n, NR = nr, Data = data, Offsets = offsets };
+    }
+
+    /// <summary>The row-major [K, N] matrix that <paramref name="b"/> was packed from.</summary>
+    public static float[] UnpackB(PackedB b)
+    {
+        int k = b.K, n = b.N, nr = b.NR;
+        var dst = new float[(long)k * n is var len && len <= Array.MaxLength ? (int)len : throw new NablaException("UnpackB: matrix too large")];
+        for (int jb = 0; jb * NC < n; jb++)
+            for (int pb = 0; pb * KC < k; pb++)
+            {
+                int nc = Math.Min(NC, n - jb * NC), kc = Math.Min(KC, k - pb * KC), d = b.Offsets[jb, pb];
+                for (int j = 0; j < nc; j += nr, d += nr * kc)
+                    for (int p = 0; p < kc; p++)
+                        for (int q = 0, w = Math.Min(nr, nc - j); q < w; q++)
+                            dst[(pb * KC + p) * n + jb * NC + j + q] = b.Data[d + p * nr + q];
+            }
+        return dst;
+    }
+
+    /// <summary>
+    /// C[m, N] (+)= A[m, K]·B with B packed once (<see cref="PackBOnce"/>); A and C as in <see cref="Sgemm"/>. One or two
+    /// rows run down each micro-panel (a sequential read of B); more split C's rows across threads when there are enough
+    /// of them to balance, else its columns, and every thread reads the same packed B. Without the fast path, or when B
+    /// was packed for the other micro-panel width (a test that switched kernels), it unpacks B and calls Sgemm.
+    /// </summary>
+    public static void SgemmPackedB(int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate)
+    {
+        int n = b.N, k = b.K;
+        if (m == 0 || n == 0) return;
+        if (!UseFastPath || b.NR != NR || (b.NR == 32 && !Avx512F.IsSupported) || k == 0)
+        {
+            Sgemm(m, n, k, a, aOff, rsA, csA, UnpackB(b), 0, n, 1, c, cOff, ldc, accumulate);
+            return;
+        }
+        int threads = Threads;
+        if (m <= 2)
+        {
+            int panels = (n + b.NR - 1) / b.NR;
+            int parts = threads > 1 && (long)n * k >= 1 << 17 ? Math.Min(threads, panels) : 1;
+            if (parts <= 1) PackedGemvRange(0, panels, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate);
+            else PackedGemvSplit(parts, panels, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate);
+            return;
+        }
+        if (threads <= 1 || (long)m * n * k < 1 << 18)
+        {
+            Blocked(m, n, k, a, aOff, rsA, csA, null, 0, 0, 0, b, 0, c, cOff, ldc, accumulate);
+            return;
+        }
+        PackedBSplit(m, n, k, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate, threads, (long)m * n * k >= LargeWork);
+    }
+
+    /// <summary>The threaded part of <see cref="SgemmPackedB"/>. Rows when each thread gets at least eight register
+    /// tiles of them (an MR-aligned split of fewer leaves the threads up to a tile apart), else whole micro-panels of
+    /// columns; each part packs only its own rows of A.</summary>
+    static void PackedBSplit(int m, int n, int k, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc,
+        bool accumulate, int threads, bool large)
+    {
+        int panels = (n + b.NR - 1) / b.NR;
+        bool rows = m >= 8 * MR * threads || panels < 2 * threads;
+        int parts = rows ? Math.Min(threads, Math.Max(1, m / MR)) : threads;
+        WorkerPool.For(parts, parts, p =>
+        {
+            if (rows)
+            {
+                int chunk = ((m + parts - 1) / parts + MR - 1) / MR * MR, i0 = p * chunk, len = Math.Min(chunk, m - i0);
+                if (len > 0) Blocked(len, n, k, a, aOff + i0 * rsA, rsA, csA, null, 0, 0, 0, b, 0, c, cOff + i0 * ldc, ldc, accumulate);
+            }
+            else
+            {
+                int from = panels * p / parts, to = panels * (p + 1) / parts;
+                int j0 = from * b.NR, len = Math.Min(n, to * b.NR) - j0;
+                if (len > 0) Blocked(m, len, k, a, aOff, rsA, csA, null, 0, 0, 0, b, j0, c, cOff + j0, ldc, accumulate);
+            }
+        }, large);
+    }
+
+    static void PackedGemvSplit(int parts, int panels, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate) =>
+        WorkerPool.For(parts, parts, p => PackedGemvRange(panels * p / parts, panels * (p + 1) / parts, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate));
+
+    /// <summary>
+    /// Micro-panels [from, to) of B for one or two rows of A, in the order they lie in memory: for each KC-row block, the
+    /// range's micro-panels one after another (one sequential stream), each adding its KC rows into C's NR columns, which
+    /// stay in L1. (Micro-panel by micro-panel across the KC blocks jumped between blocks: 1×768·768×3072 at 1 thread
+    /// read 1.15 of ONNX Runtime's time against 0.99–1.05 for the unpacked GEMV; bench/README.md, "Session 9".)
+    /// </summary>
+    static void PackedGemvRange(int from, int to, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate)
+    {
+        int n = b.N, k = b.K, nr = b.NR;
+        fixed (float* pa = a, pd = b.Data, pc = c)
+            for (int i = 0; i < m; i++)
+                for (int pb = 0; pb * KC < k; pb++)
+                {
+                    int kc = Math.Min(KC, k - pb * KC);
+                    bool add = accumulate || pb > 0;
+                    float* ar = pa + aOff + (long)i * rsA + (long)pb * KC * csA;
+                    for (int panel = from; panel < to; panel++)
+                    {
+                        int j = panel * nr, jb = j / NC, width = Math.Min(nr, n - j);
+                        float* micro = pd + b.Offsets[jb, pb] + (long)(j - jb * NC) * kc, cr = pc + cOff + (long)i * ldc + j;
+                        if (nr == 32) PanelDot32(kc, ar, csA, micro, cr, width, add);
+                        else PanelDot16(kc, ar, csA, micro, cr, width, add);
+                    }
+                }
+    }
+
+    /// <summary>c[0..width) (+)= Σ_p a[p·csA]·micro[p·32 + 0..width): a 32-wide micro-panel as two 16-float columns, four
+    /// rows per step into eight independent sums.</summary>
+    static void PanelDot32(int kc, float* a, int csA, float* micro, float* c, int width, bool add)
+    {
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        int p = 0;
+        for (; p + 4 <= kc; p += 4)
+        {
+            float* r = micro + p * 32;
+            var a0 = Vector512.Create(a[(long)p * csA]);
+            var a1 = Vector512.Create(a[(long)(p + 1) * csA]);
+            var a2 = Vector512.Create(a[(long)(p + 2) * csA]);
+            var a3 = Vector512.Create(a[(long)(p + 3) * csA]);
+            s0 = Avx512F.FusedMultiplyAdd(a0, Vector512.Load(r), s0);
+            s1 = Avx512F.FusedMultiplyAdd(a0, Vector512.Load(r + 16), s1);
+            s2 = Avx512F.FusedMultiplyAdd(a1, Vector512.Load(r + 32), s2);
+            s3 = Avx512F.FusedMultiplyAdd(a1, Vector512.Load(r + 48), s3);
+            s4 = Avx512F.FusedMultiplyAdd(a2, Vector512.Load(r + 64), s4);
+            s5 = Avx512F.FusedMultiplyAdd(a2, Vector512.Load(r + 80), s5);
+            s6 = Avx512F.FusedMultiplyAdd(a3, Vector512.Load(r + 96), s6);
+            s7 = Avx512F.FusedMultiplyAdd(a3, Vector512.Load(r + 112), s7);
+        }
+        for (; p < kc; p++)
+        {
+            float* r = micro + p * 32;
+            var av = Vector512.Create(a[(long)p * csA]);
+            s0 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(r), s0);
+            s1 = Avx512F.FusedMultiplyAdd(av, Vector512.Load(r + 16), s1);
+        }
+        var lo = (s0 + s2) + (s4 + s6);
+        var hi = (s1 + s3) + (s5 + s7);
+        if (width == 32)
+        {
+            if (add) { lo += Vector512.Load(c); hi += Vector512.Load(c + 16); }
+            lo.Store(c);
+            hi.Store(c + 16);
+            return;
+        }
+        float* sums = stackalloc float[32];
+        lo.Store(sums);
+        hi.Store(sums + 16);
+        for (int q = 0; q < width; q++) c[q] = add ? c[q] + sums[q] : sums[q];
+    }
+
+    /// <summary>c[0..width) (+)= Σ_p a[p·csA]·micro[p·16 + 0..width): a 16-wide micro-panel (the AVX2 kernel's) as two
+    /// 8-float columns, four rows per step into eight independent sums.</summary>
+    static void PanelDot16(int kc, float* a, int csA, float* micro, float* c, int width, bool add)
+    {
+        const int stride = 16;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        int p = 0;
+        for (; p + 4 <= kc; p += 4)
+        {
+            float* r = micro + (long)p * stride;
+            var a0 = Vector256.Create(a[(long)p * csA]);
+            var a1 = Vector256.Create(a[(long)(p + 1) * csA]);
+            var a2 = Vector256.Create(a[(long)(p + 2) * csA]);
+            var a3 = Vector256.Create(a[(long)(p + 3) * csA]);
+            s0 = Fma.MultiplyAdd(a0, Avx.LoadVector256(r), s0);
+            s1 = Fma.MultiplyAdd(a0, Avx.LoadVector256(r + 8), s1);
+            s2 = Fma.MultiplyAdd(a1, Avx.LoadVector256(r + stride), s2);
+            s3 = Fma.MultiplyAdd(a1, Avx.LoadVector256(r + stride + 8), s3);
+            s4 = Fma.MultiplyAdd(a2, Avx.LoadVector256(r + 2 * stride), s4);
+            s5 = Fma.MultiplyAdd(a2, Avx.LoadVector256(r + 2 * stride + 8), s5);
+            s6 = Fma.MultiplyAdd(a3, Avx.LoadVector256(r + 3 * stride), s6);
+            s7 = Fma.MultiplyAdd(a3, Avx.LoadVector256(r + 3 * stride + 8), s7);
+        }
+        for (; p < kc; p++)
+        {
+            float* r = micro + (long)p * stride;
+            var av = Vector256.Create(a[(long)p * csA]);
+            s0 = Fma.MultiplyAdd(av, Avx.LoadVector256(r), s0);
+            s1 = Fma.MultiplyAdd(av, Avx.LoadVector256(r + 8), s1);
+        }
+        float* sums = stackalloc float[16];
+        Avx.Store(sums, Avx.Add(Avx.Add(s0, s2), Avx.Add(s4, s6)));
+        Avx.Store(sums + 8, Avx.Add(Avx.Add(s1, s3), Avx.Add(s5, s7)));
+        for (int q = 0; q < width; q++) c[q] = add ? c[q] + sums[q] : sums[q];
     }
 }

@@ -659,12 +659,13 @@ public sealed partial class PackedConv2d
 
 /// <summary>
 /// An inference-only float32 fully connected layer y = act(x·W + b) for x [M, K], with W given as [K, N] or, with
-/// <c>transposed</c>, as [N, K] (ONNX Gemm with transB, nn.Linear). The weight is copied once into the [K, N] row-major
-/// layout the GEMM packs fastest; the bias and activation run as an epilogue over each output row. Immutable.
+/// <c>transposed</c>, as [N, K] (ONNX Gemm with transB, nn.Linear). The weight is packed once into the GEMM's B panels
+/// (<see cref="Gemm.PackBOnce"/>), which every call then reads as they are, on every thread; the packed copy replaces the
+/// weight rather than adding to it. The bias and activation run as an epilogue over each output row. Immutable.
 /// </summary>
 public sealed class PackedLinear
 {
-    readonly float[] weight;   // [K, N]
+    readonly PackedB weight;   // [K, N], packed
     readonly float[]? bias;    // [N]
 
     public int InFeatures { get; }
@@ -675,12 +676,14 @@ public sealed class PackedLinear
     {
         if (weight.Dim != 2 || weight.DType != DType.Float32)
             throw new ShapeMismatchException($"packed linear: weight must be a 2-D float32 matrix, got {weight.DType} {ShapeUtil.Format(weight.shape)}");
-        var w = transposed ? weight.Transpose(0, 1) : weight;
-        InFeatures = w.shape[0];
-        OutFeatures = w.shape[1];
+        InFeatures = transposed ? weight.shape[1] : weight.shape[0];
+        OutFeatures = transposed ? weight.shape[0] : weight.shape[1];
         if (bias is not null && (bias.DType != DType.Float32 || bias.NumElements != OutFeatures))
             throw new ShapeMismatchException($"packed linear: bias must be float32 with {OutFeatures} elements, got {bias.DType} {ShapeUtil.Format(bias.shape)}");
-        this.weight = w.Contiguous().ToArray<float>();
+        // B(p, j) is weight[j, p] when transposed ([N, K] rows read down their length), else weight[p, j].
+        var source = weight.Contiguous().ToArray<float>();
+        this.weight = transposed ? Gemm.PackBOnce(InFeatures, OutFeatures, source, 0, 1, InFeatures)
+                                 : Gemm.PackBOnce(InFeatures, OutFeatures, source, 0, OutFeatures, 1);
         this.bias = bias?.Contiguous().ToArray<float>();
         Activation = activation;
     }
@@ -697,7 +700,7 @@ public sealed class PackedLinear
         var ya = output.storage.As<float>();
         int yo = output.offset;
         if (m == 0) return;
-        Gemm.Sgemm(m, n, k, xa, xo, k, 1, weight, 0, n, 1, ya, yo, n, false);
+        Gemm.SgemmPackedB(m, xa, xo, k, 1, weight, ya, yo, n, false);
         for (int i = 0; i < m; i++)
         {
             var row = ya.AsSpan(yo + i * n, n);
