@@ -293,7 +293,7 @@ internal static unsafe partial class Gemm
         // When every row of B starts at the same offset within a cache line (a row stride of whole lines), the first h
         // columns go in one masked vector so that the loads after them start on a 64-byte boundary: a load that straddles
         // two lines costs the streaming read 7–9 % (1×768·768×2304 at 1 thread, scratch harness, 106.6–108.6 against
-        // 115.8–117.4 GB/s; bench/README.md, "Session 9"). A GC array lands at no particular offset.
+        // 115.7–117.4 GB/s; bench/README.md, "Session 9"). A GC array lands at no particular offset.
         int h = rsB % 16 == 0 ? Math.Min(n, (int)((64 - ((nint)b & 63)) & 63) / sizeof(float)) : 0;
         int full = h + ((n - h) & ~15);
         var head = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(h)).AsSingle();

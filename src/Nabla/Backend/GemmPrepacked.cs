@@ -169,7 +169,8 @@ internal static unsafe partial class Gemm
             }
         // Pinned and started on a 64-byte boundary, so that no 512-bit load of a micro-panel row straddles two cache lines
         // (a GC array is only 8-byte aligned, and where a large one lands differs from run to run). The start is folded
-        // into the offsets.
+        // into the offsets. Unaligned, one row times 768×3072 took 97.7–98.9 µs in PackedLinear; aligned, 79.9
+        // (bench/README.md, "Session 9").
         if (total > Array.MaxLength - 16) throw new NablaException($"PackBOnce: a {k}x{n} matrix is too large to pack");
         var data = GC.AllocateUninitializedArray<float>((int)total + 16, pinned: true);
         int start;
@@ -267,8 +268,7 @@ internal static unsafe partial class Gemm
     /// <summary>
     /// Micro-panels [from, to) of B for one or two rows of A, in the order they lie in memory: for each KC-row block, the
     /// range's micro-panels one after another (one sequential stream), each adding its KC rows into C's NR columns, which
-    /// stay in L1. (Micro-panel by micro-panel across the KC blocks jumped between blocks: 1×768·768×3072 at 1 thread
-    /// read 1.15 of ONNX Runtime's time against 0.99–1.05 for the unpacked GEMV; bench/README.md, "Session 9".)
+    /// stay in L1. (What mattered more was where the packed array starts: see <see cref="PackBOnce"/>.)
     /// </summary>
     static void PackedGemvRange(int from, int to, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate)
     {
