@@ -177,13 +177,15 @@ public sealed class ModuleParityTests
     {
         // Float32 takes a one-pass fill (no generic Mul and Add at start-up); it must give bit for bit what the three-op
         // form gives from the same stream, into a contiguous tensor and into a strided view.
-        var expected = Tensor.Rand([7, 9], DType.Float32, new Generator(42)).Mul(0.5 - -0.25).Add(-0.25).ToArray<float>();
-        var t = Tensor.Zeros(7, 9);
-        Assert.Same(t, Init.Uniform(t, -0.25, 0.5, new Generator(42)));
+        // Bounds that float cannot hold exactly (±1/√3, as Kaiming gives for fan-in 9), so each rounding step shows.
+        double bound = 1 / Math.Sqrt(3);
+        var expected = Tensor.Rand([70, 90], DType.Float32, new Generator(42)).Mul(bound - -bound).Add(-bound).ToArray<float>();
+        var t = Tensor.Zeros(70, 90);
+        Assert.Same(t, Init.Uniform(t, -bound, bound, new Generator(42)));
         Assert.Equal(expected, t.ToArray<float>());
 
-        var wide = Tensor.Zeros(9, 7);
-        Init.Uniform(wide.T, -0.25, 0.5, new Generator(42));
+        var wide = Tensor.Zeros(90, 70);
+        Init.Uniform(wide.T, -bound, bound, new Generator(42));
         Assert.Equal(expected, wide.T.ToArray<float>());
 
         // Other dtypes keep the three-op form.

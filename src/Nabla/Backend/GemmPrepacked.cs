@@ -150,6 +150,9 @@ internal sealed class PackedB
     public required float[] Data { get; init; }
     /// <summary>Offset of panel (jc / NC, pc / KC) in <see cref="Data"/>.</summary>
     public required int[,] Offsets { get; init; }
+    /// <summary>The row-major [K, N] matrix, made on first use by the fallback (a CPU without FMA, or a kernel width other
+    /// than the one B was packed for) and kept, so that such a machine unpacks once, not on every call.</summary>
+    internal float[]? Dense;
 }
 
 internal static unsafe partial class Gemm
@@ -209,7 +212,8 @@ internal static unsafe partial class Gemm
     /// C[m, N] (+)= A[m, K]·B with B packed once (<see cref="PackBOnce"/>); A and C as in <see cref="Sgemm"/>. One or two
     /// rows run down each micro-panel (a sequential read of B); more split C's rows across threads when there are enough
     /// of them to balance, else its columns, and every thread reads the same packed B. Without the fast path, or when B
-    /// was packed for the other micro-panel width (a test that switched kernels), it unpacks B and calls Sgemm.
+    /// was packed for the other micro-panel width (a test that switched kernels), it unpacks B once (kept in
+    /// <see cref="PackedB.Dense"/>) and calls Sgemm.
     /// </summary>
     public static void SgemmPackedB(int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate)
     {
@@ -217,7 +221,9 @@ internal static unsafe partial class Gemm
         if (m == 0 || n == 0) return;
         if (!UseFastPath || b.NR != NR || (b.NR == 32 && !Avx512F.IsSupported) || k == 0)
         {
-            Sgemm(m, n, k, a, aOff, rsA, csA, UnpackB(b), 0, n, 1, c, cOff, ldc, accumulate);
+            var dense = Volatile.Read(ref b.Dense);
+            if (dense is null) Volatile.Write(ref b.Dense, dense = UnpackB(b));   // two threads may both unpack; either copy serves
+            Sgemm(m, n, k, a, aOff, rsA, csA, dense, 0, n, 1, c, cOff, ldc, accumulate);
             return;
         }
         int threads = Threads;
@@ -238,8 +244,8 @@ internal static unsafe partial class Gemm
     }
 
     /// <summary>The threaded part of <see cref="SgemmPackedB"/>. Rows when each thread gets at least eight register
-    /// tiles of them (an MR-aligned split of fewer leaves the threads up to a tile apart), else whole micro-panels of
-    /// columns; each part packs only its own rows of A.</summary>
+    /// tiles of them (an MR-aligned split of fewer leaves the threads up to a tile apart) or when there are fewer than two
+    /// micro-panels per thread, else whole micro-panels of columns; each part packs only its own rows of A.</summary>
     static void PackedBSplit(int m, int n, int k, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc,
         bool accumulate, int threads, bool large)
     {
@@ -266,9 +272,11 @@ internal static unsafe partial class Gemm
         WorkerPool.For(parts, parts, p => PackedGemvRange(panels * p / parts, panels * (p + 1) / parts, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate));
 
     /// <summary>
-    /// Micro-panels [from, to) of B for one or two rows of A, in the order they lie in memory: for each KC-row block, the
-    /// range's micro-panels one after another (one sequential stream), each adding its KC rows into C's NR columns, which
-    /// stay in L1. (What mattered more was where the packed array starts: see <see cref="PackBOnce"/>.)
+    /// Micro-panels [from, to) of B for one or two rows of A (a second row reads B again: a kernel that shared each load
+    /// between two rows measured no faster), in the order they lie in memory when B is at most NC = 3072 columns wide:
+    /// for each KC-row block, the range's micro-panels one after another (one sequential stream), each adding its KC rows
+    /// into C's NR columns, which stay in L1. A wider B jumps between column blocks at each KC block. (What mattered
+    /// more was where the packed array starts: see <see cref="PackBOnce"/>.)
     /// </summary>
     static void PackedGemvRange(int from, int to, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate)
     {

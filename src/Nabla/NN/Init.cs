@@ -43,8 +43,8 @@ public static class Init
         float scale = (float)(b - a), shift = (float)a;
         for (int i = 0, n = values.NumElements; i < n; i++)
         {
-            float scaled = generator.NextFloat() * scale;   // two statements: each operation rounds to float, as Mul then Add do
-            d[i] = scaled + shift;
+            float scaled = (float)(generator.NextFloat() * scale);   // each operation rounded to float, as Mul then Add do
+            d[i] = (float)(scaled + shift);
         }
         return Set(t, values);
     }
