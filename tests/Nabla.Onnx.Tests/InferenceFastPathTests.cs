@@ -451,6 +451,70 @@ public class InferenceFastPathTests
         Close(expected, new GraphExecutor(g, OnnxOps.Resolver).Run(x)[0]);
     }
 
+    /// <summary>nn.Linear as PyTorch exports it for inputs of any rank: MatMul with a constant weight, Add of a constant
+    /// bias, Relu. Fused into FusedGemm with the leading dimensions as rows; a bias that would change the output's rank,
+    /// and a product with a second reader, are left alone.</summary>
+    [Theory]
+    [InlineData(new[] { 2, 5 })]
+    [InlineData(new[] { 1 })]
+    [InlineData(new int[0])]
+    [InlineData(new[] { 3, 1, 70 })]
+    public void MatMulWithAConstantWeightFusesWithItsBiasAndRelu(int[] lead)
+    {
+        Graph.Graph Linear() => new()
+        {
+            Name = "linear",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = [new ValueInfo("y", DType.Float32, null), new ValueInfo("z", DType.Float32, null)],
+            Initializers = new()
+            {
+                ["w1"] = Tensor.Randn([300, 40], DType.Float32, new Generator(1)), ["b1"] = Tensor.Randn([40], DType.Float32, new Generator(2)),
+                ["w2"] = Tensor.Randn([40, 7], DType.Float32, new Generator(3)), ["b2"] = Tensor.Randn([1, 7], DType.Float32, new Generator(4)),
+                ["w3"] = Tensor.Randn([40, 3], DType.Float32, new Generator(5)), ["b3"] = Tensor.Randn([3], DType.Float32, new Generator(6)),
+            },
+            Nodes =
+            [
+                new Node { OpType = "MatMul", Inputs = ["x", "w1"], Outputs = ["h"] },
+                new Node { OpType = "Add", Inputs = ["b1", "h"], Outputs = ["hb"] },
+                new Node { OpType = "Relu", Inputs = ["hb"], Outputs = ["r"] },
+                new Node { OpType = "MatMul", Inputs = ["r", "w2"], Outputs = ["p"] },
+                new Node { OpType = "Add", Inputs = ["p", "b2"], Outputs = ["y"] },          // [1, 7]: kept (could change the rank)
+                new Node { OpType = "MatMul", Inputs = ["r", "w3"], Outputs = ["q"] },
+                new Node { OpType = "Add", Inputs = ["q", "b3"], Outputs = ["q2"] },
+                new Node { OpType = "Sub", Inputs = ["q2", "q"], Outputs = ["z"] },           // q has a second reader: its Add stays
+            ],
+        };
+        var x = Tensor.Randn([.. lead, 300], DType.Float32, new Generator(9));
+        var expected = new GraphExecutor(Linear(), OnnxOps.Resolver).Run(x);
+        var g = Linear();
+        var report = OnnxFusion.Apply(g, irVersion: 8);
+        Assert.Equal(3, report.FusedGemms);
+        Assert.Equal(1, report.FoldedBiasAdds);
+        Assert.Equal(1, report.FusedRelus);
+        Assert.Equal(["FusedGemm", "FusedGemm", "Add", "FusedGemm", "Add", "Sub"], g.Nodes.Select(n => n.OpType));
+        var actual = new GraphExecutor(g, OnnxOps.Resolver).Run(x);
+        Close(expected[0], actual[0]);
+        Close(expected[1], actual[1]);
+    }
+
+    [Fact]
+    public void FusedMatMulRejectsAnInputOfTheWrongWidth()
+    {
+        var g = new Graph.Graph
+        {
+            Name = "linear",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = [new ValueInfo("y", DType.Float32, null)],
+            Initializers = new() { ["w"] = Tensor.Randn([30, 4], DType.Float32, new Generator(1)) },
+            Nodes = [new Node { OpType = "MatMul", Inputs = ["x", "w"], Outputs = ["y"] }],
+        };
+        Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedGemms);
+        var e = Assert.ThrowsAny<NablaException>(() => new GraphExecutor(g, OnnxOps.Resolver).Run(Tensor.Zeros(2, 29)));
+        Assert.Contains("last dimension is 30", e.Message);
+    }
+
     [Fact]
     public void Mnist8FusesItsConvolutionsAndGivesTheSameOutput()
     {

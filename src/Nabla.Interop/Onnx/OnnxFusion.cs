@@ -14,7 +14,9 @@ public sealed record FusionReport(int FusedConvs, int FoldedBatchNorms, int Fold
 /// constant parameters (folded into the weights and bias: w·γ/√(σ²+ε), (b−μ)·γ/√(σ²+ε)+β), an <c>Add</c> of a constant
 /// per-channel bias (folded into the bias), an <c>Add</c> of another value (a residual, added in the epilogue), and a
 /// final <c>Relu</c>. Likewise a float32 <c>Gemm</c> (no transA, alpha = beta = 1) with a constant B and per-column C
-/// becomes <c>com.nabla.FusedGemm</c>, absorbing a following <c>Relu</c>. Weights listed as graph inputs count as constants only before IR version 4 (where every
+/// becomes <c>com.nabla.FusedGemm</c>, absorbing a following <c>Relu</c>; so does a <c>MatMul</c> with a constant 2-D float32
+/// B (an input of any rank, its leading dimensions flattened into rows), absorbing an <c>Add</c> of a constant 1-D bias and
+/// then a <c>Relu</c>. Weights listed as graph inputs count as constants only before IR version 4 (where every
 /// initializer had to be listed; ONNX Runtime reads them the same way). Graphs with subgraphs are left alone.
 /// </summary>
 public static class OnnxFusion
@@ -128,9 +130,28 @@ public static class OnnxFusion
         int gemms = 0;
         foreach (var gemm in graph.Nodes)
         {
-            if (gemm.OpType != "Gemm" || gemm.Domain.Length > 0 || !TryGemm(gemm, graph, IsConst)) continue;
+            bool isGemm = gemm.OpType == "Gemm" && gemm.Domain.Length == 0 && TryGemm(gemm, graph, IsConst);
+            bool isMatMul = !isGemm && gemm.OpType == "MatMul" && gemm.Domain.Length == 0 && TryMatMul(gemm, graph, IsConst);
+            if (!isGemm && !isMatMul || removed.Contains(gemm)) continue;
             string act = "", output = gemm.Outputs[0];
+            string bias = isGemm && gemm.Inputs.Length > 2 ? gemm.Inputs[2] : "";
             Node last = gemm;
+            // A MatMul with a constant weight, then an Add of a constant 1-D bias (nn.Linear as PyTorch exports it for
+            // inputs of any rank): the Add folds into the fused node. (A [1, N] bias would turn a 1-D product 2-D.)
+            if (isMatMul && SoleConsumer(output) is { OpType: "Add", Domain: "" } add && add.Inputs.Length == 2 && add.Outputs.Length == 1
+                && add.Attributes.Count == 0 && add.Inputs[0] != add.Inputs[1] && !removed.Contains(add))
+            {
+                string other = add.Inputs[0] == output ? add.Inputs[1] : add.Inputs[0];
+                int n = graph.Initializers[gemm.Inputs[1]].Size(1);
+                if (IsConst(other) && graph.Initializers[other] is { DType: DType.Float32, Dim: 1 } c && c.NumElements == n)
+                {
+                    bias = other;
+                    biases++;
+                    removed.Add(add);
+                    last = add;
+                    output = add.Outputs[0];
+                }
+            }
             if (SoleConsumer(output) is { OpType: "Relu", Domain: "" } relu && relu.Attributes.Count == 0 && !removed.Contains(relu))
             {
                 act = "Relu";
@@ -144,12 +165,13 @@ public static class OnnxFusion
                 OpType = "FusedGemm",
                 Domain = FusedOps.Domain,
                 Name = gemm.Name,
-                Inputs = [gemm.Inputs[0], gemm.Inputs[1], gemm.Inputs.Length > 2 ? gemm.Inputs[2] : ""],
+                Inputs = [gemm.Inputs[0], gemm.Inputs[1], bias],
                 Outputs = [output],
                 Attributes = new()
                 {
-                    ["transB"] = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = gemm.GetInt("transB", 0) },
+                    ["transB"] = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = isGemm ? gemm.GetInt("transB", 0) : 0 },
                     ["activation"] = new NodeAttribute { Name = "activation", Kind = AttributeKind.String, String = act },
+                    ["matmul"] = new NodeAttribute { Name = "matmul", Kind = AttributeKind.Int, Int = isMatMul ? 1 : 0 },
                 },
             };
             removed.Add(gemm);
@@ -210,6 +232,12 @@ public static class OnnxFusion
     }
 
     /// <summary>A float32 Gemm without transA, alpha or beta, with a constant 2-D B and a constant C of one value per column (or none).</summary>
+    /// <summary>A MatMul whose second input is a constant 2-D float32 matrix (A may have any rank; ONNX requires it to
+    /// be float32 too).</summary>
+    static bool TryMatMul(Node mm, G graph, Func<string, bool> isConst) =>
+        mm.Inputs.Length == 2 && mm.Outputs.Length == 1 && mm.Attributes.Count == 0 && mm.Inputs[0] != mm.Inputs[1] && isConst(mm.Inputs[1])
+        && graph.Initializers[mm.Inputs[1]] is { DType: DType.Float32, Dim: 2 };
+
     static bool TryGemm(Node gemm, G graph, Func<string, bool> isConst)
     {
         if (gemm.Inputs.Length < 2 || gemm.Outputs.Length != 1 || !isConst(gemm.Inputs[1])) return false;

@@ -77,10 +77,12 @@ internal static class FusedOps
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<Packed?>> ConvCaches = new();
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<PackedFc?>> GemmCaches = new();
 
-    /// <summary>FusedGemm: inputs A [M, K], B ([K, N], or [N, K] with transB), optional C [N]; Y = act(A·B + C).</summary>
+    /// <summary>FusedGemm: inputs A [M, K], B ([K, N], or [N, K] with transB), optional C [N]; Y = act(A·B + C). With
+    /// <c>matmul</c> = 1 (a fused MatMul), A is [..., K] of any rank and Y is [..., N].</summary>
     static OpKernel FusedGemm(Node node)
     {
         bool transB = node.GetInt("transB", 0) != 0;
+        bool matmul = node.GetInt("matmul", 0) != 0;
         var act = node.GetString("activation", "") switch
         {
             "" => FusedActivation.None,
@@ -92,17 +94,36 @@ internal static class FusedOps
         {
             Tensor a = c.Input(0), w = c.Input(1);
             var b = c.OptionalInput(2);
+            if (matmul)
+            {
+                int k = transB ? w.Size(1) : w.Size(0);
+                if (a.DType != DType.Float32 || a.Dim < 1 || a.Size(-1) != k)
+                    throw Invalid(c, $"MatMul expects a float32 A of any rank whose last dimension is {k}, got {a.DType} [{string.Join(", ", a.Shape)}]");
+                var lead = a.Shape.Take(a.Dim - 1).ToArray();
+                int rows = lead.Aggregate(1, (x, d) => checked(x * d));
+                var linear = Packed(w, b);
+                var y = c.NewOutput([.. lead, linear.OutFeatures], DType.Float32);
+                linear.Run(a.Reshape(rows, k), y.Reshape(rows, linear.OutFeatures));
+                return One(y);
+            }
             if (a.DType != DType.Float32 || a.Dim != 2) throw Invalid(c, $"FusedGemm expects a 2-D float32 A, got {a.DType} [{string.Join(", ", a.Shape)}]");
+            var lin = Packed(w, b);
+            var y2 = c.NewOutput([a.Size(0), lin.OutFeatures], DType.Float32);
+            lin.Run(a, y2);
+            return One(y2);
+        };
+
+        // The weight packed once per (weight, bias) pair; a model instance that swaps them gets a new packing.
+        PackedLinear Packed(Tensor w, Tensor? b)
+        {
             var p = Volatile.Read(ref cache.Value);
             if (p is null || !ReferenceEquals(p.Weight, w) || !ReferenceEquals(p.Bias, b))
             {
                 p = new PackedFc(w, b, new PackedLinear(w, transB, b, act));
                 Volatile.Write(ref cache.Value, p);
             }
-            var y = c.NewOutput([a.Size(0), p.Linear.OutFeatures], DType.Float32);
-            p.Linear.Run(a, y);
-            return One(y);
-        };
+            return p.Linear;
+        }
     }
 
     /// <summary>Begin and end pads (top, left, bottom, right) of auto_pad SAME_UPPER / SAME_LOWER for this input size.</summary>
