@@ -36,6 +36,13 @@ static class OnnxModelRows
             if (TryBatch(linear, "A", shape) is { } bad) throw new InvalidOperationException($"linear {rows} rows: Nabla and ONNX Runtime disagree: {bad}");
             yield return ModelRow($"onnx-linear-m{rows}", $"ONNX Gemm with a constant weight, {rows}x768 · 768x3072 + bias", linear, "A", shape, threads);
         }
+        {
+            // The same layer as MatMul + Add on a 3-D input (how PyTorch exports nn.Linear inside a transformer).
+            var linear = OnnxModels.LinearMatMul(1, 16, 768, 3072, seed: 3);
+            int[] shape = [1, 16, 768];
+            if (TryBatch(linear, "A", shape) is { } bad) throw new InvalidOperationException($"linear MatMul: Nabla and ONNX Runtime disagree: {bad}");
+            yield return ModelRow("onnx-linear-matmul-m16", "ONNX MatMul + Add with a constant weight, 1x16x768 · 768x3072 + bias", linear, "A", shape, threads);
+        }
         foreach (var (id, name, path) in new[] { ("onnx-mnist8", "mnist-8", Mnist8Path()), ("onnx-resnet18", "ResNet18", ResNet18Path()) })
         {
             if (path is null)

@@ -48,6 +48,27 @@ static class OnnxModels
         return new Pb().Int(1, 8).Str(2, "Nabla.Bench").Msg(7, graph).Msg(8, opset).ToArray();
     }
 
+    /// <summary>
+    /// Y = Add(MatMul(A, W), C): A [batch, rows, k] is the input, W [k, n] and the bias C [n] are initializers (nn.Linear
+    /// as PyTorch exports it for a 3-D input).
+    /// </summary>
+    public static byte[] LinearMatMul(int batch, int rows, int k, int n, int seed)
+    {
+        var rng = new Random(seed);
+        var matmul = new Pb().Str(1, "A").Str(1, "W").Str(2, "P").Str(3, "matmul").Str(4, "MatMul");
+        var add = new Pb().Str(1, "P").Str(1, "C").Str(2, "Y").Str(3, "bias").Str(4, "Add");
+        var graph = new Pb()
+            .Msg(1, matmul)
+            .Msg(1, add)
+            .Str(2, "bench_linear_matmul")
+            .Msg(5, Initializer("W", [k, n], rng))
+            .Msg(5, Initializer("C", [n], rng))
+            .Msg(11, ValueInfo("A", [batch, rows, k]))
+            .Msg(12, ValueInfo("Y", [batch, rows, n]));
+        var opset = new Pb().Str(1, "").Int(2, 13);
+        return new Pb().Int(1, 8).Str(2, "Nabla.Bench").Msg(7, graph).Msg(8, opset).ToArray();
+    }
+
     /// <summary>TensorProto { dims, data_type = FLOAT, name, raw_data } with values uniform in [-0.05, 0.05).</summary>
     static Pb Initializer(string name, long[] shape, Random rng)
     {

@@ -45,7 +45,8 @@ static class Program
                --filter keeps the rows whose id contains one of the words; ids: matmul512, matmul1024, matmul2048,
                  mm1x768x2304, mm64x768x3072, bmm12x128x64x128, add1x1, add32x32, mlp64, mlp256, mlp64-adam, mlp256-adam,
                  cnn64, lenet1, lenet64, onnx-lenet-b1, onnx-lenet-b64, onnx-mnist8-b1, onnx-mnist8-b8, onnx-resnet18-b1,
-                 onnx-resnet18-b8, onnx-linear-m1, onnx-linear-m16, onnx-linear-m64, gpt2-decode
+                 onnx-resnet18-b8, onnx-linear-m1, onnx-linear-m16, onnx-linear-m64,
+                 onnx-linear-matmul-m16, gpt2-decode
                ... -- --peak                  the FMA ceiling per core and on all cores
                ... -- --serving [--seconds N] the model server against its peers (bench/README.md, "Serving")
         """;
