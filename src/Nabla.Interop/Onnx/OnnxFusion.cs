@@ -231,13 +231,13 @@ public static class OnnxFusion
         catch (ModelFormatException) { return false; }   // an attribute of the wrong kind: left for run time to report
     }
 
-    /// <summary>A float32 Gemm without transA, alpha or beta, with a constant 2-D B and a constant C of one value per column (or none).</summary>
     /// <summary>A MatMul whose second input is a constant 2-D float32 matrix (A may have any rank; ONNX requires it to
     /// be float32 too).</summary>
     static bool TryMatMul(Node mm, G graph, Func<string, bool> isConst) =>
         mm.Inputs.Length == 2 && mm.Outputs.Length == 1 && mm.Attributes.Count == 0 && mm.Inputs[0] != mm.Inputs[1] && isConst(mm.Inputs[1])
         && graph.Initializers[mm.Inputs[1]] is { DType: DType.Float32, Dim: 2 };
 
+    /// <summary>A float32 Gemm without transA, alpha or beta, with a constant 2-D B and a constant C of one value per column (or none).</summary>
     static bool TryGemm(Node gemm, G graph, Func<string, bool> isConst)
     {
         if (gemm.Inputs.Length < 2 || gemm.Outputs.Length != 1 || !isConst(gemm.Inputs[1])) return false;

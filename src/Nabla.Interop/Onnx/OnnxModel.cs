@@ -78,7 +78,8 @@ public sealed class OnnxModel
     /// <param name="baseDir">Folder that external tensor data paths are relative to; null forbids external data.</param>
     public static OnnxModel Load(byte[] bytes, string? baseDir = null, string name = "model.onnx") => Load(bytes, baseDir, name, FuseAtLoad);
 
-    /// <summary>Whether loading applies <see cref="OnnxFusion"/> (Conv+BatchNorm+bias+residual+Relu); NABLA_ONNX_FUSE=0 turns it off.</summary>
+    /// <summary>Whether loading applies <see cref="OnnxFusion"/> (Conv+BatchNorm+bias+residual+Relu, Gemm+Relu, MatMul+bias+Relu with a
+    /// constant weight); NABLA_ONNX_FUSE=0 turns it off.</summary>
     internal static readonly bool FuseAtLoad = Environment.GetEnvironmentVariable("NABLA_ONNX_FUSE") != "0";
 
     internal static OnnxModel Load(byte[] bytes, string? baseDir, string name, bool fuse)

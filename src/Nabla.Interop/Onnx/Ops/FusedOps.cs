@@ -97,13 +97,17 @@ internal static class FusedOps
             if (matmul)
             {
                 int k = transB ? w.Size(1) : w.Size(0);
+                // A shape error, as the unfused MatMul reports it (so the exception does not depend on fusion).
                 if (a.DType != DType.Float32 || a.Dim < 1 || a.Size(-1) != k)
-                    throw Invalid(c, $"MatMul expects a float32 A of any rank whose last dimension is {k}, got {a.DType} [{string.Join(", ", a.Shape)}]");
-                var lead = a.Shape.Take(a.Dim - 1).ToArray();
-                int rows = lead.Aggregate(1, (x, d) => checked(x * d));
+                    throw new ShapeMismatchException($"{node.Describe()}: MatMul expects a float32 A of any rank whose last dimension is {k}, got {a.DType} [{string.Join(", ", a.Shape)}]");
                 var linear = Packed(w, b);
-                var y = c.NewOutput([.. lead, linear.OutFeatures], DType.Float32);
-                linear.Run(a.Reshape(rows, k), y.Reshape(rows, linear.OutFeatures));
+                var shape = new int[a.Dim];
+                int rows = 1;
+                for (int i = 0; i < a.Dim - 1; i++) rows = checked(rows * (shape[i] = a.Size(i)));
+                shape[^1] = linear.OutFeatures;
+                var y = c.NewOutput(shape, DType.Float32);
+                if (a.Dim == 2) linear.Run(a, y);
+                else linear.Run(a.Reshape(rows, k), y.Reshape(rows, linear.OutFeatures));
                 return One(y);
             }
             if (a.DType != DType.Float32 || a.Dim != 2) throw Invalid(c, $"FusedGemm expects a 2-D float32 A, got {a.DType} [{string.Join(", ", a.Shape)}]");
