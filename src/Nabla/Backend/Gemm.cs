@@ -468,9 +468,11 @@ internal static unsafe partial class Gemm
         }
     }
 
-    static void PackA(int mc, int kc, float[] a, int off, int rs, int cs, float[] dst)
+    /// <summary>Packs an MC×KC block of A into <paramref name="dst"/> from <paramref name="dOff"/> on (0 for the per-call
+    /// scratch; the block's place in one array for <see cref="PackAOnce"/>).</summary>
+    static void PackA(int mc, int kc, float[] a, int off, int rs, int cs, float[] dst, int dOff = 0)
     {
-        int d = 0;
+        int d = dOff;
         if (cs == 1 && kc > 8 && Avx.IsSupported)
         {
             // Row-major A (long rows, as the output gradient in a convolution's weight gradient): 8 columns of the
@@ -519,16 +521,18 @@ internal static unsafe partial class Gemm
             for (int r = 0; r < MR; r++) d[p * MR + r] = r < mr ? a[r * rs + p] : 0;
     }
 
-    static void PackB(int kc, int nc, float[] b, int off, int rs, int cs, float[] dst)
+    /// <summary>Packs a KC×NC panel of B into <paramref name="dst"/> from <paramref name="dOff"/> on (0 for the per-call
+    /// scratch; the panel's place in one array for <see cref="PackBOnce"/>).</summary>
+    static void PackB(int kc, int nc, float[] b, int off, int rs, int cs, float[] dst, int dOff = 0)
     {
-        int d = 0;
+        int d = dOff;
         if (cs == 1 && NR == 32 && nc >= 32 && UseVectorPackB)
         {
             int full = nc / 32 * 32;
-            fixed (float* ps = b, pd = dst) PackBRowMajor512(kc, full, ps + off, rs, pd);
+            fixed (float* ps = b, pd = dst) PackBRowMajor512(kc, full, ps + off, rs, pd + d);
             if (full == nc) return;
             // The last, partial micro-panel goes through the general loop below.
-            d = full * kc;
+            d += full * kc;
             off += full;
             nc -= full;
         }

@@ -33,14 +33,9 @@ internal static unsafe partial class Gemm
                 total += (long)(mc + MR - 1) / MR * MR * kc;
             }
         var data = new float[checked((int)total)];
-        var block = new float[MC * KC];
         for (int pb = 0; pb < kBlocks; pb++)
             for (int ib = 0; ib < mBlocks; ib++)
-            {
-                int kc = Math.Min(KC, k - pb * KC), mc = Math.Min(MC, m - ib * MC);
-                PackA(mc, kc, a, off + ib * MC * rs + pb * KC * cs, rs, cs, block);
-                Array.Copy(block, 0, data, offsets[pb, ib], (mc + MR - 1) / MR * MR * kc);
-            }
+                PackA(Math.Min(MC, m - ib * MC), Math.Min(KC, k - pb * KC), a, off + ib * MC * rs + pb * KC * cs, rs, cs, data, offsets[pb, ib]);
         return new PackedA { M = m, K = k, Data = data, Offsets = offsets };
     }
 
@@ -180,14 +175,9 @@ internal static unsafe partial class Gemm
         fixed (float* p = data) start = (int)((64 - ((nint)p & 63)) & 63) / sizeof(float);
         for (int jb = 0; jb < jBlocks; jb++)
             for (int pb = 0; pb < kBlocks; pb++) offsets[jb, pb] += start;
-        var panel = new float[KC * NC];
         for (int jb = 0; jb < jBlocks; jb++)
             for (int pb = 0; pb < kBlocks; pb++)
-            {
-                int nc = Math.Min(NC, n - jb * NC), kc = Math.Min(KC, k - pb * KC);
-                PackB(kc, nc, b, off + pb * KC * rs + jb * NC * cs, rs, cs, panel);
-                Array.Copy(panel, 0, data, offsets[jb, pb], (nc + nr - 1) / nr * nr * kc);
-            }
+                PackB(Math.Min(KC, k - pb * KC), Math.Min(NC, n - jb * NC), b, off + pb * KC * rs + jb * NC * cs, rs, cs, data, offsets[jb, pb]);
         return new PackedB { K = k, N = n, NR = nr, Data = data, Offsets = offsets };
     }
 

@@ -223,7 +223,6 @@ public sealed partial class PackedConv2d
 
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
-
     /// <summary>
     /// Direct convolution of one image: the input is copied once into zero-bordered planes, then each output row is
     /// accumulated 32 columns at a time in four 8-wide registers over all C·kh·kw taps, and the epilogue runs per row.
