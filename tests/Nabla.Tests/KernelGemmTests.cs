@@ -340,6 +340,96 @@ public class KernelGemmTests
         finally { Gemm.Threads = saved; }
     }
 
+    /// <summary>The bias and ReLU fused into the packed-B GEMM give the same bits as adding the bias and taking max(·, 0)
+    /// after the product (the same float operations in the same order): the GEMV (1–2 rows), the blocked loop with full
+    /// and narrow tiles, several KC blocks (the epilogue only after the last), column blocks past NC, accumulation, the
+    /// split by rows and by micro-panels, both micro-panel widths and the fallback without FMA.</summary>
+    [Theory]
+    [InlineData(1, true, true)]
+    [InlineData(2, true, true)]
+    [InlineData(3, true, true)]
+    [InlineData(2, false, true)]
+    [InlineData(2, true, false)]
+    public void PackedBFusedBiasAndReluMatchTheUnfusedEpilogue(int threads, bool wide, bool fast)
+    {
+        bool saved512 = Gemm.Use512, savedFast = Gemm.UseFastPath;
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            Gemm.Use512 = wide && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+            Gemm.UseFastPath = fast && savedFast;
+            Gemm.Threads = threads;
+            foreach (var (m, n, k) in new[] { (1, 33, 257), (2, 100, 513), (2, 3100, 300), (3, 17, 5), (7, 64, 256), (13, 100, 300),
+                (16, 768, 40), (64, 65, 600), (121, 33, 70), (9, 3100, 300), (100, 3100, 260) })
+            {
+                var rng = new Random(m * 7919 + n * 31 + k);
+                var a = MakeOperand(rng, m, k, "row");
+                var b = MakeOperand(rng, k, n, "col");
+                var packed = Gemm.PackBOnce(k, n, b.Data, b.Off, b.Rs, b.Cs);
+                var bias = new float[n];
+                for (int j = 0; j < n; j++) bias[j] = (float)(rng.NextDouble() * 4 - 2);
+                int ldc = n + 5, cOff = 3;
+                var c0 = new float[cOff + m * ldc + 2];
+                for (int i = 0; i < c0.Length; i++) c0[i] = (float)(rng.NextDouble() * 2 - 1);
+                foreach (var (accumulate, withBias, relu) in new[] { (false, true, false), (false, true, true), (true, true, true), (false, false, true) })
+                {
+                    var fused = (float[])c0.Clone();
+                    Gemm.SgemmPackedB(m, a.Data, a.Off, a.Rs, a.Cs, packed, fused, cOff, ldc, accumulate, withBias ? bias : null, relu);
+                    var expected = (float[])c0.Clone();
+                    Gemm.SgemmPackedB(m, a.Data, a.Off, a.Rs, a.Cs, packed, expected, cOff, ldc, accumulate);
+                    int negatives = 0;
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++)
+                        {
+                            ref float v = ref expected[cOff + i * ldc + j];
+                            if (withBias) v += bias[j];
+                            if (v < 0) negatives++;
+                            if (relu) v = MathF.Max(v, 0f);
+                        }
+                    Assert.True(negatives > 0, "the case has negative sums for ReLU to clip");
+                    for (int idx = 0; idx < c0.Length; idx++)
+                        Assert.True(BitConverter.SingleToInt32Bits(fused[idx]) == BitConverter.SingleToInt32Bits(expected[idx]),
+                            $"m={m} n={n} k={k} acc={accumulate} bias={withBias} relu={relu} threads={threads} wide={wide} fast={fast}: " +
+                            $"flat index {idx} (row {(idx - cOff) / ldc}, column {(idx - cOff) % ldc}) fused {fused[idx]}, unfused {expected[idx]}");
+                }
+            }
+        }
+        finally
+        {
+            Gemm.Use512 = saved512;
+            Gemm.UseFastPath = savedFast;
+            Gemm.Threads = savedThreads;
+        }
+    }
+
+    /// <summary>ReLU fused into the packed-B GEMM keeps a NaN (IEEE maximum, as TensorPrimitives.Max), and a bias shorter
+    /// than C's width is refused.</summary>
+    [Fact]
+    public void PackedBFusedReluKeepsNaNAndRefusesAShortBias()
+    {
+        foreach (int m in new[] { 1, 8 })
+        {
+            int n = 40, k = 3;
+            var a = new float[m * k];
+            Array.Fill(a, 1f);
+            var b = new float[k * n];
+            for (int j = 0; j < n; j++) b[j] = j % 3 == 0 ? -1f - j : j;   // row 0; rows 1, 2 stay 0
+            b[5] = float.NaN;
+            var packed = Gemm.PackBOnce(k, n, b, 0, n, 1);
+            var c = new float[m * n];
+            Gemm.SgemmPackedB(m, a, 0, k, 1, packed, c, 0, n, false, null, relu: true);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                {
+                    float v = c[i * n + j];
+                    if (j == 5) Assert.True(float.IsNaN(v), $"m={m}: column 5 should stay NaN, got {v}");
+                    else Assert.Equal(j % 3 == 0 ? 0f : j, v);
+                }
+            var ex = Assert.Throws<ArgumentException>(() => Gemm.SgemmPackedB(m, a, 0, k, 1, packed, c, 0, n, false, new float[n - 1]));
+            Assert.Contains("bias has 39 elements", ex.Message);
+        }
+    }
+
     /// <summary>B packed for one micro-panel width and run with the other (a test that switched kernels), or on the
     /// fallback: SgemmPackedB unpacks and still gives the product.</summary>
     [Fact]

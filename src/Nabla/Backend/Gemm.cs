@@ -425,15 +425,17 @@ internal static unsafe partial class Gemm
     /// <paramref name="cOff"/>. B is either packed here panel by panel (<paramref name="b"/>, with j0 = 0) or was packed
     /// once (<paramref name="packed"/>, with j0 and the range's panels as <see cref="PackBOnce"/> laid them out).
     /// </summary>
+    /// <remarks>With <paramref name="bias"/> (indexed by B's column) or <paramref name="relu"/>, the last KC block applies
+    /// the fused epilogue to each tile (<see cref="Macro"/>).</remarks>
     static void Blocked(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[]? b, int bOff, int rsB, int csB,
-        PackedB? packed, int j0, float[] c, int cOff, int ldc, bool accumulate)
+        PackedB? packed, int j0, float[] c, int cOff, int ldc, bool accumulate, float[]? bias = null, bool relu = false)
     {
         packA ??= new float[MC * KC];
         if (packed is null) packB ??= new float[KC * NC];
         var pa = packA;
         var pb = packB;
         bool direct = ReadsAInPlace(rsA, csA);
-        fixed (float* pA = pa, pB = pb, pC = c, aRaw = a, pP = packed?.Data)
+        fixed (float* pA = pa, pB = pb, pC = c, aRaw = a, pP = packed?.Data, pBias = bias)
         {
             for (int jc = j0; jc < j0 + n; )
             {
@@ -451,16 +453,19 @@ internal static unsafe partial class Gemm
                     }
                     else panel = pP + packed.Offsets[jc / NC, pc / KC] + (long)(jc % NC) * kc;
                     float* cBlock = pC + cOff + (jc - j0);
+                    bool epilogue = pc + kc >= k && (bias != null || relu);
+                    float* biasBlock = pBias == null ? null : pBias + jc;
                     for (int ic = 0; ic < m; ic += MC)
                     {
                         int mc = Math.Min(MC, m - ic);
                         if (direct)
                         {
-                            Macro(mc, nc, kc, aRaw + aOff + ic * rsA + pc, panel, cBlock + ic * ldc, ldc, acc, lda: rsA);
+                            Macro(mc, nc, kc, aRaw + aOff + ic * rsA + pc, panel, cBlock + ic * ldc, ldc, acc, lda: rsA,
+                                epilogue: epilogue, bias: biasBlock, relu: relu);
                             continue;
                         }
                         PackA(mc, kc, a, aOff + ic * rsA + pc * csA, rsA, csA, pa);
-                        Macro(mc, nc, kc, pA, panel, cBlock + ic * ldc, ldc, acc);
+                        Macro(mc, nc, kc, pA, panel, cBlock + ic * ldc, ldc, acc, epilogue: epilogue, bias: biasBlock, relu: relu);
                     }
                 }
                 jc += nc;
@@ -703,7 +708,11 @@ internal static unsafe partial class Gemm
     /// 1.01 → 0.75 ms for a 256-channel layer); A packed by the call itself is in L2 already.</param>
     /// <param name="lda">0: <paramref name="pa"/> is packed MR-row micro-panels; otherwise it is the row-major A block
     /// itself with this row stride, read in place (AVX-512 only, see <see cref="UseDirectA"/>).</param>
-    static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc, bool prefetchA = false, int lda = 0)
+    /// <param name="epilogue">whether this is the last KC block of a product with a fused epilogue: each tile, once
+    /// complete and still in L1, gets <paramref name="bias"/> (C's columns from the block's first on, or null) added and,
+    /// with <paramref name="relu"/>, max(·, 0) applied (<see cref="BiasRelu"/>).</param>
+    static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc, bool prefetchA = false, int lda = 0,
+        bool epilogue = false, float* bias = null, bool relu = false)
     {
         float* tmp = stackalloc float[MR * 32];
         for (int j = 0; j < nc; j += NR)
@@ -727,26 +736,58 @@ internal static unsafe partial class Gemm
                     if (lda != 0) Tile<Direct>(mr, kc, a, lda, b, target, ld, add);
                     else if (prefetchA && mr == MR) Kernel512<Prefetch, Rows6, Packed>(kc, a, 0, b, target, ld, add, a + MR * kc);
                     else Tile<Packed>(mr, kc, a, 0, b, target, ld, add);
-                    if (wide) continue;
+                    if (!wide) CopyTile(mr, nr, tmp, c + i * ldc + j, ldc, acc);
                 }
-                else if (mr == MR && nr == NR)
+                else if (mr == MR && nr == NR) Kernel(kc, a, b, c + i * ldc + j, ldc, acc);
+                else
                 {
-                    Kernel(kc, a, b, c + i * ldc + j, ldc, acc);
-                    continue;
+                    Kernel(kc, a, b, tmp, NR, false);
+                    CopyTile(mr, nr, tmp, c + i * ldc + j, ldc, acc);
                 }
-                else Kernel(kc, a, b, tmp, NR, false);
-                for (int r = 0; r < mr; r++)
-                {
-                    float* dst = c + (i + r) * ldc + j, src = tmp + r * NR;
-                    int q = 0;
-                    for (; q + 8 <= nr; q += 8)
-                    {
-                        var v = Avx.LoadVector256(src + q);
-                        Avx.Store(dst + q, acc ? Avx.Add(v, Avx.LoadVector256(dst + q)) : v);
-                    }
-                    for (; q < nr; q++) dst[q] = acc ? dst[q] + src[q] : src[q];
-                }
+                if (epilogue)
+                    for (int r = 0; r < mr; r++) BiasRelu(c + (i + r) * ldc + j, nr, bias == null ? null : bias + j, relu);
             }
+        }
+    }
+
+    /// <summary>Rows of a narrow tile computed into <paramref name="tmp"/> (row stride NR), stored or added into C.</summary>
+    static void CopyTile(int mr, int nr, float* tmp, float* c, int ldc, bool acc)
+    {
+        for (int r = 0; r < mr; r++)
+        {
+            float* dst = c + r * ldc, src = tmp + r * NR;
+            int q = 0;
+            for (; q + 8 <= nr; q += 8)
+            {
+                var v = Avx.LoadVector256(src + q);
+                Avx.Store(dst + q, acc ? Avx.Add(v, Avx.LoadVector256(dst + q)) : v);
+            }
+            for (; q < nr; q++) dst[q] = acc ? dst[q] + src[q] : src[q];
+        }
+    }
+
+    /// <summary>
+    /// The fused epilogue on <paramref name="n"/> floats of one row of C: c += bias (when not null), then with
+    /// <paramref name="relu"/> c = max(c, 0) as IEEE maximum (NaN stays NaN, −0 becomes +0, as TensorPrimitives.Max
+    /// and the unfused path give). The same float operations in the same order as adding the bias after the product,
+    /// so fusing changes no bit.
+    /// </summary>
+    internal static void BiasRelu(float* c, int n, float* bias, bool relu)
+    {
+        int q = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; q + 8 <= n; q += 8)
+            {
+                var v = Vector256.Load(c + q);
+                if (bias != null) v += Vector256.Load(bias + q);
+                if (relu) v = Vector256.Max(v, Vector256<float>.Zero);
+                v.Store(c + q);
+            }
+        for (; q < n; q++)
+        {
+            float v = c[q];
+            if (bias != null) v += bias[q];
+            c[q] = relu ? MathF.Max(v, 0f) : v;
         }
     }
 

@@ -205,15 +205,23 @@ internal static unsafe partial class Gemm
     /// was packed for the other micro-panel width (a test that switched kernels), it unpacks B once (kept in
     /// <see cref="PackedB.Dense"/>) and calls Sgemm.
     /// </summary>
-    public static void SgemmPackedB(int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate)
+    /// <param name="bias">[N] or null: added to every row of C after the product (C = A·B + bias, or C + A·B + bias when
+    /// accumulating), fused into the kernels' last pass over each tile rather than a second pass over C.</param>
+    /// <param name="relu">then C = max(C, 0) in the same place.</param>
+    public static void SgemmPackedB(int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate,
+        float[]? bias = null, bool relu = false)
     {
         int n = b.N, k = b.K;
         if (m == 0 || n == 0) return;
+        if (bias is not null && bias.Length < n) throw new ArgumentException($"SgemmPackedB: bias has {bias.Length} elements, C has {n} columns");
         if (!UseFastPath || b.NR != NR || (b.NR == 32 && !Avx512F.IsSupported) || k == 0)
         {
             var dense = Volatile.Read(ref b.Dense);
             if (dense is null) Volatile.Write(ref b.Dense, dense = UnpackB(b));   // two threads may both unpack; either copy serves
             Sgemm(m, n, k, a, aOff, rsA, csA, dense, 0, n, 1, c, cOff, ldc, accumulate);
+            if (bias is not null || relu)
+                fixed (float* pc = c, pBias = bias)
+                    for (int i = 0; i < m; i++) BiasRelu(pc + cOff + (long)i * ldc, n, pBias, relu);
             return;
         }
         int threads = Threads;
@@ -221,23 +229,23 @@ internal static unsafe partial class Gemm
         {
             int panels = (n + b.NR - 1) / b.NR;
             int parts = threads > 1 && (long)n * k >= 1 << 17 ? Math.Min(threads, panels) : 1;
-            if (parts <= 1) PackedGemvRange(0, panels, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate);
-            else PackedGemvSplit(parts, panels, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate);
+            if (parts <= 1) PackedGemvRange(0, panels, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate, bias, relu);
+            else PackedGemvSplit(parts, panels, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate, bias, relu);
             return;
         }
         if (threads <= 1 || (long)m * n * k < 1 << 18)
         {
-            Blocked(m, n, k, a, aOff, rsA, csA, null, 0, 0, 0, b, 0, c, cOff, ldc, accumulate);
+            Blocked(m, n, k, a, aOff, rsA, csA, null, 0, 0, 0, b, 0, c, cOff, ldc, accumulate, bias, relu);
             return;
         }
-        PackedBSplit(m, n, k, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate, threads, (long)m * n * k >= LargeWork);
+        PackedBSplit(m, n, k, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate, threads, (long)m * n * k >= LargeWork, bias, relu);
     }
 
     /// <summary>The threaded part of <see cref="SgemmPackedB"/>. Rows when each thread gets at least eight register
     /// tiles of them (an MR-aligned split of fewer leaves the threads up to a tile apart) or when there are fewer than two
     /// micro-panels per thread, else whole micro-panels of columns; each part packs only its own rows of A.</summary>
     static void PackedBSplit(int m, int n, int k, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc,
-        bool accumulate, int threads, bool large)
+        bool accumulate, int threads, bool large, float[]? bias, bool relu)
     {
         int panels = (n + b.NR - 1) / b.NR;
         bool rows = m >= 8 * MR * threads || panels < 2 * threads;
@@ -247,19 +255,21 @@ internal static unsafe partial class Gemm
             if (rows)
             {
                 int chunk = ((m + parts - 1) / parts + MR - 1) / MR * MR, i0 = p * chunk, len = Math.Min(chunk, m - i0);
-                if (len > 0) Blocked(len, n, k, a, aOff + i0 * rsA, rsA, csA, null, 0, 0, 0, b, 0, c, cOff + i0 * ldc, ldc, accumulate);
+                if (len > 0) Blocked(len, n, k, a, aOff + i0 * rsA, rsA, csA, null, 0, 0, 0, b, 0, c, cOff + i0 * ldc, ldc, accumulate, bias, relu);
             }
             else
             {
                 int from = panels * p / parts, to = panels * (p + 1) / parts;
                 int j0 = from * b.NR, len = Math.Min(n, to * b.NR) - j0;
-                if (len > 0) Blocked(m, len, k, a, aOff, rsA, csA, null, 0, 0, 0, b, j0, c, cOff + j0, ldc, accumulate);
+                if (len > 0) Blocked(m, len, k, a, aOff, rsA, csA, null, 0, 0, 0, b, j0, c, cOff + j0, ldc, accumulate, bias, relu);
             }
         }, large);
     }
 
-    static void PackedGemvSplit(int parts, int panels, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate) =>
-        WorkerPool.For(parts, parts, p => PackedGemvRange(panels * p / parts, panels * (p + 1) / parts, m, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate));
+    static void PackedGemvSplit(int parts, int panels, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc,
+        bool accumulate, float[]? bias, bool relu) =>
+        WorkerPool.For(parts, parts, p => PackedGemvRange(panels * p / parts, panels * (p + 1) / parts, m, a, aOff, rsA, csA, b, c, cOff, ldc,
+            accumulate, bias, relu));
 
     /// <summary>
     /// Micro-panels [from, to) of B for one or two rows of A (a second row reads B again: a kernel that shared each load
@@ -268,15 +278,17 @@ internal static unsafe partial class Gemm
     /// into C's NR columns, which stay in L1. A wider B jumps between column blocks at each KC block. (What mattered
     /// more was where the packed array starts: see <see cref="PackBOnce"/>.)
     /// </summary>
-    static void PackedGemvRange(int from, int to, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate)
+    static void PackedGemvRange(int from, int to, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate,
+        float[]? bias, bool relu)
     {
         int n = b.N, k = b.K, nr = b.NR;
-        fixed (float* pa = a, pd = b.Data, pc = c)
+        bool fused = bias is not null || relu;
+        fixed (float* pa = a, pd = b.Data, pc = c, pBias = bias)
             for (int i = 0; i < m; i++)
                 for (int pb = 0; pb * KC < k; pb++)
                 {
                     int kc = Math.Min(KC, k - pb * KC);
-                    bool add = accumulate || pb > 0;
+                    bool add = accumulate || pb > 0, last = fused && (pb + 1) * KC >= k;
                     float* ar = pa + aOff + (long)i * rsA + (long)pb * KC * csA;
                     for (int panel = from; panel < to; panel++)
                     {
@@ -284,6 +296,7 @@ internal static unsafe partial class Gemm
                         float* micro = pd + b.Offsets[jb, pb] + (long)(j - jb * NC) * kc, cr = pc + cOff + (long)i * ldc + j;
                         if (nr == 32) PanelDot32(kc, ar, csA, micro, cr, width, add);
                         else PanelDot16(kc, ar, csA, micro, cr, width, add);
+                        if (last) BiasRelu(cr, width, pBias == null ? null : pBias + j, relu);
                     }
                 }
     }

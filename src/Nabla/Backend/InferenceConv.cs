@@ -660,7 +660,8 @@ public sealed partial class PackedConv2d
 /// An inference-only float32 fully connected layer y = act(x·W + b) for x [M, K], with W given as [K, N] or, with
 /// <c>transposed</c>, as [N, K] (ONNX Gemm with transB, nn.Linear). The weight is packed once into the GEMM's B panels
 /// (<see cref="Gemm.PackBOnce"/>), which every call then reads as they are, on every thread; the packed copy replaces the
-/// weight rather than adding to it. The bias and activation run as an epilogue over each output row. Immutable.
+/// weight rather than adding to it. The bias and activation are fused into the GEMM: each output tile gets them when its
+/// last block of the inner dimension is done, while the tile is in L1, not in a second pass over the output. Immutable.
 /// </summary>
 public sealed class PackedLinear
 {
@@ -699,13 +700,7 @@ public sealed class PackedLinear
         var ya = output.storage.As<float>();
         int yo = output.offset;
         if (m == 0) return;
-        Gemm.SgemmPackedB(m, xa, xo, k, 1, weight, ya, yo, n, false);
-        for (int i = 0; i < m; i++)
-        {
-            var row = ya.AsSpan(yo + i * n, n);
-            if (bias is not null) TensorPrimitives.Add(row, bias, row);
-            if (Activation == FusedActivation.Relu) TensorPrimitives.Max(row, 0f, row);
-        }
+        Gemm.SgemmPackedB(m, xa, xo, k, 1, weight, ya, yo, n, false, bias, Activation == FusedActivation.Relu);
     }
 }
 
