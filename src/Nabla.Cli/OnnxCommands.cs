@@ -13,6 +13,7 @@ static class OnnxCommands
         options:
           --input NAME=PATH   an input: a .npy file or an ONNX TensorProto .pb file (repeat for each input)
           --output-dir DIR    where each output goes as DIR/<output name>.npy (default: outputs)
+          --profile N         then run N more times (after one warm-up run) and print each node's time per call
         """;
 
     public static bool IsOnnx(string path) => path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
@@ -38,7 +39,7 @@ static class OnnxCommands
             }
             else rest.Add(argv[i]);
         }
-        var a = new Args(rest, new HashSet<string>(), new HashSet<string> { "--output-dir" });
+        var a = new Args(rest, new HashSet<string>(), new HashSet<string> { "--output-dir", "--profile" });
         if (a.Positionals.Count != 1) throw new UsageException("expects exactly one MODEL.onnx");
         var model = OnnxModel.Load(a.Positionals[0]);
         var feeds = new Dictionary<string, Tensor>();
@@ -62,6 +63,19 @@ static class OnnxCommands
             Console.WriteLine($"{name}: {t.DType.TorchName()} [{string.Join(", ", t.Shape)}] -> {file}");
         }
         Console.WriteLine($"ran in {clock.Elapsed.TotalMilliseconds:0.0} ms");
+        int runs = a.Int("--profile", 0);
+        if (runs < 0) throw new UsageException($"--profile expects a count of runs, got {runs}");
+        if (runs > 0)
+        {
+            foreach (var t in model.Run(feeds).Values) t.Dispose();   // warm-up: the first run above was cold
+            var profiler = new Nabla.Graph.NodeProfiler();
+            model.Profiler = profiler;
+            clock.Restart();
+            for (int r = 0; r < runs; r++)
+                foreach (var t in model.Run(feeds).Values) t.Dispose();
+            Console.WriteLine($"{runs} profiled runs: {clock.Elapsed.TotalMilliseconds / runs:0.000} ms per run");
+            Console.Write(profiler.Format());
+        }
         return 0;
     }
 

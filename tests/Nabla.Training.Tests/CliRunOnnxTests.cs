@@ -29,6 +29,24 @@ public class CliRunOnnxTests
     }
 
     [Fact]
+    public void RunWithProfilePrintsEachNodesTime()
+    {
+        using var tmp = new TempDir();
+        var r = Cli.Run(tmp.Path, tmp.Path, "run", Path.Combine(Mnist8, "model.onnx"),
+            "--input", "Input3=" + Path.Combine(Mnist8, "test_data_set_0", "input_0.pb"), "--output-dir", "out", "--profile", "4");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("4 profiled runs:", r.Stdout);
+        Assert.Contains("by operator", r.Stdout);
+        Assert.Contains("Plus214", r.Stdout);                      // the last node, [1, 10]
+        Assert.Contains("[1, 10]", r.Stdout);
+        Assert.Matches(@"\s4\s+com\.nabla\.FusedConv", r.Stdout);   // four calls of a fused convolution
+        var bad = Cli.Run(tmp.Path, tmp.Path, "run", Path.Combine(Mnist8, "model.onnx"),
+            "--input", "Input3=" + Path.Combine(Mnist8, "test_data_set_0", "input_0.pb"), "--profile", "-1");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--profile", bad.Stderr);
+    }
+
+    [Fact]
     public void RunNamesMissingAndUnknownInputs()
     {
         using var tmp = new TempDir();

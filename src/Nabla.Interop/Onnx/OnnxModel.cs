@@ -52,8 +52,15 @@ public sealed class OnnxModel
     public OptimizationReport Optimize(bool foldOverridableInitializers = false)
     {
         var report = GraphOptimizer.Optimize(Graph, resolver, foldOverridableInitializers);
-        executor = new GraphExecutor(Graph, resolver) { CancellationToken = executor.CancellationToken };
+        executor = new GraphExecutor(Graph, resolver) { CancellationToken = executor.CancellationToken, Profiler = executor.Profiler };
         return report;
+    }
+
+    /// <summary>Per-node timings of this instance's runs (<see cref="NodeProfiler"/>); null, the default, times nothing.</summary>
+    public NodeProfiler? Profiler
+    {
+        get => executor.Profiler;
+        set => executor.Profiler = value;
     }
 
     public CancellationToken CancellationToken

@@ -105,6 +105,9 @@ public sealed class GraphExecutor
 
     public Graph Graph { get; }
 
+    /// <summary>When set, every node's kernel time is added to it (<see cref="NodeProfiler"/>); null (the default) times nothing.</summary>
+    public NodeProfiler? Profiler { get; set; }
+
     /// <summary>Checked between nodes; cancel it to stop a run that takes too long.</summary>
     public CancellationToken CancellationToken { get; set; }
 
@@ -172,6 +175,7 @@ public sealed class GraphExecutor
                 throw new NablaException($"graph '{graph.Name}': input '{name}' was not given");
         }
         using var _ = GradMode.NoGrad();
+        var profiler = Profiler;
         for (int step = 0; step < plan.Order.Length; step++)
         {
             CancellationToken.ThrowIfCancellationRequested();
@@ -188,7 +192,9 @@ public sealed class GraphExecutor
             Tensor?[] results;
             try
             {
+                long start = profiler is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
                 results = plan.Kernels[step](new OpContext(this, scope, node, plan.Opsets[step], args));
+                profiler?.Add(node, System.Diagnostics.Stopwatch.GetTimestamp() - start, results.Length > 0 ? results[0] : null);
             }
             catch (OperationCanceledException) { throw; }
             catch (ModelFormatException e) { throw new ModelFormatException(Prefix(node, e.Message), e); }
