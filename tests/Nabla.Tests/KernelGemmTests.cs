@@ -276,6 +276,7 @@ public class KernelGemmTests
             Gemm.Threads = threads;
             foreach (var (m, n, k) in new[] { (1, 1, 1), (1, 33, 257), (2, 100, 513), (1, 3100, 7), (2, 2304, 300), (3, 17, 5),
                 (7, 64, 256), (13, 100, 300), (64, 768, 40), (64, 65, 600), (121, 33, 70), (241, 50, 257), (9, 3100, 11),
+                (25, 100, 300), (26, 70, 40), (27, 64, 257), (29, 97, 33),   // blocks of four or more row tiles prefetch the next B micro-panel in their last tile of 1, 2, 3, 5 rows
                 (1, 3100, 300), (2, 3100, 300), (9, 3100, 300), (100, 3100, 260) })   // (last four: column blocks past NC and KC blocks past the first together)
             {
                 int seed = m * 1009 + n * 13 + k;
@@ -335,9 +336,17 @@ public class KernelGemmTests
                 var serial = Run(1);
                 Assert.Equal(serial, Run(2));
                 Assert.Equal(serial, Run(3));
+                // Prefetching the next B micro-panel only moves data into the cache.
+                Gemm.PrefetchPackedB = false;
+                Assert.Equal(serial, Run(1));
+                Gemm.PrefetchPackedB = true;
             }
         }
-        finally { Gemm.Threads = saved; }
+        finally
+        {
+            Gemm.Threads = saved;
+            Gemm.PrefetchPackedB = true;
+        }
     }
 
     /// <summary>The bias and ReLU fused into the packed-B GEMM give the same bits as adding the bias and taking max(·, 0)

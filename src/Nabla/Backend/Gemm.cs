@@ -427,6 +427,18 @@ internal static unsafe partial class Gemm
     /// </summary>
     /// <remarks>With <paramref name="bias"/> (indexed by B's column) or <paramref name="relu"/>, the last KC block applies
     /// the fused epilogue to each tile (<see cref="Macro"/>).</remarks>
+    /// <summary>Whether the blocked loop over prepacked B (<see cref="SgemmPackedB"/>) prefetches each next B micro-panel during
+    /// the last row tile of the current one, in blocks of at least four row tiles. Settable for A/B measurements and tests.</summary>
+    /// <remarks>
+    /// <c>PackedLinear</c> 768→3072 (weights 9.4 MB) at 1 thread, on and off alternated in one process, nine rounds of 31
+    /// calls (scratch harness, 2026-11-27 04:40 UTC): 24–256 rows 3.5–7 % faster (median per-round ratios 0.930–0.966);
+    /// 12 and 16 rows (two and three row tiles) unchanged; 4 rows (one tile, every tile prefetching) 26 % slower, hence
+    /// the four-tile minimum. A second run of 15 rounds: 24–128 rows 0.930–0.964. At 2 threads (15 rounds): 24 and 32 rows
+    /// 1.015 and 1.022, 64 rows 0.990, 128 rows 0.952 (an earlier 9-round run: 24 rows 1.09, 256 rows 0.92). The host's
+    /// noise moved single medians by up to 30 % during these runs.
+    /// </remarks>
+    internal static bool PrefetchPackedB = true;
+
     static void Blocked(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[]? b, int bOff, int rsB, int csB,
         PackedB? packed, int j0, float[] c, int cOff, int ldc, bool accumulate, float[]? bias = null, bool relu = false)
     {
@@ -435,6 +447,7 @@ internal static unsafe partial class Gemm
         var pa = packA;
         var pb = packB;
         bool direct = ReadsAInPlace(rsA, csA);
+        bool nextB = packed is not null && PrefetchPackedB && NR == 32;
         fixed (float* pA = pa, pB = pb, pC = c, aRaw = a, pP = packed?.Data, pBias = bias)
         {
             for (int jc = j0; jc < j0 + n; )
@@ -461,11 +474,11 @@ internal static unsafe partial class Gemm
                         if (direct)
                         {
                             Macro(mc, nc, kc, aRaw + aOff + ic * rsA + pc, panel, cBlock + ic * ldc, ldc, acc, lda: rsA,
-                                epilogue: epilogue, bias: biasBlock, relu: relu);
+                                epilogue: epilogue, bias: biasBlock, relu: relu, prefetchB: nextB);
                             continue;
                         }
                         PackA(mc, kc, a, aOff + ic * rsA + pc * csA, rsA, csA, pa);
-                        Macro(mc, nc, kc, pA, panel, cBlock + ic * ldc, ldc, acc, epilogue: epilogue, bias: biasBlock, relu: relu);
+                        Macro(mc, nc, kc, pA, panel, cBlock + ic * ldc, ldc, acc, epilogue: epilogue, bias: biasBlock, relu: relu, prefetchB: nextB);
                     }
                 }
                 jc += nc;
@@ -712,7 +725,7 @@ internal static unsafe partial class Gemm
     /// complete and still in L1, gets <paramref name="bias"/> (C's columns from the block's first on, or null) added and,
     /// with <paramref name="relu"/>, max(·, 0) applied (<see cref="BiasRelu"/>).</param>
     static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc, bool prefetchA = false, int lda = 0,
-        bool epilogue = false, float* bias = null, bool relu = false)
+        bool epilogue = false, float* bias = null, bool relu = false, bool prefetchB = false)
     {
         float* tmp = stackalloc float[MR * 32];
         for (int j = 0; j < nc; j += NR)
@@ -733,7 +746,13 @@ internal static unsafe partial class Gemm
                     float* target = wide ? c + i * ldc + j : tmp;
                     int ld = wide ? ldc : NR;
                     bool add = wide && acc;
-                    if (lda != 0) Tile<Direct>(mr, kc, a, lda, b, target, ld, add);
+                    if (prefetchB && mc >= 4 * MR && i + MR >= mc && j + NR < nc)
+                    {
+                        // The last row tile of this micro-panel fetches the next one (prepacked weights, from DRAM).
+                        if (lda != 0) TileNextB<Direct>(mr, kc, a, lda, b, target, ld, add, b + NR * kc);
+                        else TileNextB<Packed>(mr, kc, a, 0, b, target, ld, add, b + NR * kc);
+                    }
+                    else if (lda != 0) Tile<Direct>(mr, kc, a, lda, b, target, ld, add);
                     else if (prefetchA && mr == MR) Kernel512<Prefetch, Rows6, Packed>(kc, a, 0, b, target, ld, add, a + MR * kc);
                     else Tile<Packed>(mr, kc, a, 0, b, target, ld, add);
                     if (!wide) CopyTile(mr, nr, tmp, c + i * ldc + j, ldc, acc);
@@ -791,6 +810,20 @@ internal static unsafe partial class Gemm
         }
     }
 
+    /// <summary>An <paramref name="mr"/>-row tile of the 512-bit kernel that prefetches the B micro-panel at <paramref name="next"/>.</summary>
+    static void TileNextB<TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc, float* next) where TA : struct, IAccess
+    {
+        switch (mr)
+        {
+            case 6: Kernel512<PrefetchB, Rows6, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 5: Kernel512<PrefetchB, Rows5, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 4: Kernel512<PrefetchB, Rows4, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 3: Kernel512<PrefetchB, Rows3, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 2: Kernel512<PrefetchB, Rows2, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            default: Kernel512<PrefetchB, Rows1, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+        }
+    }
+
     /// <summary>An <paramref name="mr"/>-row tile of the 512-bit kernel (no prefetch).</summary>
     static void Tile<TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc) where TA : struct, IAccess
     {
@@ -839,9 +872,11 @@ internal static unsafe partial class Gemm
 
     /// <summary>Whether <see cref="Kernel512{TPrefetch, TRows, TA}"/> fetches the next A micro-panel ahead (a type argument,
     /// so the JIT compiles the variant without the prefetch and its address arithmetic when it is off).</summary>
-    interface IPrefetch { static abstract bool On { get; } }
-    struct Prefetch : IPrefetch { public static bool On => true; }
-    struct NoPrefetch : IPrefetch { public static bool On => false; }
+    interface IPrefetch { static abstract bool On { get; } static abstract bool B { get; } }
+    struct Prefetch : IPrefetch { public static bool On => true; public static bool B => false; }
+    struct NoPrefetch : IPrefetch { public static bool On => false; public static bool B => false; }
+    /// <summary>Prefetch the next B micro-panel instead (two lines per k step, the 32 floats the step after this panel reads).</summary>
+    struct PrefetchB : IPrefetch { public static bool On => true; public static bool B => true; }
 
     /// <summary>How many rows of the tile <see cref="Kernel512{TPrefetch, TRows, TA}"/> computes and stores (1 to MR), as a
     /// type argument: each count is compiled on its own, without the other rows' registers, loads and FMAs.</summary>
@@ -877,7 +912,15 @@ internal static unsafe partial class Gemm
         {
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
-            if (TPrefetch.On) Sse.Prefetch0(next + p * MR);
+            if (TPrefetch.On)
+            {
+                if (TPrefetch.B)
+                {
+                    Sse.Prefetch0(next + p * 32);
+                    Sse.Prefetch0(next + p * 32 + 16);
+                }
+                else Sse.Prefetch0(next + p * MR);
+            }
             var a0 = Vector512.Create(TA.InPlace ? a[p] : a[0]);
             c00 = Avx512F.FusedMultiplyAdd(a0, b0, c00); c01 = Avx512F.FusedMultiplyAdd(a0, b1, c01);
             if (TRows.Value > 1)
