@@ -41,6 +41,8 @@ static class OnnxCommands
         }
         var a = new Args(rest, new HashSet<string>(), new HashSet<string> { "--output-dir", "--profile" });
         if (a.Positionals.Count != 1) throw new UsageException("expects exactly one MODEL.onnx");
+        int runs = a.Int("--profile", 0);
+        if (runs < 0 || (a.Has("--profile") && runs == 0)) throw new UsageException($"--profile expects a positive count of runs, got {runs}");
         var model = OnnxModel.Load(a.Positionals[0]);
         var feeds = new Dictionary<string, Tensor>();
         foreach (var (name, path) in inputs) feeds[name] = ReadInput(path);
@@ -63,16 +65,14 @@ static class OnnxCommands
             Console.WriteLine($"{name}: {t.DType.TorchName()} [{string.Join(", ", t.Shape)}] -> {file}");
         }
         Console.WriteLine($"ran in {clock.Elapsed.TotalMilliseconds:0.0} ms");
-        int runs = a.Int("--profile", 0);
-        if (runs < 0) throw new UsageException($"--profile expects a count of runs, got {runs}");
         if (runs > 0)
         {
-            foreach (var t in model.Run(feeds).Values) t.Dispose();   // warm-up: the first run above was cold
+            // NOTE: the outputs are not disposed: one may be an input passed through (Identity), which must stay usable.
+            model.Run(feeds);   // warm-up: the first run above was cold
             var profiler = new Nabla.Graph.NodeProfiler();
             model.Profiler = profiler;
             clock.Restart();
-            for (int r = 0; r < runs; r++)
-                foreach (var t in model.Run(feeds).Values) t.Dispose();
+            for (int r = 0; r < runs; r++) model.Run(feeds);
             Console.WriteLine($"{runs} profiled runs: {clock.Elapsed.TotalMilliseconds / runs:0.000} ms per run");
             Console.Write(profiler.Format());
         }

@@ -6,9 +6,10 @@ namespace Nabla.Tests;
 /// The masked im2col rows of <see cref="PackedConv2d"/> (AVX-512, output rows of at most 32, stride 1) against the
 /// scalar rows they replace (the same columns, so bit for bit the same outputs) and against the float64 eager convolution.
 /// The cases put padding on every side, asymmetric and wider than the kernel's reach, dilation, widths either side of
-/// 16 and 32, and run on the channel-tiled, GEMM and folded-batch paths; the stride-2 cases check that those keep the
-/// scalar rows unchanged. Changes process-wide switches, so it runs in the
-/// GEMM settings collection.
+/// 16 and 32, and run on the channel-tiled, GEMM (whole image and blocks of output rows) and folded-batch paths; the
+/// stride-2 cases check that those keep the scalar rows unchanged. Without AVX-512 both runs take the scalar rows and only
+/// the comparison with the reference means anything. Changes process-wide switches, so it runs in the GEMM settings
+/// collection.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
 public class InferenceIm2ColTests
@@ -18,7 +19,7 @@ public class InferenceIm2ColTests
     {
         { 1, 64, 7, 7, 64, 3, 1, new[] { 1, 1, 1, 1 }, 1 },      // ResNet's last stage: channel tiles, 7-wide rows
         { 1, 32, 14, 14, 64, 3, 2, new[] { 1, 1, 1, 1 }, 1 },    // stride 2 onto 7x7
-        { 1, 24, 33, 33, 64, 3, 2, new[] { 1, 1, 1, 1 }, 1 },    // stride 2, 17-wide rows: two chunks, the second of one lane
+        { 1, 24, 33, 33, 64, 3, 2, new[] { 1, 1, 1, 1 }, 1 },    // stride 2 (scalar rows), 17 outputs per row
         { 1, 24, 32, 32, 64, 3, 1, new[] { 1, 1, 1, 1 }, 1 },    // exactly 32 outputs per row: two full chunks
         { 1, 24, 33, 33, 64, 3, 1, new[] { 1, 1, 1, 1 }, 1 },    // 33: past the masked rows, the scalar rows
         { 1, 24, 16, 16, 64, 3, 1, new[] { 1, 1, 1, 1 }, 1 },    // exactly one chunk
@@ -31,6 +32,7 @@ public class InferenceIm2ColTests
         { 1, 10, 20, 29, 6, 5, 2, new[] { 2, 2, 2, 2 }, 1 },     // few channels: the GEMM path, odd width at stride 2
         { 5, 12, 8, 8, 40, 3, 1, new[] { 1, 1, 1, 1 }, 1 },      // a batch folded into shared GEMMs
         { 3, 40, 10, 10, 70, 1, 2, new[] { 0, 0, 0, 0 }, 1 },    // 1x1 stride 2 (ResNet's downsampling), batch 3
+        { 1, 8, 240, 32, 40, 3, 1, new[] { 1, 1, 1, 1 }, 1 },    // 7680 positions from K = 72: blocks of output rows, im2col from row y0 > 0
     };
 
     [Theory]
@@ -56,6 +58,7 @@ public class InferenceIm2ColTests
                 // The im2col scratch is reused between calls: fill it from another input first, so that an element the
                 // masked rows failed to write shows up as a wrong output instead of a stale right one.
                 conv.Run(Tensor.Randn([n, c, h, w], DType.Float32, gen));
+                PackedConv2d.PoisonScratch();   // and a padding zero left out shows up as NaN (the calling thread's scratch)
                 PackedConv2d.UseMaskedIm2Col = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
                 var masked = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
                 conv.Run(x, null, masked);

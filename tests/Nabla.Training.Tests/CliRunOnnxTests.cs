@@ -40,10 +40,15 @@ public class CliRunOnnxTests
         Assert.Contains("Plus214", r.Stdout);                      // the last node, [1, 10]
         Assert.Contains("[1, 10]", r.Stdout);
         Assert.Matches(@"\s4\s+com\.nabla\.FusedConv", r.Stdout);   // four calls of a fused convolution
-        var bad = Cli.Run(tmp.Path, tmp.Path, "run", Path.Combine(Mnist8, "model.onnx"),
-            "--input", "Input3=" + Path.Combine(Mnist8, "test_data_set_0", "input_0.pb"), "--profile", "-1");
-        Assert.Equal(2, bad.ExitCode);
-        Assert.Contains("--profile", bad.Stderr);
+        // A bad count is refused before anything runs or is written.
+        foreach (var count in new[] { "-1", "0", "many" })
+        {
+            var bad = Cli.Run(tmp.Path, tmp.Path, "run", Path.Combine(Mnist8, "model.onnx"),
+                "--input", "Input3=" + Path.Combine(Mnist8, "test_data_set_0", "input_0.pb"), "--output-dir", "bad", "--profile", count);
+            Assert.Equal(2, bad.ExitCode);
+            Assert.Contains("--profile", bad.Stderr);
+            Assert.False(Directory.Exists(Path.Combine(tmp.Path, "bad")));
+        }
     }
 
     [Fact]

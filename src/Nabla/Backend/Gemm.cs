@@ -420,13 +420,6 @@ internal static unsafe partial class Gemm
         float[] c, int cOff, int ldc, bool accumulate) =>
         Blocked(m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, null, 0, c, cOff, ldc, accumulate);
 
-    /// <summary>
-    /// The cache-blocked loop on this thread: columns [j0, j0 + n) of B times A [m, k] into C, whose column j0 is at
-    /// <paramref name="cOff"/>. B is either packed here panel by panel (<paramref name="b"/>, with j0 = 0) or was packed
-    /// once (<paramref name="packed"/>, with j0 and the range's panels as <see cref="PackBOnce"/> laid them out).
-    /// </summary>
-    /// <remarks>With <paramref name="bias"/> (indexed by B's column) or <paramref name="relu"/>, the last KC block applies
-    /// the fused epilogue to each tile (<see cref="Macro"/>).</remarks>
     /// <summary>Whether the blocked loop over prepacked B (<see cref="SgemmPackedB"/>) prefetches each next B micro-panel during
     /// the last row tile of the current one, in blocks of at least four row tiles. Settable for A/B measurements and tests.</summary>
     /// <remarks>
@@ -439,6 +432,13 @@ internal static unsafe partial class Gemm
     /// </remarks>
     internal static bool PrefetchPackedB = true;
 
+    /// <summary>
+    /// The cache-blocked loop on this thread: columns [j0, j0 + n) of B times A [m, k] into C, whose column j0 is at
+    /// <paramref name="cOff"/>. B is either packed here panel by panel (<paramref name="b"/>, with j0 = 0) or was packed
+    /// once (<paramref name="packed"/>, with j0 and the range's panels as <see cref="PackBOnce"/> laid them out).
+    /// </summary>
+    /// <remarks>With <paramref name="bias"/> (indexed by B's column) or <paramref name="relu"/>, the last KC block applies
+    /// the fused epilogue to each tile (<see cref="Macro"/>).</remarks>
     static void Blocked(int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[]? b, int bOff, int rsB, int csB,
         PackedB? packed, int j0, float[] c, int cOff, int ldc, bool accumulate, float[]? bias = null, bool relu = false)
     {
@@ -875,7 +875,8 @@ internal static unsafe partial class Gemm
     interface IPrefetch { static abstract bool On { get; } static abstract bool B { get; } }
     struct Prefetch : IPrefetch { public static bool On => true; public static bool B => false; }
     struct NoPrefetch : IPrefetch { public static bool On => false; public static bool B => false; }
-    /// <summary>Prefetch the next B micro-panel instead (two lines per k step, the 32 floats the step after this panel reads).</summary>
+    /// <summary>Prefetch the next B micro-panel instead: at step p the two lines (32 floats) that step p of the next
+    /// micro-panel reads, at <c>next + p·32</c>.</summary>
     struct PrefetchB : IPrefetch { public static bool On => true; public static bool B => true; }
 
     /// <summary>How many rows of the tile <see cref="Kernel512{TPrefetch, TRows, TA}"/> computes and stores (1 to MR), as a
@@ -897,7 +898,8 @@ internal static unsafe partial class Gemm
     /// <summary>The 6×32 AVX-512 tile: 12 zmm accumulators, two B vectors and six broadcasts of A per step (fewer rows for
     /// the last panel of a block).</summary>
     /// <remarks>With <typeparamref name="TPrefetch"/> on, each k step prefetches <paramref name="next"/> + p·MR into L1 (the
-    /// next A micro-panel). Off, the loop carries no prefetch: prefetching the line being read, as it did before, cost
+    /// next A micro-panel), or with <see cref="PrefetchB"/> the two lines at <paramref name="next"/> + p·32 (the next B
+    /// micro-panel). Off, the loop carries no prefetch: prefetching the line being read, as it did before, cost
     /// up to 1.5% (1 thread, in one process at 12:23 UTC: 512² 246.3 → 248.4 GFLOP/s, 1024² 234.5 → 238.1, 2048² equal;
     /// bench/README.md "Session 7"). In place, the
     /// pointers of rows past <typeparamref name="TRows"/> are formed but never read.</remarks>

@@ -223,6 +223,9 @@ public sealed partial class PackedConv2d
 
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
+    /// <summary>Fills this thread's im2col scratch with NaN, so that a test sees any element a path failed to write.</summary>
+    internal static void PoisonScratch() => scratch?.AsSpan().Fill(float.NaN);
+
     /// <summary>
     /// Direct convolution of one image: the input is copied once into zero-bordered planes, then each output row is
     /// accumulated 32 columns at a time in four 8-wide registers over all C·kh·kw taps, and the epilogue runs per row.
@@ -669,7 +672,7 @@ public sealed partial class PackedConv2d
     /// <remarks>
     /// ResNet-18's 7×7 layers (512 channels, 3×3): the scalar rows (7 floats each, with bounds and zero fills) took 142 µs
     /// of the layer's im2col and these 54 µs; in the whole model each of those five layers ran 5–10 % faster (paired rounds in
-    /// one process, bench/README.md, "Session 11"). The same idea at stride 2 (even lanes of two loads) made the model's four
+    /// one process, bench/README.md, "Sessions 10 and 11"). The same idea at stride 2 (even lanes of two loads) made the model's four
     /// stride-2 layers 11–14 % slower, so stride 2 keeps the scalar rows.
     /// </remarks>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]

@@ -22,9 +22,12 @@ public readonly record struct NodeTiming(string Node, string OpType, long Calls,
 /// time is also inside the time of the node that ran them. Safe to share between executors that run at the same time.
 /// </summary>
 /// <remarks>
-/// Each node's time is its kernel's wall time, read with <see cref="Stopwatch.GetTimestamp"/> around the call: about
-/// 20–40 ns per node, nothing when no profiler is set. Kernels that split work over threads are timed on the calling
-/// thread, which waits for them, so the time is the node's latency, not its CPU time.
+/// Each node's time is its kernel's wall time, read with <see cref="Stopwatch.GetTimestamp"/> around the call, plus a
+/// short lock to add it up; nothing is timed when no profiler is set. Kernels that split work over threads are timed on the
+/// calling thread, which waits for them, so the time is the node's latency, not its CPU time. An executor rebuilt by
+/// <c>OnnxModel.Optimize</c> keeps its profiler (call <see cref="Reset"/> after optimizing: nodes may have gone);
+/// <c>OnnxModel.NewInstance</c> starts without one, like its cancellation token: give each instance the same profiler to
+/// add their runs up.
 /// </remarks>
 public sealed class NodeProfiler
 {
@@ -65,14 +68,15 @@ public sealed class NodeProfiler
                 return entries.Values.OrderBy(e => e.Order)
                     .Select(e => new NodeTiming(e.Node.Name.Length > 0 ? e.Node.Name : e.Node.Outputs.FirstOrDefault() ?? "?",
                         (e.Node.Domain.Length > 0 ? e.Node.Domain + "." : "") + e.Node.OpType, e.Calls,
-                        TimeSpan.FromSeconds(e.Ticks / (double)Stopwatch.Frequency), e.Shape))
+                        TimeSpan.FromSeconds(e.Ticks / (double)Stopwatch.Frequency), (int[])e.Shape.Clone()))
                     .ToList();
         }
     }
 
     /// <summary>
     /// A plain-text report: the <paramref name="top"/> nodes by total time (mean per call, share of all nodes' time,
-    /// output shape), then the total per operator type.
+    /// output shape), then the total per operator type. The totals add every timed node, so a subgraph's nodes count
+    /// both on their own and inside the If or Loop node that ran them.
     /// </summary>
     public string Format(int top = 20)
     {
