@@ -749,8 +749,8 @@ internal static unsafe partial class Gemm
                     if (prefetchB && mc >= 4 * MR && i + MR >= mc && j + NR < nc)
                     {
                         // The last row tile of this micro-panel fetches the next one (prepacked weights, from DRAM).
-                        if (lda != 0) TileNextB<Direct>(mr, kc, a, lda, b, target, ld, add, b + NR * kc);
-                        else TileNextB<Packed>(mr, kc, a, 0, b, target, ld, add, b + NR * kc);
+                        if (lda != 0) Tile<PrefetchB, Direct>(mr, kc, a, lda, b, target, ld, add, b + NR * kc);
+                        else Tile<PrefetchB, Packed>(mr, kc, a, 0, b, target, ld, add, b + NR * kc);
                     }
                     else if (lda != 0) Tile<Direct>(mr, kc, a, lda, b, target, ld, add);
                     else if (prefetchA && mr == MR) Kernel512<Prefetch, Rows6, Packed>(kc, a, 0, b, target, ld, add, a + MR * kc);
@@ -810,31 +810,24 @@ internal static unsafe partial class Gemm
         }
     }
 
-    /// <summary>An <paramref name="mr"/>-row tile of the 512-bit kernel that prefetches the B micro-panel at <paramref name="next"/>.</summary>
-    static void TileNextB<TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc, float* next) where TA : struct, IAccess
-    {
-        switch (mr)
-        {
-            case 6: Kernel512<PrefetchB, Rows6, TA>(kc, a, lda, b, c, ldc, acc, next); break;
-            case 5: Kernel512<PrefetchB, Rows5, TA>(kc, a, lda, b, c, ldc, acc, next); break;
-            case 4: Kernel512<PrefetchB, Rows4, TA>(kc, a, lda, b, c, ldc, acc, next); break;
-            case 3: Kernel512<PrefetchB, Rows3, TA>(kc, a, lda, b, c, ldc, acc, next); break;
-            case 2: Kernel512<PrefetchB, Rows2, TA>(kc, a, lda, b, c, ldc, acc, next); break;
-            default: Kernel512<PrefetchB, Rows1, TA>(kc, a, lda, b, c, ldc, acc, next); break;
-        }
-    }
-
     /// <summary>An <paramref name="mr"/>-row tile of the 512-bit kernel (no prefetch).</summary>
-    static void Tile<TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc) where TA : struct, IAccess
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Tile<TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc) where TA : struct, IAccess =>
+        Tile<NoPrefetch, TA>(mr, kc, a, lda, b, c, ldc, acc, a);
+
+    /// <summary>An <paramref name="mr"/>-row tile of the 512-bit kernel with the prefetch <typeparamref name="TP"/> (of
+    /// <paramref name="next"/>).</summary>
+    static void Tile<TP, TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc, float* next)
+        where TP : struct, IPrefetch where TA : struct, IAccess
     {
         switch (mr)
         {
-            case 6: Kernel512<NoPrefetch, Rows6, TA>(kc, a, lda, b, c, ldc, acc, a); break;
-            case 5: Kernel512<NoPrefetch, Rows5, TA>(kc, a, lda, b, c, ldc, acc, a); break;
-            case 4: Kernel512<NoPrefetch, Rows4, TA>(kc, a, lda, b, c, ldc, acc, a); break;
-            case 3: Kernel512<NoPrefetch, Rows3, TA>(kc, a, lda, b, c, ldc, acc, a); break;
-            case 2: Kernel512<NoPrefetch, Rows2, TA>(kc, a, lda, b, c, ldc, acc, a); break;
-            default: Kernel512<NoPrefetch, Rows1, TA>(kc, a, lda, b, c, ldc, acc, a); break;
+            case 6: Kernel512<TP, Rows6, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 5: Kernel512<TP, Rows5, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 4: Kernel512<TP, Rows4, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 3: Kernel512<TP, Rows3, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 2: Kernel512<TP, Rows2, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            default: Kernel512<TP, Rows1, TA>(kc, a, lda, b, c, ldc, acc, next); break;
         }
     }
 
