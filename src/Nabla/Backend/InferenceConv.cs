@@ -489,14 +489,7 @@ public sealed partial class PackedConv2d
     /// </summary>
     static unsafe void StoreRows(float* plane, int p0, Vector512<float> lo, Vector512<float> hi, float bias, bool relu, int wp, int ow, int oh)
     {
-        var bv = Vector512.Create(bias);
-        lo += bv;
-        hi += bv;
-        if (relu)
-        {
-            lo = Vector512.Max(lo, Vector512<float>.Zero);
-            hi = Vector512.Max(hi, Vector512<float>.Zero);
-        }
+        BiasRelu(ref lo, ref hi, bias, relu);
         StoreHalf(plane, p0, lo, wp, ow, oh);
         StoreHalf(plane, p0 + 16, hi, wp, ow, oh);
 
@@ -514,8 +507,9 @@ public sealed partial class PackedConv2d
         }
     }
 
-    /// <summary>Stores one channel's 32 accumulated positions plus its bias and, optionally, ReLU.</summary>
-    static unsafe void StoreFlat(float* dst, Vector512<float> lo, Vector512<float> hi, float bias, bool relu)
+    /// <summary>Adds the bias to both halves of a channel's 32 positions and, optionally, applies ReLU (IEEE maximum).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    static void BiasRelu(ref Vector512<float> lo, ref Vector512<float> hi, float bias, bool relu)
     {
         var bv = Vector512.Create(bias);
         lo += bv;
@@ -525,6 +519,12 @@ public sealed partial class PackedConv2d
             lo = Vector512.Max(lo, Vector512<float>.Zero);
             hi = Vector512.Max(hi, Vector512<float>.Zero);
         }
+    }
+
+    /// <summary>Stores one channel's 32 accumulated positions plus its bias and, optionally, ReLU.</summary>
+    static unsafe void StoreFlat(float* dst, Vector512<float> lo, Vector512<float> hi, float bias, bool relu)
+    {
+        BiasRelu(ref lo, ref hi, bias, relu);
         lo.Store(dst);
         hi.Store(dst + 16);
     }
