@@ -46,6 +46,39 @@ static class ConvReference
         }
     }
 
+    /// <summary>
+    /// A path of <paramref name="conv"/> switched by <paramref name="use"/> against the one it replaces, at 1 and 2 threads:
+    /// with the switch off, then set to <paramref name="on"/> (after <paramref name="between"/>, e.g. poisoning a scratch),
+    /// each run writes a NaN-filled output; the switched run matches <paramref name="expected"/> within 1e-4 and the other
+    /// run bit for bit. The switch and the thread count are restored (the switch to <paramref name="restore"/>).
+    /// </summary>
+    public static void SameBitsAcrossSwitch(PackedConv2d conv, Tensor x, Tensor expected, Action<bool> use, bool on, bool restore,
+        Action? between = null)
+    {
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                Gemm.Threads = threads;
+                use(false);
+                var before = Tensor.Full(expected.Shape, float.NaN);
+                conv.Run(x, null, before);
+                between?.Invoke();
+                use(on);
+                var after = Tensor.Full(expected.Shape, float.NaN);   // every element must be overwritten
+                conv.Run(x, null, after);
+                Close(expected, after);
+                Assert.Equal(before.ToArray<float>(), after.ToArray<float>());
+            }
+        }
+        finally
+        {
+            use(restore);
+            Gemm.Threads = savedThreads;
+        }
+    }
+
     /// <summary>Same shape, and every element within <paramref name="tol"/> relative (absolute below 1).</summary>
     public static void Close(Tensor expected, Tensor actual, double tol = 1e-4)
     {

@@ -35,32 +35,11 @@ public class InferenceDirectStoreTests
         var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var reference = ConvReference.Conv(Functional.Pad(x, [pad[1], pad[3], pad[0], pad[2]]), weight, bias, (stride, stride), (0, 0));
-        bool saved = PackedConv2d.DirectStoreRows;
-        int savedThreads = Gemm.Threads;
-        try
+        foreach (var act in new[] { FusedActivation.None, FusedActivation.Relu })
         {
-            foreach (var act in new[] { FusedActivation.None, FusedActivation.Relu })
-            {
-                var conv = new PackedConv2d(weight, bias, (stride, stride), (pad[0], pad[1], pad[2], pad[3]), (1, 1), 1, act);
-                var expected = act == FusedActivation.Relu ? reference.Relu() : reference;
-                foreach (int threads in new[] { 1, 2 })
-                {
-                    Gemm.Threads = threads;
-                    PackedConv2d.DirectStoreRows = false;
-                    var flat = Tensor.Full(reference.Shape, float.NaN);
-                    conv.Run(x, null, flat);
-                    PackedConv2d.DirectStoreRows = true;
-                    var rows = Tensor.Full(reference.Shape, float.NaN);
-                    conv.Run(x, null, rows);
-                    ConvReference.Close(expected, rows);
-                    Assert.Equal(flat.ToArray<float>(), rows.ToArray<float>());
-                }
-            }
-        }
-        finally
-        {
-            PackedConv2d.DirectStoreRows = saved;
-            Gemm.Threads = savedThreads;
+            var conv = new PackedConv2d(weight, bias, (stride, stride), (pad[0], pad[1], pad[2], pad[3]), (1, 1), 1, act);
+            ConvReference.SameBitsAcrossSwitch(conv, x, act == FusedActivation.Relu ? reference.Relu() : reference,
+                v => PackedConv2d.DirectStoreRows = v, on: true, restore: PackedConv2d.DirectStoreRows);
         }
     }
 }

@@ -45,31 +45,12 @@ public class InferenceIm2ColTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var conv = new PackedConv2d(weight, bias, (stride, stride), (pad[0], pad[1], pad[2], pad[3]), (dil, dil), 1, FusedActivation.None);
         var reference = ConvReference.Conv(Functional.Pad(x, [pad[1], pad[3], pad[0], pad[2]]), weight, bias, (stride, stride), (0, 0), (dil, dil));
-        bool saved = PackedConv2d.UseMaskedIm2Col;
-        int savedThreads = Gemm.Threads;
-        try
-        {
-            foreach (int threads in new[] { 1, 2 })
-            {
-                Gemm.Threads = threads;
-                PackedConv2d.UseMaskedIm2Col = false;
-                var scalar = Tensor.Full(reference.Shape, float.NaN);
-                conv.Run(x, null, scalar);
-                // The im2col scratch is reused between calls: fill it from another input first, so that an element the
-                // masked rows failed to write shows up as a wrong output instead of a stale right one.
-                conv.Run(Tensor.Randn([n, c, h, w], DType.Float32, gen));
-                PackedConv2d.PoisonScratch();   // and a padding zero left out shows up as NaN (the calling thread's scratch)
-                PackedConv2d.UseMaskedIm2Col = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
-                var masked = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
-                conv.Run(x, null, masked);
-                ConvReference.Close(reference, masked);
-                Assert.Equal(scalar.ToArray<float>(), masked.ToArray<float>());
-            }
-        }
-        finally
-        {
-            PackedConv2d.UseMaskedIm2Col = saved;
-            Gemm.Threads = savedThreads;
-        }
+        var other = Tensor.Randn([n, c, h, w], DType.Float32, gen);
+        // The im2col scratch is reused between calls: fill it from another input first, so that an element the masked rows
+        // failed to write shows up as a wrong output instead of a stale right one, then with NaN (the calling thread's
+        // scratch), so that a padding zero left out shows up too.
+        ConvReference.SameBitsAcrossSwitch(conv, x, reference, v => PackedConv2d.UseMaskedIm2Col = v,
+            on: System.Runtime.Intrinsics.X86.Avx512F.IsSupported, restore: PackedConv2d.UseMaskedIm2Col,
+            between: () => { conv.Run(other); PackedConv2d.PoisonScratch(); });
     }
 }

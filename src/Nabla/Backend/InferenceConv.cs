@@ -394,7 +394,7 @@ public sealed partial class PackedConv2d
         int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, positions = oh * wp, blocks = (positions + 31) / 32;
         bool relu = activation == FusedActivation.Relu, reluInRegisters = relu && ra is null, straight = ra is null && DirectStoreRows;
         int yBase = yo + b * o * l;
-        var outBuf = ThreadScratch.Grow(ref flatOut, 8 * blocks * 32);
+        var outBuf = straight ? null : ThreadScratch.Grow(ref flatOut, 8 * blocks * 32);   // the flat path's buffer only
         fixed (float* pp = padArr, pg = directGroups, py = ya, pb = bias, pr = ra, po = outBuf)
             for (int g = gFrom; g < gTo; g++)
             {
