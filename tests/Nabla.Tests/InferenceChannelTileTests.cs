@@ -18,13 +18,15 @@ public class InferenceChannelTileTests
         { 1, 300, 5, 5, 64, 1, 1, 0 },    // pointwise, K = 300, one full channel block
         { 1, 24, 64, 64, 64, 3, 1, 1 },   // exactly 4096 positions (the limit), K = 216 (the minimum is 192)
         { 1, 33, 9, 8, 128, 3, 1, 0 },    // unpadded, non-square 7x6 output
-        { 1, 24, 20, 20, 64, 3, 1, 1 },   // one channel block, 400 positions: two threads split the positions
+        { 1, 24, 20, 20, 64, 3, 1, 1 },   // one channel block, 400 positions: two threads split the output rows
         { 1, 32, 6, 6, 130, 3, 1, 1 },    // six position tiles, three channel blocks: two threads split the blocks
         { 2, 24, 7, 7, 70, 3, 1, 1 },     // batch 2: image by image
         // Narrow layers (16-channel panels, 12-position tiles) at stride 2: at stride 1 they run directly (DirectFlat).
         { 1, 6, 28, 28, 16, 5, 2, 0 },    // narrow, LeNet's second convolution's taps
         { 3, 8, 27, 27, 16, 5, 2, 2 },    // narrow, batch 3, padded: mnist-8's second convolution's taps
         { 1, 8, 17, 17, 30, 3, 2, 1 },    // narrow, 30 channels (a partial 16 block), K = 72
+        { 1, 16, 40, 40, 16, 5, 2, 2 },   // narrow, 20 output rows: two threads take ten rows each
+        { 1, 40, 15, 15, 100, 3, 2, 1 },  // 8x8 output, two blocks, 11 tiles: two threads split the rows (four each)
     };
 
     [Theory]

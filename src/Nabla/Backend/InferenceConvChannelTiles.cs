@@ -11,7 +11,8 @@ namespace Nabla;
 /// columns [C·kh·kw, L] (L padded to the tile) are the broadcast operand. Wide layers (O ≥ 64) use 64-channel panels and
 /// a 6-position × 64-channel tile (24 accumulators); narrow ones (12 ≤ O ≤ 32) 16-channel panels and a 12 × 16 tile.
 /// The [L, O] result is transposed back to NCHW with the bias/residual/activation epilogue per channel block while it
-/// is in cache. Images of a batch run one by one (split over threads); batch 1 splits the channel blocks over threads.
+/// is in cache. Images of a batch run one by one (split over threads); batch 1 splits the channel blocks or the output
+/// rows over threads, each thread building the im2col columns it reads (<see cref="ChannelPart"/>).
 /// </summary>
 public sealed partial class PackedConv2d
 {
@@ -85,43 +86,65 @@ public sealed partial class PackedConv2d
     void ChannelTiled(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
     {
         var panels = ChannelPanels();
-        int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, TR = this.TR(l), lp = (l + TR - 1) / TR * TR, kdim = c * KernelH * KernelW;
-        int blocks = (o + TC - 1) / TC, opad = blocks * TC;
-        int need = kdim * lp;
-        var cols = ThreadScratch.Grow(ref scratch, need);
-        var ct = ThreadScratch.Grow(ref tileOut, lp * opad);
-        int xBase = xo + b * c * h * w;
-        int threads = serial ? 1 : Gemm.Threads, tiles = lp / TR;
-        if (threads > 1 && (long)kdim * lp * opad < 1 << 20) threads = 1;
-        if (threads > 1 && c > 1 && need >= 1 << 16) Im2ColSplit(threads, xa, xBase, c, h, w, cols, oh, ow, lp);
-        else Im2Col(xa, xBase, 0, c, h, w, cols, oh, ow, lp, 0);
-        if (lp > l)
-            for (int r = 0; r < kdim; r++) Array.Clear(cols, r * lp + l, lp - l);
-        int yBase = yo + b * o * l, rBase = ro + b * o * l;
-        // Split the channel blocks when there are many (each thread then reads all columns but only its weights), else the
-        // positions (each thread reads half the columns: on 28×28 maps with 2 blocks this measured faster than splitting blocks).
-        bool byBlocks = blocks >= 4 * threads || (blocks >= threads && tiles < 4 * threads);
-        if (threads > 1 && (byBlocks || tiles >= threads))
-            ChannelBlocksSplit(threads, byBlocks, blocks, tiles, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation);
-        else ChannelBlocks(0, blocks, 0, lp, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation);
+        int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
+        int blocks = (o + TC - 1) / TC, lp = (l + TR(l) - 1) / TR(l) * TR(l);
+        int threads = serial ? 1 : Gemm.Threads;
+        if (threads > 1 && (long)kdim * lp * blocks * TC < 1 << 20) threads = 1;
+        // Split the channel blocks when there are many (each thread then reads only its weights), else the output rows
+        // (each thread reads all weights but builds and reads only its rows' columns).
+        bool byBlocks = blocks >= 4 * threads || (blocks >= threads && lp / TR(l) < 4 * threads);
+        if (threads > 1 && (byBlocks || oh >= threads))
+            ChannelPartsSplit(threads, byBlocks, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+        else ChannelPart(0, 1, false, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
     }
 
-    /// <summary>The threaded split of <see cref="ChannelTiled"/>, by channel blocks or by positions; a method of its own so
-    /// that only a split call allocates its closure.</summary>
-    void ChannelBlocksSplit(int threads, bool byBlocks, int blocks, int tiles, int TR, float[] panels, float[] cols, float[] ct, int kdim, int l,
-        int lp, int opad, float[] ya, int yBase, float[]? ra, int rBase, FusedActivation activation)
+    /// <summary>The threaded split of <see cref="ChannelTiled"/>; a method of its own so that only a split call allocates
+    /// its closure.</summary>
+    void ChannelPartsSplit(int parts, bool byBlocks, float[] panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
+        int h, int w, int oh, int ow, FusedActivation activation) =>
+        WorkerPool.For(parts, parts, p => ChannelPart(p, parts, byBlocks, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
+
+    /// <summary>
+    /// Part <paramref name="p"/> of <paramref name="parts"/> of one image: its share of the channel blocks over all
+    /// positions (<paramref name="byBlocks"/>), or all channel blocks over its band of output rows. Each part builds its
+    /// im2col columns and its [positions, channels] tile result in its own thread's scratch, so no cache line is written
+    /// by one core and read by the other.
+    /// </summary>
+    /// <remarks>
+    /// Before, the columns were built once (split by input channel over the threads) and read by both: at two threads the
+    /// im2col of ResNet-18's stride-2 28×28 layer took 290–500 µs against 130–230 µs at one (and 340 µs when only the
+    /// caller built it), because every line it wrote was still cached by the other core from the previous layer.
+    /// A split by blocks builds the whole im2col on each thread: the same wall time as one thread's, without a second
+    /// fork-join. Paired in one process at two threads (scratch harness, 2026-11-27 07:40 UTC), new / old time: stride-2
+    /// layers 56→28 0.60, 28→14 0.63, 14→7 0.79; five cold 7×7 512-channel layers 0.87; one thread 0.99–1.00. ResNet-18
+    /// batch 1 at two threads: 12.5 against 13.4–13.7 ms. Forcing the row split where blocks are split now (the 14→7 and
+    /// 7×7 layers) was 7–10 % slower.
+    /// </remarks>
+    void ChannelPart(int p, int parts, bool byBlocks, float[] panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
+        int h, int w, int oh, int ow, FusedActivation activation)
     {
-        if (byBlocks)
-            WorkerPool.For(threads, threads,
-                p => ChannelBlocks(blocks * p / threads, blocks * (p + 1) / threads, 0, lp, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
-        else
-            WorkerPool.For(threads, threads,
-                p => ChannelBlocks(0, blocks, tiles * p / threads * TR, tiles * (p + 1) / threads * TR, TR, panels, cols, ct, kdim, l, lp, opad, ya, yBase, ra, rBase, activation));
+        int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
+        int blocks = (o + TC - 1) / TC, opad = blocks * TC;
+        int y0 = 0, y1 = oh, obFrom = 0, obTo = blocks;
+        if (byBlocks) (obFrom, obTo) = (blocks * p / parts, blocks * (p + 1) / parts);
+        else (y0, y1) = (oh * p / parts, oh * (p + 1) / parts);
+        int lb = (y1 - y0) * ow, TR = this.TR(lb), lp = (lb + TR - 1) / TR * TR;
+        if (lb == 0 || obFrom == obTo) return;
+        var cols = ThreadScratch.Grow(ref scratch, kdim * lp);
+        var ct = ThreadScratch.Grow(ref tileOut, lp * opad);
+        Im2Col(xa, xo + b * c * h * w, 0, c, h, w, cols, y1 - y0, ow, lp, 0, y0);
+        if (lp > lb)
+            for (int r = 0; r < kdim; r++)
+                for (int q = r * lp + lb; q < (r + 1) * lp; q++) cols[q] = 0;
+        int off = b * o * l + y0 * ow;
+        ChannelBlocks(obFrom, obTo, TR, panels, cols, ct, kdim, lb, lp, opad, ya, yo + off, l, ra, ro + off, activation);
     }
 
-    /// <summary>Channel blocks [obFrom, obTo) × positions [tFrom, tTo) (multiples of the tile height), epilogue included.</summary>
-    unsafe void ChannelBlocks(int obFrom, int obTo, int tFrom, int tTo, int TR, float[] panels, float[] cols, float[] ct, int kdim, int l, int lp, int opad,
-        float[] ya, int yBase, float[]? ra, int rBase, FusedActivation activation)
+    /// <summary>Channel blocks [obFrom, obTo) × the <paramref name="l"/> positions of <paramref name="cols"/> (padded to
+    /// <paramref name="lp"/>, a multiple of the tile height), epilogue included: channel oc's outputs go to
+    /// <paramref name="ya"/> from <c>yBase + oc·ldy</c> (the residual likewise from <paramref name="rBase"/>).</summary>
+    unsafe void ChannelBlocks(int obFrom, int obTo, int TR, float[] panels, float[] cols, float[] ct, int kdim, int l, int lp, int opad,
+        float[] ya, int yBase, int ldy, float[]? ra, int rBase, FusedActivation activation)
     {
         int o = OutChannels, TC = this.TC;
         bool relu = activation == FusedActivation.Relu;
@@ -140,7 +163,7 @@ public sealed partial class PackedConv2d
                     // wait on DRAM: layers with 45 MB of weights (ResNet's last stage) stream them on every call.
                     float* next = wk + (long)kc * TC;
                     int nextLines = kc * TC / 16;
-                    for (int t = tFrom, i = 0; t < tTo; t += TR, i++)
+                    for (int t = 0, i = 0; t < lp; t += TR, i++)
                     {
                         bool fetch = (long)i * kc < nextLines;
                         float* pf = fetch ? next + (long)i * kc * 16 : wk;
@@ -153,15 +176,14 @@ public sealed partial class PackedConv2d
                 // Epilogue: transpose this block's [L, 64] back to NCHW rows, adding bias and residual, then the activation.
                 int oc0 = ob * TC, ocEnd = Math.Min(o, oc0 + TC);
                 // 16 positions × 64 channels at a time, so the strided reads of the [L, 64] block stay in L1.
-                int qEnd = Math.Min(l, tTo);
-                for (int q0 = tFrom; q0 < qEnd; q0 += 16)
+                for (int q0 = 0; q0 < l; q0 += 16)
                 {
-                    int q1 = Math.Min(qEnd, q0 + 16);
+                    int q1 = Math.Min(l, q0 + 16);
                     for (int oc = oc0; oc < ocEnd; oc++)
                     {
                         float bv = pb is null ? 0f : pb[oc];
                         float* src = pc + oc;
-                        float* dst = py + yBase + (long)oc * l;
+                        float* dst = py + yBase + (long)oc * ldy;
                         if (pr is null)
                             for (int q = q0; q < q1; q++)
                             {
@@ -170,7 +192,7 @@ public sealed partial class PackedConv2d
                             }
                         else
                         {
-                            float* res = pr + rBase + (long)oc * l;
+                            float* res = pr + rBase + (long)oc * ldy;
                             for (int q = q0; q < q1; q++)
                             {
                                 float v = src[(long)q * opad] + bv + res[q];
