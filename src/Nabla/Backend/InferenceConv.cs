@@ -312,14 +312,25 @@ public sealed partial class PackedConv2d
     /// (<see cref="StoreRows"/>), else into a flat buffer whose rows are copied out and the residual added before the
     /// activation. At batch 1 (<paramref name="serial"/> false) threads take groups of eight channels.
     /// </summary>
-    unsafe void DirectFlat(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
+    void DirectFlat(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
     {
-        int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, st = Stride.H, pt = Padding.Top, pl = Padding.Left, kdim = c * kh * kw, l = oh * ow;
+        int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, st = Stride.H, kdim = c * kh * kw;
+        int wp = ow + (kw - 1) / st, positions = oh * wp, groups = (o + 7) / 8;
+        int threads = serial ? 1 : Math.Min(Gemm.Threads, groups);
+        if (threads > 1 && (long)o * positions * kdim >= DirectThreadWork)
+            DirectFlatSplit(threads, groups, st, b, xa, xo, h, w, ya, yo, ra, ro, oh, ow, activation);
+        else DirectFlatGroups(st, 0, groups, PadPlanes(b, xa, xo, h, w, oh, ow), b, ya, yo, ra, ro, oh, ow, activation);
+    }
+
+    /// <summary>Copies image <paramref name="b"/> into this thread's zero-bordered planes (one per channel at stride 1, four at
+    /// stride 2) for <see cref="DirectFlat"/>, and returns them.</summary>
+    unsafe float[] PadPlanes(int b, float[] xa, int xo, int h, int w, int oh, int ow)
+    {
+        int c = InChannels, kh = KernelH, kw = KernelW, st = Stride.H, pt = Padding.Top, pl = Padding.Left;
         int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, planes = c * st * st, positions = oh * wp, blocks = (positions + 31) / 32;
         // The last block's taps read up to blocks·32 + 15 past the last plane's largest tap offset: zeroed slack.
         int used = planes * plane, slack = blocks * 32 + plane + 64;
         var pad = ThreadScratch.Grow(ref padded, used + slack);
-        int groups = (o + 7) / 8;
         fixed (float* px = xa, pp = pad)
         {
             if (st == 2)
@@ -356,10 +367,7 @@ public sealed partial class PackedConv2d
                 }
             new Span<float>(pp + used, slack).Clear();
         }
-        int threads = serial ? 1 : Math.Min(Gemm.Threads, groups);
-        if (threads > 1 && (long)o * positions * kdim >= DirectThreadWork)
-            DirectFlatSplit(threads, groups, st, pad, b, ya, yo, ra, ro, oh, ow, activation);
-        else DirectFlatGroups(st, 0, groups, pad, b, ya, yo, ra, ro, oh, ow, activation);
+        return pad;
     }
 
     void DirectFlatGroups(int st, int gFrom, int gTo, float[] pad, int b, float[] ya, int yo, float[]? ra, int ro, int oh, int ow, FusedActivation activation)
@@ -368,9 +376,15 @@ public sealed partial class PackedConv2d
         else DirectFlatGroups<StrideTwo>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
     }
 
-    /// <summary>Channel groups over threads, apart from <see cref="DirectFlat"/> so that only a split call allocates its closure.</summary>
-    void DirectFlatSplit(int threads, int groups, int st, float[] pad, int b, float[] ya, int yo, float[]? ra, int ro, int oh, int ow, FusedActivation activation) =>
-        WorkerPool.For(threads, threads, q => DirectFlatGroups(st, groups * q / threads, groups * (q + 1) / threads, pad, b, ya, yo, ra, ro, oh, ow, activation));
+    /// <summary>Channel groups over threads, apart from <see cref="DirectFlat"/> so that only a split call allocates its closure.
+    /// Each thread fills its own padded planes (the copy is done twice): with the caller's planes read by both threads,
+    /// mnist-8's second layer took 1.06–1.19 times as long at two threads and ResNet-18's first layer 1.02 (paired in one
+    /// process, scratch harness, 2026-11-27 07:50 UTC), the lines being written on one core while cached by the other.</summary>
+    void DirectFlatSplit(int threads, int groups, int st, int b, float[] xa, int xo, int h, int w, float[] ya, int yo, float[]? ra, int ro, int oh, int ow,
+        FusedActivation activation)
+    {
+        WorkerPool.For(threads, threads, q => DirectFlatGroups(st, groups * q / threads, groups * (q + 1) / threads, PadPlanes(b, xa, xo, h, w, oh, ow), b, ya, yo, ra, ro, oh, ow, activation));
+    }
 
     /// <summary>Multiply-adds (o·positions·c·kh·kw) from which a batch-1 direct convolution splits its channel groups
     /// across threads. At 2^20, mnist-8's second layer (16 channels, 8·5·5 taps on 14×14: 0.8 M) ran on one thread, and

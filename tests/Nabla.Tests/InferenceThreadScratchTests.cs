@@ -1,0 +1,53 @@
+using Xunit;
+
+namespace Nabla.Tests;
+
+/// <summary>
+/// Threaded convolution paths whose threads each build their own copy of the input (padded planes for the direct kernel,
+/// im2col columns for the channel tiles) in per-thread scratch: calls with different inputs in turn, at two threads on the
+/// worker pool, must each give the bits one thread gives for that input, so a thread that reused its scratch from the
+/// previous call, or built the wrong rows, fails. Changes <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
+/// </summary>
+[Collection(nameof(GemmSettingsCollection))]
+public class InferenceThreadScratchTests
+{
+    // c, h, w, o, k, stride, pad
+    public static TheoryData<int, int, int, int, int, int, int> Cases() => new()
+    {
+        { 3, 60, 60, 32, 7, 2, 3 },    // direct at stride 2 (four channel groups split over the threads)
+        { 8, 14, 14, 16, 5, 1, 2 },    // direct at stride 1 (mnist-8's second layer: two groups)
+        { 40, 15, 15, 100, 3, 2, 1 },  // channel tiles, the output rows split
+        { 32, 6, 6, 130, 3, 1, 1 },    // channel tiles, the channel blocks split (each thread builds the whole im2col)
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EachCallSeesItsOwnInputAtTwoThreads(int c, int h, int w, int o, int k, int stride, int pad)
+    {
+        var gen = new Generator(17);
+        var weight = Tensor.Randn([o, c, k, k], DType.Float32, gen).Mul(0.2);
+        var bias = Tensor.Randn([o], DType.Float32, gen);
+        var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
+        var inputs = Enumerable.Range(0, 3).Select(_ => Tensor.Randn([1, c, h, w], DType.Float32, gen)).ToArray();
+        int saved = Gemm.Threads;
+        try
+        {
+            Gemm.Threads = 1;
+            var expected = inputs.Select(x => conv.Run(x).ToArray<float>()).ToArray();
+            ConvReference.Close(ConvReference.Conv(inputs[0], weight, bias, (stride, stride), (pad, pad)).Relu(), conv.Run(inputs[0]));
+            Gemm.Threads = 2;
+            using var scope = WorkerPool.Scope();
+            for (int round = 0; round < 12; round++)
+            {
+                int i = round % inputs.Length;
+                var y = Tensor.Full(conv.OutputShape(inputs[i].Shape), float.NaN);
+                conv.Run(inputs[i], null, y);
+                Assert.Equal(expected[i], y.ToArray<float>());
+            }
+        }
+        finally
+        {
+            Gemm.Threads = saved;
+        }
+    }
+}
