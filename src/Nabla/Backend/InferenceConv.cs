@@ -892,10 +892,10 @@ public static class InferencePool
                 int iy0 = y * sh - ph, rows = 0;
                 if (kh <= 4)
                 {
-                    // Up to four rows in one pass over the columns: ResNet-18's 3×3 stride-2 pool on 64×112×112 took
-                    // 200–280 µs with one TensorPrimitives call per row, 145–155 µs with this pass in 256-bit vectors and
-                    // 125–135 µs in 512-bit ones at one thread; 70 µs against 75–110 at two (paired in one process,
-                    // scratch harness, 2026-11-27 08:05 UTC).
+                    // Up to four rows in one pass over the columns instead of one TensorPrimitives call per row. ResNet-18's
+                    // 3×3 stride-2 pool on 64×112×112, old and new build in alternating processes with JIT tiering off
+                    // (scratch harness, 2026-11-27 07:50 UTC): 160–250 against 200–310 µs at one thread, 77–105 against
+                    // 110–142 µs at two; 512-bit vectors measured 0.90–0.95 of the time of 256-bit ones.
                     float* r0 = null, r1 = null, r2 = null, r3 = null;
                     for (int i = 0; i < kh; i++)
                     {
