@@ -116,9 +116,11 @@ public sealed partial class PackedConv2d
     /// caller built it), because every line it wrote was still cached by the other core from the previous layer.
     /// A split by blocks builds the whole im2col on each thread: the same wall time as one thread's, without a second
     /// fork-join. Paired in one process at two threads (scratch harness, 2026-11-27 07:40 UTC), new / old time: stride-2
-    /// layers 56→28 0.60, 28→14 0.63, 14→7 0.79; five cold 7×7 512-channel layers 0.87; one thread 0.99–1.00. ResNet-18
-    /// batch 1 at two threads: 12.5 against 13.4–13.7 ms. Forcing the row split where blocks are split now (the 14→7 and
-    /// 7×7 layers) was 7–10 % slower.
+    /// layers 56→28 0.60, 28→14 0.63, 14→7 0.79; five cold 7×7 512-channel layers 0.87; one thread 0.99–1.00. Old and new
+    /// builds in alternating processes with JIT tiering off (07:55): 56→28 485–500 against 637–693 µs, 28→14 451–468
+    /// against 604–626, 14→7 500–531 against 541–578, the 7×7 layers 878–942 against 948–1052. ResNet-18 batch 1 at two
+    /// threads: 12.5 against 13.4–13.7 ms. Forcing the row split where blocks are split now (the 14→7 and 7×7 layers) was
+    /// 7–10 % slower.
     /// </remarks>
     void ChannelPart(int p, int parts, bool byBlocks, float[] panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
         int h, int w, int oh, int ow, FusedActivation activation)
