@@ -6,7 +6,8 @@ namespace Nabla.Tests;
 /// Threaded convolution paths whose threads each build their own copy of the input (padded planes for the direct kernel,
 /// im2col columns for the channel tiles) in per-thread scratch: calls with different inputs in turn, at two threads on the
 /// worker pool, must each give the bits one thread gives for that input, so a thread that reused its scratch from the
-/// previous call, or built the wrong rows, fails. Changes <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
+/// previous call, or built the wrong rows, fails; two and three threads, and the split run inline inside a pool body.
+/// Changes <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
 public class InferenceThreadScratchTests
@@ -35,14 +36,30 @@ public class InferenceThreadScratchTests
             Gemm.Threads = 1;
             var expected = inputs.Select(x => conv.Run(x).ToArray<float>()).ToArray();
             ConvReference.Close(ConvReference.Conv(inputs[0], weight, bias, (stride, stride), (pad, pad)).Relu(), conv.Run(inputs[0]));
-            Gemm.Threads = 2;
+            bool tiles = c >= 32;   // the last two cases take the channel tiles, the first two the direct kernel
+            Assert.Equal(tiles && System.Runtime.Intrinsics.X86.Avx512F.IsSupported, conv.HasChannelPanels);
             using var scope = WorkerPool.Scope();
-            for (int round = 0; round < 12; round++)
+            foreach (int threads in new[] { 2, 3 })
             {
-                int i = round % inputs.Length;
-                var y = Tensor.Full(conv.OutputShape(inputs[i].Shape), float.NaN);
-                conv.Run(inputs[i], null, y);
-                Assert.Equal(expected[i], y.ToArray<float>());
+                Gemm.Threads = threads;
+                long jobs = WorkerPool.JobCount;
+                for (int round = 0; round < 12; round++)
+                {
+                    int i = round % inputs.Length;
+                    var y = Tensor.Full(conv.OutputShape(inputs[i].Shape), float.NaN);
+                    conv.Run(inputs[i], null, y);
+                    Assert.Equal(expected[i], y.ToArray<float>());
+                }
+                if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.True(WorkerPool.JobCount > jobs, "the calls did not go to the pool");
+                // From inside a pool body the split runs inline: every part on this thread, one after the other (a part that
+                // finds this call's whole-image columns or planes already built reuses them).
+                for (int round = 0; round < 6; round++)
+                {
+                    int i = round % inputs.Length;
+                    var y = Tensor.Full(conv.OutputShape(inputs[i].Shape), float.NaN);
+                    WorkerPool.For(2, 2, q => { if (q == 0) conv.Run(inputs[i], null, y); });
+                    Assert.Equal(expected[i], y.ToArray<float>());
+                }
             }
         }
         finally

@@ -241,6 +241,7 @@ public sealed partial class PackedConv2d
         int blocks = (ow + 31) / 32, wp = blocks * 32 + kw - 1, hp = oh + kh - 1, kdim = c * kh * kw;
         int need = c * hp * wp;
         var pad = ThreadScratch.Grow(ref padded, need);
+        paddedCall = 0;
         var wts = directWeight!;
         int yBase = yo + b * o * l;
         fixed (float* px = xa, pp = pad, pw8 = wts, py = ya)
@@ -310,7 +311,8 @@ public sealed partial class PackedConv2d
     /// (one channel at a time was load-bound: LeNet's first layer at batch 64 ran at 23 GFLOP/s). Bias and activation are
     /// applied in registers; without a residual each block then goes straight into the output rows with masked stores
     /// (<see cref="StoreRows"/>), else into a flat buffer whose rows are copied out and the residual added before the
-    /// activation. At batch 1 (<paramref name="serial"/> false) threads take groups of eight channels.
+    /// activation. At batch 1 (<paramref name="serial"/> false) threads take groups of eight channels, each filling its own
+    /// padded planes.
     /// </summary>
     void DirectFlat(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
     {
@@ -324,13 +326,15 @@ public sealed partial class PackedConv2d
 
     /// <summary>Copies image <paramref name="b"/> into this thread's zero-bordered planes (one per channel at stride 1, four at
     /// stride 2) for <see cref="DirectFlat"/>, and returns them.</summary>
-    unsafe float[] PadPlanes(int b, float[] xa, int xo, int h, int w, int oh, int ow)
+    unsafe float[] PadPlanes(int b, float[] xa, int xo, int h, int w, int oh, int ow, long call = 0)
     {
         int c = InChannels, kh = KernelH, kw = KernelW, st = Stride.H, pt = Padding.Top, pl = Padding.Left;
         int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, planes = c * st * st, positions = oh * wp, blocks = (positions + 31) / 32;
         // The last block's taps read up to blocks·32 + 15 past the last plane's largest tap offset: zeroed slack.
         int used = planes * plane, slack = blocks * 32 + plane + 64;
         var pad = ThreadScratch.Grow(ref padded, used + slack);
+        if (call != 0 && paddedCall == call) return pad;   // this thread ran another part of this split call
+        paddedCall = call;
         fixed (float* px = xa, pp = pad)
         {
             if (st == 2)
@@ -383,8 +387,14 @@ public sealed partial class PackedConv2d
     void DirectFlatSplit(int threads, int groups, int st, int b, float[] xa, int xo, int h, int w, float[] ya, int yo, float[]? ra, int ro, int oh, int ow,
         FusedActivation activation)
     {
-        WorkerPool.For(threads, threads, q => DirectFlatGroups(st, groups * q / threads, groups * (q + 1) / threads, PadPlanes(b, xa, xo, h, w, oh, ow), b, ya, yo, ra, ro, oh, ow, activation));
+        long call = Interlocked.Increment(ref splitCalls);
+        WorkerPool.For(threads, threads, q => DirectFlatGroups(st, groups * q / threads, groups * (q + 1) / threads,
+            PadPlanes(b, xa, xo, h, w, oh, ow, call), b, ya, yo, ra, ro, oh, ow, activation));
     }
+
+    /// <summary>The split call whose padded planes this thread's <see cref="padded"/> holds (0: none known), so that a
+    /// thread running two parts of one call fills them once.</summary>
+    [ThreadStatic] static long paddedCall;
 
     /// <summary>Multiply-adds (o·positions·c·kh·kw) from which a batch-1 direct convolution splits its channel groups
     /// across threads. At 2^20, mnist-8's second layer (16 channels, 8·5·5 taps on 14×14: 0.8 M) ran on one thread, and

@@ -93,16 +93,26 @@ public sealed partial class PackedConv2d
         // Split the channel blocks when there are many (each thread then reads only its weights), else the output rows
         // (each thread reads all weights but builds and reads only its rows' columns).
         bool byBlocks = blocks >= 4 * threads || (blocks >= threads && lp / TR(l) < 4 * threads);
-        if (threads > 1 && (byBlocks || oh >= threads))
-            ChannelPartsSplit(threads, byBlocks, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
-        else ChannelPart(0, 1, false, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+        int parts = byBlocks ? threads : Math.Min(threads, oh);
+        if (parts > 1)
+            ChannelPartsSplit(parts, byBlocks, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
+        else ChannelPart(0, 1, false, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, 0);
     }
 
     /// <summary>The threaded split of <see cref="ChannelTiled"/>; a method of its own so that only a split call allocates
     /// its closure.</summary>
     void ChannelPartsSplit(int parts, bool byBlocks, float[] panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
-        int h, int w, int oh, int ow, FusedActivation activation) =>
-        WorkerPool.For(parts, parts, p => ChannelPart(p, parts, byBlocks, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation));
+        int h, int w, int oh, int ow, FusedActivation activation)
+    {
+        long call = Interlocked.Increment(ref splitCalls);
+        WorkerPool.For(parts, parts, p => ChannelPart(p, parts, byBlocks, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, call));
+    }
+
+    /// <summary>Numbers the threaded calls, so that a thread that runs several parts of one call (an inline
+    /// <see cref="WorkerPool.For"/>, a late worker's part taken over) builds the whole-image columns once: the call whose
+    /// columns this thread's scratch holds is <see cref="colsCall"/> (0: none known).</summary>
+    static long splitCalls;
+    [ThreadStatic] static long colsCall;
 
     /// <summary>
     /// Part <paramref name="p"/> of <paramref name="parts"/> of one image: its share of the channel blocks over all
@@ -123,7 +133,7 @@ public sealed partial class PackedConv2d
     /// 7–10 % slower.
     /// </remarks>
     void ChannelPart(int p, int parts, bool byBlocks, float[] panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
-        int h, int w, int oh, int ow, FusedActivation activation)
+        int h, int w, int oh, int ow, FusedActivation activation, long call)
     {
         int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
         int blocks = (o + TC - 1) / TC, opad = blocks * TC;
@@ -134,10 +144,16 @@ public sealed partial class PackedConv2d
         if (lb == 0 || obFrom == obTo) return;
         var cols = ThreadScratch.Grow(ref scratch, kdim * lp);
         var ct = ThreadScratch.Grow(ref tileOut, lp * opad);
-        Im2Col(xa, xo + b * c * h * w, 0, c, h, w, cols, y1 - y0, ow, lp, 0, y0);
-        if (lp > lb)
-            for (int r = 0; r < kdim; r++)
-                for (int q = r * lp + lb; q < (r + 1) * lp; q++) cols[q] = 0;
+        // A block part's columns are the whole image's: built already when this thread ran another part of this call.
+        if (!(byBlocks && call != 0 && colsCall == call))
+        {
+            colsCall = 0;
+            Im2Col(xa, xo + b * c * h * w, 0, c, h, w, cols, y1 - y0, ow, lp, 0, y0);
+            if (lp > lb)
+                for (int r = 0; r < kdim; r++)
+                    for (int q = r * lp + lb; q < (r + 1) * lp; q++) cols[q] = 0;
+            if (byBlocks) colsCall = call;
+        }
         int off = b * o * l + y0 * ow;
         ChannelBlocks(obFrom, obTo, TR, panels, cols, ct, kdim, lb, lp, opad, ya, yo + off, l, ra, ro + off, activation);
     }
