@@ -4,9 +4,10 @@ namespace Nabla.Tests;
 
 /// <summary>
 /// Threaded convolution paths whose threads each build their own copy of the input (padded planes for the direct kernel,
-/// im2col columns for the channel tiles) in per-thread scratch: calls with different inputs in turn, at two threads on the
+/// im2col columns for the channel tiles) in per-thread scratch, and the im2col + GEMM path: calls with different inputs in turn, at two threads on the
 /// worker pool, must each give the bits one thread gives for that input, so a thread that reused its scratch from the
-/// previous call, or built the wrong rows, fails; two and three threads, and the split run inline inside a pool body.
+/// previous call, or built the wrong rows, fails; two and three threads, and the split run inline inside a pool body;
+/// every other call adds a residual. The im2col + GEMM path (whose threads share one im2col buffer) runs here too.
 /// Changes <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
@@ -19,6 +20,8 @@ public class InferenceThreadScratchTests
         { 8, 14, 14, 16, 5, 1, 2 },    // direct at stride 1 (mnist-8's second layer: two groups)
         { 40, 15, 15, 100, 3, 2, 1 },  // channel tiles, the output rows split
         { 32, 6, 6, 130, 3, 1, 1 },    // channel tiles, the channel blocks split (each thread builds the whole im2col)
+        { 64, 56, 56, 128, 1, 2, 0 },  // im2col + GEMM (ResNet's first 1×1 stride-2 downsampling): the GEMM splits the columns
+        { 16, 31, 29, 64, 3, 1, 1 },   // im2col + GEMM (K = 144 is below the channel tiles' 192), 899 columns
     };
 
     [Theory]
@@ -34,9 +37,12 @@ public class InferenceThreadScratchTests
         try
         {
             Gemm.Threads = 1;
+            var residual = Tensor.Randn(conv.OutputShape(inputs[0].Shape), DType.Float32, gen);
+            // Even rounds without a residual, odd rounds with one (the epilogue adds it before the activation).
             var expected = inputs.Select(x => conv.Run(x).ToArray<float>()).ToArray();
+            var expectedRes = inputs.Select(x => conv.Run(x, residual).ToArray<float>()).ToArray();
             ConvReference.Close(ConvReference.Conv(inputs[0], weight, bias, (stride, stride), (pad, pad)).Relu(), conv.Run(inputs[0]));
-            bool tiles = c >= 32;   // the last two cases take the channel tiles, the first two the direct kernel
+            bool tiles = c >= 32 && k == 3 && o >= 100;   // cases 3 and 4 take the channel tiles
             Assert.Equal(tiles && System.Runtime.Intrinsics.X86.Avx512F.IsSupported, conv.HasChannelPanels);
             using var scope = WorkerPool.Scope();
             foreach (int threads in new[] { 2, 3 })
@@ -47,8 +53,8 @@ public class InferenceThreadScratchTests
                 {
                     int i = round % inputs.Length;
                     var y = Tensor.Full(conv.OutputShape(inputs[i].Shape), float.NaN);
-                    conv.Run(inputs[i], null, y);
-                    Assert.Equal(expected[i], y.ToArray<float>());
+                    conv.Run(inputs[i], round % 2 == 1 ? residual : null, y);
+                    Assert.Equal(round % 2 == 1 ? expectedRes[i] : expected[i], y.ToArray<float>());
                 }
                 if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.True(WorkerPool.JobCount > jobs, "the calls did not go to the pool");
                 // From inside a pool body the split runs inline: every part on this thread, one after the other (a part that
@@ -57,8 +63,9 @@ public class InferenceThreadScratchTests
                 {
                     int i = round % inputs.Length;
                     var y = Tensor.Full(conv.OutputShape(inputs[i].Shape), float.NaN);
-                    WorkerPool.For(2, 2, q => { if (q == 0) conv.Run(inputs[i], null, y); });
-                    Assert.Equal(expected[i], y.ToArray<float>());
+                    var r = round % 2 == 1 ? residual : null;
+                    WorkerPool.For(2, 2, q => { if (q == 0) conv.Run(inputs[i], r, y); });
+                    Assert.Equal(r is null ? expected[i] : expectedRes[i], y.ToArray<float>());
                 }
             }
         }
