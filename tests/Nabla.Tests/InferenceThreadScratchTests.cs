@@ -3,12 +3,12 @@ using Xunit;
 namespace Nabla.Tests;
 
 /// <summary>
-/// Threaded convolution paths whose threads each build their own copy of the input (padded planes for the direct kernel,
-/// im2col columns for the channel tiles) in per-thread scratch, and the im2col + GEMM path: calls with different inputs in turn, at two threads on the
-/// worker pool, must each give the bits one thread gives for that input, so a thread that reused its scratch from the
-/// previous call, or built the wrong rows, fails; two and three threads, and the split run inline inside a pool body;
-/// every other call adds a residual. The im2col + GEMM path (whose threads share one im2col buffer) runs here too.
-/// Changes <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
+/// Threaded convolution paths at batch 1: those whose threads each build their own copy of the input in per-thread scratch
+/// (padded planes for the direct kernel, im2col columns for the channel tiles) and the im2col + GEMM path (one im2col
+/// buffer shared by the threads). Calls with different inputs in turn, every other one with a residual, at two and three
+/// threads on the worker pool and inline inside a pool body, must each give the bits one thread gives for that input, so
+/// a thread that reused its scratch from the previous call, or built the wrong rows, fails. Changes
+/// <see cref="Gemm.Threads"/>, so it runs in the GEMM settings collection.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
 public class InferenceThreadScratchTests
