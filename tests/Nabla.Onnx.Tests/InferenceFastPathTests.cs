@@ -121,6 +121,7 @@ public class InferenceFastPathTests
     [InlineData(1, 2, 0, 1, false, 45)]
     [InlineData(4, 2, 2, 1, false, 45)]    // four rows per window (the most the one-pass vertical max takes)
     [InlineData(4, 1, 1, 1, true, 46)]
+    [InlineData(9, 2, 4, 1, false, 45)]    // nine rows: two folds of the running max into the next four
     public void MaxPoolMatchesEagerMaxPool(int k, int s, int p, int d, bool ceil, int width)
     {
         var x = Tensor.Randn([2, 3, 13, width], DType.Float32, new Generator(5));

@@ -87,12 +87,12 @@ public sealed partial class PackedConv2d
     {
         var panels = ChannelPanels();
         int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
-        int blocks = (o + TC - 1) / TC, lp = (l + TR(l) - 1) / TR(l) * TR(l);
+        int blocks = (o + TC - 1) / TC, tr = TR(l), tiles = (l + tr - 1) / tr;
         int threads = serial ? 1 : Gemm.Threads;
-        if (threads > 1 && (long)kdim * lp * blocks * TC < 1 << 20) threads = 1;
+        if (threads > 1 && (long)kdim * tiles * tr * blocks * TC < 1 << 20) threads = 1;
         // Split the channel blocks when there are many (each thread then reads only its weights), else the output rows
         // (each thread reads all weights but builds and reads only its rows' columns).
-        bool byBlocks = blocks >= 4 * threads || (blocks >= threads && lp / TR(l) < 4 * threads);
+        bool byBlocks = blocks >= 4 * threads || (blocks >= threads && tiles < 4 * threads);
         int parts = byBlocks ? threads : Math.Min(threads, oh);
         if (parts > 1)
             ChannelPartsSplit(parts, byBlocks, panels, b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation);
@@ -193,36 +193,24 @@ public sealed partial class PackedConv2d
                 }
                 // Epilogue: transpose this block's [L, 64] back to NCHW rows, adding bias and residual, then the activation.
                 int oc0 = ob * TC, ocEnd = Math.Min(o, oc0 + TC);
-                // 16 positions × 64 channels at a time, so the strided reads of the [L, 64] block stay in L1.
-                // Whole blocks of 16 positions × 16 channels are transposed in registers; the last positions one by one.
+                // Whole blocks of 16 positions × 16 channels are transposed in registers; the last positions (fewer than 16)
+                // one by one.
                 int qVec = Avx512F.IsSupported ? l / 16 * 16 : 0;
                 for (int q0 = 0; q0 < qVec; q0 += 16)
                     for (int oc = oc0; oc < ocEnd; oc += 16)
                         Epilogue16(pc + (long)q0 * opad + oc, opad, py + yBase + (long)oc * ldy + q0, ldy,
                             pr is null ? null : pr + rBase + (long)oc * ldy + q0, pb is null ? null : pb + oc, Math.Min(16, ocEnd - oc), relu);
-                for (int q0 = qVec; q0 < l; q0 += 16)
+                for (int oc = oc0; oc < ocEnd && qVec < l; oc++)
                 {
-                    int q1 = Math.Min(l, q0 + 16);
-                    for (int oc = oc0; oc < ocEnd; oc++)
+                    float bv = pb is null ? 0f : pb[oc];
+                    float* src = pc + oc;
+                    float* dst = py + yBase + (long)oc * ldy;
+                    float* res = pr is null ? null : pr + rBase + (long)oc * ldy;
+                    for (int q = qVec; q < l; q++)
                     {
-                        float bv = pb is null ? 0f : pb[oc];
-                        float* src = pc + oc;
-                        float* dst = py + yBase + (long)oc * ldy;
-                        if (pr is null)
-                            for (int q = q0; q < q1; q++)
-                            {
-                                float v = src[(long)q * opad] + bv;
-                                dst[q] = relu ? MathF.Max(v, 0f) : v;
-                            }
-                        else
-                        {
-                            float* res = pr + rBase + (long)oc * ldy;
-                            for (int q = q0; q < q1; q++)
-                            {
-                                float v = src[(long)q * opad] + bv + res[q];
-                                dst[q] = relu ? MathF.Max(v, 0f) : v;
-                            }
-                        }
+                        float v = src[(long)q * opad] + bv;
+                        if (res is not null) v += res[q];
+                        dst[q] = relu ? MathF.Max(v, 0f) : v;
                     }
                 }
             }
