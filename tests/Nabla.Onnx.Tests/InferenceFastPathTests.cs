@@ -304,6 +304,95 @@ public class InferenceFastPathTests
         for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
     }
 
+    /// <summary>
+    /// Three convolutions, each read by a MaxPool: 7×7 stride 2 + BatchNorm + Relu + 3×3 stride-2 pool (ResNet's stem), 3×3
+    /// with a bias + 2×2 pool in ceil mode, and a dilated 3×3 + Relu + stride-1 pool. With <paramref name="readBeforePool"/>
+    /// each pool's input is also a graph output, so no pool may join its convolution.
+    /// </summary>
+    static Graph.Graph PoolChains(bool readBeforePool)
+    {
+        var gen = new Generator(12);
+        Tensor R(params int[] s) => Tensor.Randn(s, DType.Float32, gen);
+        var init = new Dictionary<string, Tensor>
+        {
+            ["w1"] = R(8, 3, 7, 7).Mul(0.2), ["g1"] = Tensor.Rand([8], DType.Float32, gen).Add(0.5), ["be1"] = R(8), ["m1"] = R(8),
+            ["v1"] = Tensor.Rand([8], DType.Float32, gen).Add(0.5), ["w2"] = R(6, 3, 3, 3), ["b2"] = R(6), ["w3"] = R(5, 3, 3, 3),
+        };
+        NodeAttribute Int(string name, long v) => new() { Name = name, Kind = AttributeKind.Int, Int = v };
+        var outputs = new List<ValueInfo> { new("p1", DType.Float32, null), new("p2", DType.Float32, null), new("p3", DType.Float32, null) };
+        if (readBeforePool) outputs.AddRange(new[] { "r1", "c2", "r3" }.Select(n => new ValueInfo(n, DType.Float32, null)));
+        return new Graph.Graph
+        {
+            Name = "pools",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = outputs,
+            Initializers = init,
+            Nodes =
+            [
+                new Node { OpType = "Conv", Name = "c1", Inputs = ["x", "w1"], Outputs = ["c1"], Attributes = new() { ["pads"] = Ints("pads", 3, 3, 3, 3), ["strides"] = Ints("strides", 2, 2) } },
+                new Node { OpType = "BatchNormalization", Inputs = ["c1", "g1", "be1", "m1", "v1"], Outputs = ["bn1"] },
+                new Node { OpType = "Relu", Inputs = ["bn1"], Outputs = ["r1"] },
+                new Node { OpType = "MaxPool", Inputs = ["r1"], Outputs = ["p1"], Attributes = new() { ["kernel_shape"] = Ints("kernel_shape", 3, 3), ["strides"] = Ints("strides", 2, 2), ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+                new Node { OpType = "Conv", Name = "c2", Inputs = ["x", "w2", "b2"], Outputs = ["c2"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+                new Node { OpType = "MaxPool", Inputs = ["c2"], Outputs = ["p2"], Attributes = new() { ["kernel_shape"] = Ints("kernel_shape", 2, 2), ["strides"] = Ints("strides", 2, 2), ["ceil_mode"] = Int("ceil_mode", 1) } },
+                new Node { OpType = "Conv", Name = "c3", Inputs = ["x", "w3"], Outputs = ["c3"], Attributes = new() { ["pads"] = Ints("pads", 2, 2, 2, 2), ["dilations"] = Ints("dilations", 2, 2) } },
+                new Node { OpType = "Relu", Inputs = ["c3"], Outputs = ["r3"] },
+                new Node { OpType = "MaxPool", Inputs = ["r3"], Outputs = ["p3", ""], Attributes = new() { ["kernel_shape"] = Ints("kernel_shape", 3, 2), ["pads"] = Ints("pads", 1, 0, 1, 1) } },
+            ],
+        };
+    }
+
+    /// <summary>A MaxPool that alone reads a fused convolution's result joins it (<see cref="PackedConv2d.RunMaxPooled"/>):
+    /// its outputs are bit for bit those of the fused convolution and the MaxPool node apart, and close to the unfused graph's.</summary>
+    [Fact]
+    public void MaxPoolJoinsTheConvolutionItReadsAndKeepsTheResult()
+    {
+        var x = Tensor.Randn([2, 3, 23, 17], DType.Float32, new Generator(4));
+        var pooled = PoolChains(readBeforePool: false);
+        var report = OnnxFusion.Apply(pooled, irVersion: 8);
+        Assert.Equal(new FusionReport(FusedConvs: 3, FoldedBatchNorms: 1, FoldedBiasAdds: 0, FusedResidualAdds: 0, FusedRelus: 2, FusedMaxPools: 3), report);
+        Assert.DoesNotContain(pooled.Nodes, n => n.OpType == "MaxPool");
+        var apart = PoolChains(readBeforePool: true);
+        Assert.Equal(0, OnnxFusion.Apply(apart, irVersion: 8).FusedMaxPools);
+        Assert.Equal(3, apart.Nodes.Count(n => n.OpType == "MaxPool"));
+        var reference = new GraphExecutor(PoolChains(false), OnnxOps.Resolver).Run(x);
+        var got = new GraphExecutor(pooled, OnnxOps.Resolver).Run(x);
+        var want = new GraphExecutor(apart, OnnxOps.Resolver).Run(x);
+        Assert.Equal([2, 8, 6, 5], got[0].Shape);
+        Assert.Equal([2, 6, 12, 9], got[1].Shape);    // ceil mode: 23 → 12, 17 → 9
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(want[i].ToArray<float>(), got[i].ToArray<float>());
+            Close(reference[i], got[i]);
+        }
+    }
+
+    /// <summary>A pool window that does not fit the convolution's output fails naming the node, fused or not.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void PoolRejectsAWindowLargerThanItsInput(bool fuse)
+    {
+        var g = new Graph.Graph
+        {
+            Name = "big-window",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = [new ValueInfo("p", DType.Float32, null)],
+            Initializers = new() { ["w"] = Tensor.Ones(4, 3, 1, 1) },
+            Nodes =
+            [
+                new Node { OpType = "Conv", Name = "c", Inputs = ["x", "w"], Outputs = ["c"] },
+                new Node { OpType = "MaxPool", Name = "pool", Inputs = ["c"], Outputs = ["p"], Attributes = new() { ["kernel_shape"] = Ints("kernel_shape", 3, 3) } },
+            ],
+        };
+        if (fuse) Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedMaxPools);
+        var e = Assert.Throws<ModelFormatException>(() => new GraphExecutor(g, OnnxOps.Resolver).Run(Tensor.Ones(1, 3, 2, 2)));
+        Assert.Contains("does not fit", e.Message);
+        Assert.Contains(fuse ? "'c'" : "'pool'", e.Message);
+    }
+
     /// <summary>A value that something else also reads (another node, or the caller as a graph output) must keep its
     /// value: a Relu or BatchNormalization after it stays a node of its own.</summary>
     [Fact]
@@ -574,7 +663,7 @@ public class InferenceFastPathTests
         var plain = OnnxModel.Load(bytes, null, "ResNet18", fuse: false);
         int convs = plain.Graph.Nodes.Count(n => n.OpType == "Conv");
         Assert.Equal(convs, fused.Graph.Nodes.Count(n => n.OpType == "FusedConv"));
-        Assert.DoesNotContain(fused.Graph.Nodes, n => n.OpType is "BatchNormalization" or "Relu" or "Add");
+        Assert.DoesNotContain(fused.Graph.Nodes, n => n.OpType is "BatchNormalization" or "Relu" or "Add" or "MaxPool");   // the pool joined the first layer
         var x = Tensor.Randn([1, 3, 224, 224], DType.Float32, new Generator(8));
         Close(plain.Run(x)[0], fused.Run(x)[0], 1e-3);
     }

@@ -5,7 +5,7 @@ using G = Nabla.Graph.Graph;
 namespace Nabla.Interop.Onnx;
 
 /// <summary>What <see cref="OnnxFusion.Apply"/> did.</summary>
-public sealed record FusionReport(int FusedConvs, int FoldedBatchNorms, int FoldedBiasAdds, int FusedResidualAdds, int FusedRelus, int FusedGemms = 0);
+public sealed record FusionReport(int FusedConvs, int FoldedBatchNorms, int FoldedBiasAdds, int FusedResidualAdds, int FusedRelus, int FusedGemms = 0, int FusedMaxPools = 0);
 
 /// <summary>
 /// The inference fusion pass applied at load: each 2-D float32 <c>Conv</c> with constant weights becomes one
@@ -13,7 +13,8 @@ public sealed record FusionReport(int FusedConvs, int FoldedBatchNorms, int Fold
 /// intermediate value has that single consumer and is not a graph output: an inference <c>BatchNormalization</c> with
 /// constant parameters (folded into the weights and bias: w·γ/√(σ²+ε), (b−μ)·γ/√(σ²+ε)+β), an <c>Add</c> of a constant
 /// per-channel bias (folded into the bias), an <c>Add</c> of another value (a residual, added in the epilogue), and a
-/// final <c>Relu</c>. Likewise a float32 <c>Gemm</c> (no transA, alpha = beta = 1) with a constant B and per-column C
+/// final <c>Relu</c>, and then a 2-D <c>MaxPool</c> with explicit pads and no indices output when there is no residual (the
+/// fused node pools its own output: <see cref="PackedConv2d.RunMaxPooled"/>). Likewise a float32 <c>Gemm</c> (no transA, alpha = beta = 1) with a constant B and per-column C
 /// becomes <c>com.nabla.FusedGemm</c>, absorbing a following <c>Relu</c>; so does a <c>MatMul</c> with a constant 2-D float32
 /// B (an input of any rank, its leading dimensions flattened into rows), absorbing an <c>Add</c> of a constant 1-D bias and
 /// then a <c>Relu</c>. Weights listed as graph inputs count as constants only before IR version 4 (where every
@@ -21,6 +22,9 @@ public sealed record FusionReport(int FusedConvs, int FoldedBatchNorms, int Fold
 /// </summary>
 public static class OnnxFusion
 {
+    /// <summary>Whether a MaxPool after a fused convolution joins it (settable by tests and measurements).</summary>
+    internal static bool FuseMaxPool = true;
+
     public static FusionReport Apply(G graph, long irVersion)
     {
         if (graph.Nodes.Any(n => n.Attributes.Values.Any(a => a.Kind is AttributeKind.Graph or AttributeKind.Graphs)))
@@ -41,7 +45,7 @@ public static class OnnxFusion
         Node? SoleConsumer(string value) =>
             uses.GetValueOrDefault(value) == 1 && !outputNames.Contains(value) && consumer.TryGetValue(value, out var c) ? c : null;
 
-        int convs = 0, bns = 0, biases = 0, residuals = 0, relus = 0;
+        int convs = 0, bns = 0, biases = 0, residuals = 0, relus = 0, pools = 0;
         var removed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
         var replace = new Dictionary<Node, Node>(ReferenceEqualityComparer.Instance);
         foreach (var conv in graph.Nodes.ToList())
@@ -102,6 +106,17 @@ public static class OnnxFusion
                 cur = next.Outputs[0];
             }
 
+            // A MaxPool reading the result: the fused node pools too (no residual: the banded path has none).
+            Dictionary<string, NodeAttribute>? pool = null;
+            if (FuseMaxPool && residual.Length == 0 && SoleConsumer(cur) is { OpType: "MaxPool", Domain: "" } mp && !removed.Contains(mp)
+                && TryMaxPool(mp, out pool))
+            {
+                chain.Add(mp);
+                last = mp;
+                cur = mp.Outputs[0];
+                pools++;
+            }
+
             string wName = conv.Inputs[1], bName = hasBias ? conv.Inputs[2] : "";
             if (wd is not null) wName = AddInitializer(graph, wName + "_fused", Tensor.FromArray(wd, w.Shape).To(DType.Float32));
             if (biasChanged) bName = AddInitializer(graph, (hasBias ? bName : conv.Inputs[1]) + "_fused_bias", Tensor.FromArray(bd!, o).To(DType.Float32));
@@ -122,6 +137,8 @@ public static class OnnxFusion
                     ["auto_pad"] = new NodeAttribute { Name = "auto_pad", Kind = AttributeKind.String, String = attrs.autoPad },
                 },
             };
+            if (pool is not null)
+                foreach (var (name, a) in pool) fused.Attributes[name] = a;
             removed.Add(conv);
             foreach (var n in chain) removed.Add(n);
             replace[last] = fused;
@@ -190,10 +207,36 @@ public static class OnnxFusion
         var read = graph.Nodes.SelectMany(n => n.Inputs).ToHashSet();
         foreach (var name in graph.Initializers.Keys.ToList())
             if (!read.Contains(name) && !inputNames.Contains(name) && !outputNames.Contains(name)) graph.Initializers.Remove(name);
-        return new FusionReport(convs, bns, biases, residuals, relus, gemms);
+        return new FusionReport(convs, bns, biases, residuals, relus, gemms, pools);
     }
 
     static NodeAttribute Ints(string name, long[] v) => new() { Name = name, Kind = AttributeKind.Ints, Ints = v };
+
+    /// <summary>A 2-D MaxPool the fused node can take over: explicit pads (auto_pad NOTSET), positive kernel, strides and
+    /// dilations, and only its first output read. Its attributes become the fused node's <c>pool_*</c> ones, defaults filled in.</summary>
+    static bool TryMaxPool(Node mp, out Dictionary<string, NodeAttribute>? attrs)
+    {
+        attrs = null;
+        if (mp.Inputs.Length != 1 || mp.Outputs.Length < 1 || mp.Outputs.Skip(1).Any(o => o.Length > 0)) return false;
+        var k = mp.GetInts("kernel_shape");
+        var strides = mp.GetInts("strides") ?? [1, 1];
+        var pads = mp.GetInts("pads") ?? [0, 0, 0, 0];
+        var dil = mp.GetInts("dilations") ?? [1, 1];
+        if (k is not { Length: 2 } || strides.Length != 2 || pads.Length != 4 || dil.Length != 2) return false;
+        if (mp.GetString("auto_pad", "NOTSET") != "NOTSET") return false;
+        if (k.Concat(strides).Concat(dil).Any(v => v < 1 || v > 1 << 16) || pads.Any(v => v < 0 || v > 1 << 16)) return false;
+        if (mp.Attributes.Keys.Any(a => a is not ("kernel_shape" or "strides" or "pads" or "dilations" or "auto_pad" or "ceil_mode" or "storage_order")))
+            return false;
+        attrs = new()
+        {
+            ["pool_kernel_shape"] = Ints("pool_kernel_shape", k),
+            ["pool_strides"] = Ints("pool_strides", strides),
+            ["pool_pads"] = Ints("pool_pads", pads),
+            ["pool_dilations"] = Ints("pool_dilations", dil),
+            ["pool_ceil_mode"] = new NodeAttribute { Name = "pool_ceil_mode", Kind = AttributeKind.Int, Int = mp.GetInt("ceil_mode", 0) != 0 ? 1 : 0 },
+        };
+        return true;
+    }
 
     static string AddInitializer(G graph, string baseName, Tensor t)
     {

@@ -151,7 +151,7 @@ public sealed partial class PackedConv2d
     {
         if (x.DType != DType.Float32) throw new DTypeException($"packed conv2d: input must be float32, got {x.DType}");
         var (oh, ow) = OutputSize(x.shape);
-        int n = x.shape[0], h = x.shape[2], w = x.shape[3], l = oh * ow;
+        int n = x.shape[0], h = x.shape[2], w = x.shape[3];
         if (!IsOutputShape(output.shape, n, oh, ow) || output.DType != DType.Float32 || !output.IsContiguous)
             throw new ShapeMismatchException($"packed conv2d: output must be a contiguous float32 {ShapeUtil.Format(OutputShape(x.shape))}, got {output.DType} {ShapeUtil.Format(output.shape)}");
         if (residual is not null && (!IsOutputShape(residual.shape, n, oh, ow) || residual.DType != DType.Float32))
@@ -160,9 +160,17 @@ public sealed partial class PackedConv2d
         float[]? ra = null;
         int ro = 0;
         if (residual is not null) (ra, ro) = Flat(residual);
-        var ya = output.storage.As<float>();
-        int yo = output.offset;
-        var path = direct || (narrowDirect && l <= NarrowDirectMaxPositions) || strideTwoDirect ? ImagePath.Direct
+        RunImages(n, xa, xo, ra, ro, output.storage.As<float>(), output.offset, h, w, oh, ow, activation);
+    }
+
+    /// <summary>The direct path's condition, by output positions per image.</summary>
+    bool TakesDirect(int l) => direct || (narrowDirect && l <= NarrowDirectMaxPositions) || strideTwoDirect;
+
+    /// <summary>The <paramref name="n"/> images of a checked call: the path by shape, then the images over threads.</summary>
+    void RunImages(int n, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation)
+    {
+        int l = oh * ow;
+        var path = TakesDirect(l) ? ImagePath.Direct
             : TakesWinograd(oh, ow) ? ImagePath.Winograd
             : l <= ChannelTileMaxColumns && UseChannelTiles && ChannelTilesPossible ? ImagePath.ChannelTiled
             : n > 1 && packed is not null && Groups == 1 && l < FoldColumns / 2 ? ImagePath.Folded
@@ -376,8 +384,17 @@ public sealed partial class PackedConv2d
 
     void DirectFlatGroups(int st, int gFrom, int gTo, float[] pad, int b, float[] ya, int yo, float[]? ra, int ro, int oh, int ow, FusedActivation activation)
     {
-        if (st == 1) DirectFlatGroups<StrideOne>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
-        else DirectFlatGroups<StrideTwo>(gFrom, gTo, pad, b, ya, yo, ra, ro, oh, ow, activation);
+        int l = oh * ow;
+        DirectFlatGroups(st, gFrom, gTo, pad, b, ya, yo + b * OutChannels * l, l, 0, oh, ra, ro, oh, ow, activation);
+    }
+
+    /// <summary>Channel groups [gFrom, gTo) over output rows [y0, y1) (the whole image for <see cref="DirectFlat"/>, a band
+    /// for the pooled path): channel oc's row y goes to <c>ya[yBase + oc·cs + (y − y0)·ow]</c>.</summary>
+    void DirectFlatGroups(int st, int gFrom, int gTo, float[] pad, int b, float[] ya, long yBase, long cs, int y0, int y1, float[]? ra, int ro,
+        int oh, int ow, FusedActivation activation)
+    {
+        if (st == 1) DirectFlatGroups<StrideOne>(gFrom, gTo, pad, b, ya, yBase, cs, y0, y1, ra, ro, oh, ow, activation);
+        else DirectFlatGroups<StrideTwo>(gFrom, gTo, pad, b, ya, yBase, cs, y0, y1, ra, ro, oh, ow, activation);
     }
 
     /// <summary>Channel groups over threads, apart from <see cref="DirectFlat"/> so that only a split call allocates its closure.
@@ -410,14 +427,18 @@ public sealed partial class PackedConv2d
     struct StrideOne : IStride { public static int Value => 1; }
     struct StrideTwo : IStride { public static int Value => 2; }
 
-    /// <summary>Channel groups [gFrom, gTo) of <see cref="DirectFlat"/> over its filled planes.</summary>
-    unsafe void DirectFlatGroups<S>(int gFrom, int gTo, float[] padArr, int b, float[] ya, int yo, float[]? ra, int ro, int oh, int ow, FusedActivation activation)
+    /// <summary>Channel groups [gFrom, gTo) of <see cref="DirectFlat"/> over its filled planes, output rows [y0, y1) (see the
+    /// non-generic overload for where they go). A band (rows other than the whole image) takes the straight stores: no
+    /// residual.</summary>
+    unsafe void DirectFlatGroups<S>(int gFrom, int gTo, float[] padArr, int b, float[] ya, long yBase, long cs, int y0, int y1, float[]? ra, int ro,
+        int oh, int ow, FusedActivation activation)
         where S : struct, IStride
     {
         int c = InChannels, o = OutChannels, kh = KernelH, kw = KernelW, st = S.Value, kdim = c * kh * kw, l = oh * ow;
-        int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, positions = oh * wp, blocks = (positions + 31) / 32;
-        bool relu = activation == FusedActivation.Relu, reluInRegisters = relu && ra is null, straight = ra is null && DirectStoreRows;
-        int yBase = yo + b * o * l;
+        int wp = ow + (kw - 1) / st, hp = oh + (kh - 1) / st, plane = hp * wp, pFrom = y0 * wp, pTo = y1 * wp, blocks = (pTo - pFrom + 31) / 32;
+        bool band = y0 != 0 || y1 != oh;
+        if (band && ra is not null) throw new InvalidOperationException("packed conv2d: a band of rows takes no residual");
+        bool relu = activation == FusedActivation.Relu, reluInRegisters = relu && ra is null, straight = ra is null && (DirectStoreRows || band);
         var outBuf = straight ? null : ThreadScratch.Grow(ref flatOut, 8 * blocks * 32);   // the flat path's buffer only
         fixed (float* pp = padArr, pg = directGroups, py = ya, pb = bias, pr = ra, po = outBuf)
             for (int g = gFrom; g < gTo; g++)
@@ -426,7 +447,8 @@ public sealed partial class PackedConv2d
                 int channels = Math.Min(8, o - g * 8);
                 for (int blk = 0; blk < blocks; blk++)
                 {
-                    float* at = pp + blk * 32;
+                    int p0 = pFrom + blk * 32;
+                    float* at = pp + p0;
                     Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
                     Vector512<float> a40 = default, a41 = default, a50 = default, a51 = default, a60 = default, a61 = default, a70 = default, a71 = default;
                     for (int ci = 0; ci < c; ci++)
@@ -452,20 +474,21 @@ public sealed partial class PackedConv2d
                     }
                     if (straight)
                     {
-                        // Straight into the output rows (no residual): the flat positions past each row's end are dropped here.
-                        float* yg = py + yBase + (long)g * 8 * l;
-                        int p0 = blk * 32;
-                        StoreRows(yg, p0, a00, a01, pb != null ? pb[g * 8] : 0f, relu, wp, ow, oh);
-                        if (channels > 1) StoreRows(yg + l, p0, a10, a11, pb != null ? pb[g * 8 + 1] : 0f, relu, wp, ow, oh);
-                        if (channels > 2) StoreRows(yg + 2 * l, p0, a20, a21, pb != null ? pb[g * 8 + 2] : 0f, relu, wp, ow, oh);
-                        if (channels > 3) StoreRows(yg + 3 * l, p0, a30, a31, pb != null ? pb[g * 8 + 3] : 0f, relu, wp, ow, oh);
-                        if (channels > 4) StoreRows(yg + 4 * l, p0, a40, a41, pb != null ? pb[g * 8 + 4] : 0f, relu, wp, ow, oh);
-                        if (channels > 5) StoreRows(yg + 5 * l, p0, a50, a51, pb != null ? pb[g * 8 + 5] : 0f, relu, wp, ow, oh);
-                        if (channels > 6) StoreRows(yg + 6 * l, p0, a60, a61, pb != null ? pb[g * 8 + 6] : 0f, relu, wp, ow, oh);
-                        if (channels > 7) StoreRows(yg + 7 * l, p0, a70, a71, pb != null ? pb[g * 8 + 7] : 0f, relu, wp, ow, oh);
+                        // Straight into the output rows (no residual): the flat positions past each row's end, and past the
+                        // band's last row, are dropped here. The plane pointer is moved back by y0 rows, so row y lands at
+                        // (y − y0)·ow.
+                        float* yg = py + yBase + g * 8 * cs - (long)y0 * ow;
+                        StoreRows(yg, p0, a00, a01, pb != null ? pb[g * 8] : 0f, relu, wp, ow, y1);
+                        if (channels > 1) StoreRows(yg + cs, p0, a10, a11, pb != null ? pb[g * 8 + 1] : 0f, relu, wp, ow, y1);
+                        if (channels > 2) StoreRows(yg + 2 * cs, p0, a20, a21, pb != null ? pb[g * 8 + 2] : 0f, relu, wp, ow, y1);
+                        if (channels > 3) StoreRows(yg + 3 * cs, p0, a30, a31, pb != null ? pb[g * 8 + 3] : 0f, relu, wp, ow, y1);
+                        if (channels > 4) StoreRows(yg + 4 * cs, p0, a40, a41, pb != null ? pb[g * 8 + 4] : 0f, relu, wp, ow, y1);
+                        if (channels > 5) StoreRows(yg + 5 * cs, p0, a50, a51, pb != null ? pb[g * 8 + 5] : 0f, relu, wp, ow, y1);
+                        if (channels > 6) StoreRows(yg + 6 * cs, p0, a60, a61, pb != null ? pb[g * 8 + 6] : 0f, relu, wp, ow, y1);
+                        if (channels > 7) StoreRows(yg + 7 * cs, p0, a70, a71, pb != null ? pb[g * 8 + 7] : 0f, relu, wp, ow, y1);
                         continue;
                     }
-                    int stride = blocks * 32;
+                    int stride = blocks * 32;   // the flat path (never a band): p0 = blk·32
                     float* ob = po + blk * 32;
                     StoreFlat(ob, a00, a01, g * 8 < o && pb != null ? pb[g * 8] : 0f, reluInRegisters);
                     StoreFlat(ob + stride, a10, a11, g * 8 + 1 < o && pb != null ? pb[g * 8 + 1] : 0f, reluInRegisters);
@@ -480,7 +503,7 @@ public sealed partial class PackedConv2d
                 for (int j = 0; j < channels; j++)
                 {
                     int oc = g * 8 + j;
-                    float* dstPlane = py + yBase + (long)oc * l, srcPlane = po + (long)j * blocks * 32;
+                    float* dstPlane = py + yBase + oc * cs, srcPlane = po + (long)j * blocks * 32;
                     for (int y = 0; y < oh; y++)
                     {
                         float* s = srcPlane + (long)y * wp, d = dstPlane + (long)y * ow;
@@ -851,42 +874,57 @@ public static class InferencePool
     public static void MaxPool2d(Tensor x, Tensor output, (int H, int W) kernel, (int H, int W) stride, (int Top, int Left) padding, (int H, int W) dilation)
     {
         var (xa, xo, ya, yo, planes, h, w, oh, ow) = Check("max_pool2d", x, output);
+        var geometry = MaxPoolGeometry(h, w, oh, ow, kernel, stride, padding, dilation);
+        if (oh <= 0 || ow <= 0 || planes == 0) return;
+        MaxPoolPlanes(planes, xa, xo, ya, yo, geometry);
+    }
+
+    /// <summary>The window geometry of <see cref="MaxPool2d"/> for an h×w input and an oh×ow output, with the length of the
+    /// separable path's scratch row; throws on a non-positive kernel, stride or dilation.</summary>
+    internal static PoolGeometry MaxPoolGeometry(int h, int w, int oh, int ow, (int H, int W) kernel, (int H, int W) stride, (int Top, int Left) padding, (int H, int W) dilation)
+    {
         int kh = kernel.H, kw = kernel.W, sh = stride.H, sw = stride.W, ph = padding.Top, pw = padding.Left, dh = dilation.H, dw = dilation.W;
         if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1)
             throw new NablaException($"max_pool2d: kernel {kernel}, stride {stride} and dilation {dilation} must be positive");
-        if (oh <= 0 || ow <= 0 || planes == 0) return;
+        if (ph < 0 || pw < 0) throw new NablaException($"max_pool2d: padding {padding} must not be negative");
+        // Scratch row: input column i sits at pw + i; the last window reaches (ow - 1)·sw + (kw - 1)·dw. 32 floats of slack
+        // cover the 16-float loads of the stride-2 path.
+        long span = Math.Max((long)pw + w, (long)(Math.Max(ow, 1) - 1) * sw + (long)(kw - 1) * dw + 1);
+        if (span > int.MaxValue - 64) throw new NablaException($"max_pool2d: window span {span} is too large");
         // Two rows, even/odd columns: one pass, no scratch row (LeNet-sized 28-wide rows: 53 µs at batch 64 against 83 µs
         // through the separable path). Rows of fewer than 8 outputs too, all scalar: the separable path's scratch row and
         // span calls cost more than the windows (LeNet-5's 10×10 second pool; a batch-1 run of the ONNX LeNet-5 13.3–13.5
         // → 12.0 µs, scratch harness at 14:05 UTC).
-        if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 && Avx2.IsSupported)
-        {
-            if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow > 1 << 16) MaxPool2x2Split(planes, xa, xo, ya, yo, h, w, oh, ow);
-            else for (int p = 0; p < planes; p++) MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow);
-            return;
-        }
-        // Scratch row: input column i sits at pw + i; the last window reaches (ow - 1)·sw + (kw - 1)·dw. 32 floats of slack
-        // cover the 16-float loads of the stride-2 path.
-        long span = Math.Max((long)pw + w, (long)(ow - 1) * sw + (long)(kw - 1) * dw + 1);
-        if (span > int.MaxValue - 64) throw new NablaException($"max_pool2d: window span {span} is too large");
-        int rowLen = (int)span + 32;
-        var geometry = new PoolGeometry(h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, rowLen);
-        if (planes > 1 && Gemm.Threads > 1 && (long)planes * oh * ow * kh * kw > 1 << 16) MaxPlanesSplit(planes, xa, xo, ya, yo, geometry);
-        else for (int p = 0; p < planes; p++) MaxPlane(p, xa, xo, ya, yo, geometry);
+        bool twoByTwo = kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && dh == 1 && dw == 1 && Avx2.IsSupported;
+        return new PoolGeometry(h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, (int)span + 32, twoByTwo);
     }
 
-    /// <summary>A pooling window's geometry and the scratch row's length, passed whole to the per-plane kernel.</summary>
-    readonly record struct PoolGeometry(int H, int W, int OH, int OW, int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int RowLen);
+    /// <summary>Max pooling of <paramref name="planes"/> consecutive planes (h·w apart in <paramref name="xa"/>, oh·ow apart in
+    /// <paramref name="ya"/>), split over threads when there is enough work.</summary>
+    internal static void MaxPoolPlanes(int planes, float[] xa, int xo, float[] ya, int yo, in PoolGeometry g)
+    {
+        long work = (long)planes * g.OH * g.OW * (g.TwoByTwo ? 1 : g.KH * g.KW);
+        if (planes > 1 && Gemm.Threads > 1 && work > 1 << 16) MaxPlanesSplit(planes, xa, xo, ya, yo, g);
+        else for (int p = 0; p < planes; p++) MaxPoolPlane(xa, xo + p * g.H * g.W, ya, yo + p * g.OH * g.OW, g);
+    }
 
-    // The threaded splits are methods of their own, so that a call on one thread allocates no closure.
-    static void MaxPool2x2Split(int planes, float[] xa, int xo, float[] ya, int yo, int h, int w, int oh, int ow) =>
-        WorkerPool.For(planes, Gemm.Threads, p => MaxPool2x2(xa, xo + p * h * w, ya, yo + p * oh * ow, h, w, oh, ow));
+    /// <summary>One plane: the input's H×W at <paramref name="src"/>, the output's OH×OW at <paramref name="dst"/>.</summary>
+    internal static void MaxPoolPlane(float[] xa, int src, float[] ya, int dst, in PoolGeometry g)
+    {
+        if (g.TwoByTwo) MaxPool2x2(xa, src, ya, dst, g.H, g.W, g.OH, g.OW);
+        else MaxPlane(xa, src, ya, dst, g);
+    }
 
+    /// <summary>A pooling window's geometry and the scratch row's length, passed whole to the per-plane kernel;
+    /// <paramref name="TwoByTwo"/>: the 2×2 stride-2 unpadded window, which takes its own one-pass kernel.</summary>
+    internal readonly record struct PoolGeometry(int H, int W, int OH, int OW, int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int RowLen, bool TwoByTwo);
+
+    // The threaded split is a method of its own, so that a call on one thread allocates no closure.
     static void MaxPlanesSplit(int planes, float[] xa, int xo, float[] ya, int yo, PoolGeometry g) =>
-        WorkerPool.For(planes, Gemm.Threads, p => MaxPlane(p, xa, xo, ya, yo, g));
+        WorkerPool.For(planes, Gemm.Threads, p => MaxPoolPlane(xa, xo + p * g.H * g.W, ya, yo + p * g.OH * g.OW, g));
 
     /// <summary>One plane of the separable max pooling (see <see cref="MaxPool2d"/>).</summary>
-    static unsafe void MaxPlane(int p, float[] xa, int xo, float[] ya, int yo, in PoolGeometry g)
+    static unsafe void MaxPlane(float[] xa, int srcOff, float[] ya, int dstOff, in PoolGeometry g)
     {
         int h = g.H, w = g.W, oh = g.OH, ow = g.OW, kh = g.KH, kw = g.KW, sh = g.SH, sw = g.SW, ph = g.PH, pw = g.PW, dh = g.DH, dw = g.DW, rowLen = g.RowLen;
         // A row of up to 4096 floats on the stack, a wider one in this thread's scratch (grown once; a shared pool may be
@@ -896,7 +934,7 @@ public static class InferencePool
         var mid = scratch.Slice(pw, w);
         fixed (float* px = xa, py = ya, vb = scratch)
         {
-            float* src = px + xo + (long)p * h * w, dst = py + yo + (long)p * oh * ow;
+            float* src = px + srcOff, dst = py + dstOff;
             float* m = vb + pw;
             for (int y = 0; y < oh; y++, dst += ow)
             {

@@ -6,7 +6,9 @@ namespace Nabla.Interop.Onnx.Ops;
 /// <summary>
 /// Nodes that only <see cref="OnnxFusion"/> creates, in the private domain <c>com.nabla</c>. <c>FusedConv</c>: inputs
 /// X, W, optional B, optional residual R; attributes strides, pads (4: top, left, bottom, right), dilations, group,
-/// activation ("" or "Relu"), auto_pad ("NOTSET", or "SAME_UPPER"/"SAME_LOWER": pads computed from the input size); Y = act(conv(X, W) + B + R). Its weights are prepared once (<see cref="PackedConv2d"/>)
+/// activation ("" or "Relu"), auto_pad ("NOTSET", or "SAME_UPPER"/"SAME_LOWER": pads computed from the input size); Y = act(conv(X, W) + B + R). With the
+/// <c>pool_*</c> attributes (kernel_shape, strides, pads, dilations, ceil_mode of a MaxPool that read Y) the node outputs
+/// that max pooling of Y instead, with no residual. Its weights are prepared once (<see cref="PackedConv2d"/>)
 /// the first time the node runs with a given weight tensor, and its output buffer comes from the run's memory plan.
 /// </summary>
 internal static class FusedOps
@@ -39,6 +41,7 @@ internal static class FusedOps
         };
         if (strides.Length != 2 || pads.Length != 4 || dil.Length != 2)
             throw new ModelFormatException($"{node.Describe()}: FusedConv needs 2 strides, 4 pads and 2 dilations");
+        var pool = PoolAttributes(node);
         // Keyed on the node, which every instance of the model shares (OnnxModel.NewInstance), so the packed weights are
         // made once per model. Immutable; replaced whole, so concurrent runs see either the old or the new one.
         var cache = ConvCaches.GetValue(node, _ => new());
@@ -58,6 +61,17 @@ internal static class FusedOps
                 Volatile.Write(ref cache.Value, p);
             }
             var shape = p.Conv.OutputShape(x.Shape);
+            if (pool is { } q)
+            {
+                if (r is not null) throw Invalid(c, "a FusedConv that pools takes no residual");
+                int ph = NnOps.PoolOutputLength(shape[2], q.K[0], q.S[0], q.D[0], q.P[0], q.P[2], q.Ceil);
+                int pw = NnOps.PoolOutputLength(shape[3], q.K[1], q.S[1], q.D[1], q.P[1], q.P[3], q.Ceil);
+                if (ph < 1 || pw < 1)
+                    throw Invalid(c, $"max pool window {q.K[0]}x{q.K[1]} does not fit the convolution's {shape[2]}x{shape[3]} output with pads [{string.Join(", ", q.P)}]");
+                var pooled = c.NewOutput([shape[0], shape[1], ph, pw], DType.Float32);
+                p.Conv.RunMaxPooled(x, pooled, (q.K[0], q.K[1]), (q.S[0], q.S[1]), (q.P[0], q.P[1]), (q.D[0], q.D[1]));
+                return One(pooled);
+            }
             if (r is null || r.DType == DType.Float32 && r.Shape.SequenceEqual(shape))
             {
                 var y = c.NewOutput(shape, DType.Float32);
@@ -70,6 +84,22 @@ internal static class FusedOps
             var sum = z.Add(r);
             return One(act == FusedActivation.Relu ? sum.Relu() : sum);
         };
+    }
+
+    /// <summary>The max pooling a FusedConv applies to its result (kernel, strides, pads top/left/bottom/right, dilations).</summary>
+    sealed record PoolSpec(int[] K, int[] S, int[] P, int[] D, bool Ceil);
+
+    static PoolSpec? PoolAttributes(Node node)
+    {
+        var k = node.GetInts("pool_kernel_shape");
+        if (k is null) return null;
+        var s = node.GetInts("pool_strides") ?? [1, 1];
+        var p = node.GetInts("pool_pads") ?? [0, 0, 0, 0];
+        var d = node.GetInts("pool_dilations") ?? [1, 1];
+        if (k.Length != 2 || s.Length != 2 || p.Length != 4 || d.Length != 2 || k.Concat(s).Concat(d).Any(v => v < 1 || v > 1 << 16) || p.Any(v => v < 0 || v > 1 << 16))
+            throw new ModelFormatException($"{node.Describe()}: FusedConv's pool needs 2 positive kernel sizes, strides and dilations and 4 pads of at least 0");
+        static int[] I(long[] v) => v.Select(x => (int)x).ToArray();
+        return new PoolSpec(I(k), I(s), I(p), I(d), node.GetInt("pool_ceil_mode", 0) != 0);
     }
 
     sealed record PackedFc(Tensor Weight, Tensor? Bias, PackedLinear Linear);

@@ -429,6 +429,17 @@ internal static class NnOps
 
     enum PoolKind { Max, Average, Lp }
 
+    /// <summary>A pooled dimension's length with explicit pads (auto_pad NOTSET), in floor or ceil mode.</summary>
+    internal static int PoolOutputLength(int input, int kernel, int stride, int dilation, int padBegin, int padEnd, bool ceil)
+    {
+        int span = (kernel - 1) * dilation + 1;
+        double q = (double)(input + padBegin + padEnd - span) / stride;
+        int len = (int)(ceil ? Math.Ceiling(q) : Math.Floor(q)) + 1;
+        // A window that would start entirely inside the end padding is dropped (ceil mode).
+        if (ceil && (len - 1) * stride >= input + padBegin) len--;
+        return len;
+    }
+
     static Tensor?[] Pool(OpContext c, PoolKind kind)
     {
         var x = c.Input(0);
@@ -449,13 +460,9 @@ internal static class NnOps
             int span = (k[i] - 1) * dil[i] + 1;
             if (autoPad is "SAME_UPPER" or "SAME_LOWER") outSp[i] = (inSp[i] + strides[i] - 1) / strides[i];
             else if (autoPad == "VALID") outSp[i] = (inSp[i] - span) / strides[i] + 1;
-            else
-            {
-                double q = (double)(inSp[i] + pb[i] + pe[i] - span) / strides[i];
-                outSp[i] = (int)(ceil ? Math.Ceiling(q) : Math.Floor(q)) + 1;
-                // A window that would start entirely inside the end padding is dropped (ceil mode).
-                if (ceil && (outSp[i] - 1) * strides[i] >= inSp[i] + pb[i]) outSp[i]--;
-            }
+            else outSp[i] = PoolOutputLength(inSp[i], k[i], strides[i], dil[i], pb[i], pe[i], ceil);
+            if (outSp[i] < 1)
+                throw Invalid(c, $"pool window {string.Join("x", k)} does not fit the input [{string.Join(", ", xs)}] with pads [{string.Join(", ", pb.Concat(pe))}]");
         }
         int nc = xs[0] * xs[1];
         int inSize = inSp.Aggregate(1, (a, d) => a * d), outSize = outSp.Aggregate(1, (a, d) => a * d), kSize = k.Aggregate(1, (a, d) => a * d);
