@@ -112,7 +112,7 @@ public sealed partial class PackedConv2d
     /// <see cref="WorkerPool.For"/>, a late worker's part taken over) builds the whole-image columns once: the call whose
     /// columns this thread's scratch holds is <see cref="colsCall"/> (0: none known).</summary>
     static long splitCalls;
-    [ThreadStatic] static long colsCall;
+    [ThreadStatic] static long colsCall, nhwcCall;
 
     /// <summary>
     /// Part <paramref name="p"/> of <paramref name="parts"/> of one image: its share of the channel blocks over all
@@ -142,8 +142,18 @@ public sealed partial class PackedConv2d
         else (y0, y1) = (oh * p / parts, oh * (p + 1) / parts);
         int lb = (y1 - y0) * ow, TR = this.TR(lb), lp = (lb + TR - 1) / TR * TR;
         if (lb == 0 || obFrom == obTo) return;
-        var cols = ThreadScratch.Grow(ref scratch, kdim * lp);
         var ct = ThreadScratch.Grow(ref tileOut, lp * opad);
+        int off = b * o * l + y0 * ow;
+        if (UseNhwcTiles && TC == 64 && Stride.H * Stride.W < KernelH * KernelW)
+        {
+            // A block part reads the whole image's rows: copied already when this thread ran another part of this call.
+            int wp = NhwcWidth(ow);
+            var xs = byBlocks && call != 0 && nhwcCall == call ? nhwcInput! : NhwcRows(b, xa, xo, h, w, y0, y1, ow, out wp);
+            nhwcCall = byBlocks ? call : 0;
+            NhwcBlocks(obFrom, obTo, xs, wp, y0, y1, ow, ct, opad, ya, yo + off, l, ra, ro + off, activation);
+            return;
+        }
+        var cols = ThreadScratch.Grow(ref scratch, kdim * lp);
         // A block part's columns are the whole image's: built already when this thread ran another part of this call.
         if (!(byBlocks && call != 0 && colsCall == call))
         {
@@ -154,7 +164,6 @@ public sealed partial class PackedConv2d
                     for (int q = r * lp + lb; q < (r + 1) * lp; q++) cols[q] = 0;
             if (byBlocks) colsCall = call;
         }
-        int off = b * o * l + y0 * ow;
         ChannelBlocks(obFrom, obTo, TR, panels, cols, ct, kdim, lb, lp, opad, ya, yo + off, l, ra, ro + off, activation);
     }
 
@@ -164,9 +173,8 @@ public sealed partial class PackedConv2d
     unsafe void ChannelBlocks(int obFrom, int obTo, int TR, float[] panels, float[] cols, float[] ct, int kdim, int l, int lp, int opad,
         float[] ya, int yBase, int ldy, float[]? ra, int rBase, FusedActivation activation)
     {
-        int o = OutChannels, TC = this.TC;
-        bool relu = activation == FusedActivation.Relu;
-        fixed (float* pw = panels, pa = cols, pc = ct, py = ya, pb = bias, pr = ra)
+        int TC = this.TC;
+        fixed (float* pw = panels, pa = cols, pc = ct)
         {
             for (int ob = obFrom; ob < obTo; ob++)
             {
@@ -191,7 +199,23 @@ public sealed partial class PackedConv2d
                         else Tile12x16(kc, pa + (long)k0 * lp + t, lp, wk, cBlock + t * opad, opad, k0 > 0);
                     }
                 }
-                // Epilogue: transpose this block's [L, 64] back to NCHW rows, adding bias and residual, then the activation.
+                // This block's epilogue while its result is in cache.
+                ChannelEpilogue(ob, ob + 1, ct, l, opad, ya, yBase, ldy, ra, rBase, activation);
+            }
+        }
+    }
+
+    /// <summary>The channel tiles' epilogue: channel blocks [obFrom, obTo) of the [positions, channels] result
+    /// <paramref name="ct"/> (row stride <paramref name="opad"/>) transposed back to NCHW rows, adding bias and residual, then
+    /// the activation; channel oc's outputs go to <paramref name="ya"/> from <c>yBase + oc·ldy</c>.</summary>
+    unsafe void ChannelEpilogue(int obFrom, int obTo, float[] ct, int l, int opad, float[] ya, int yBase, int ldy, float[]? ra, int rBase, FusedActivation activation)
+    {
+        int o = OutChannels, TC = this.TC;
+        bool relu = activation == FusedActivation.Relu;
+        fixed (float* pc = ct, py = ya, pb = bias, pr = ra)
+        {
+            for (int ob = obFrom; ob < obTo; ob++)
+            {
                 int oc0 = ob * TC, ocEnd = Math.Min(o, oc0 + TC);
                 // Whole blocks of 16 positions × 16 channels are transposed in registers; the last positions (fewer than 16)
                 // one by one.
