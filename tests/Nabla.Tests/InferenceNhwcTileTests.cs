@@ -7,6 +7,7 @@ namespace Nabla.Tests;
 /// float64 eager convolution and the im2col channel tiles they replace, at one and two threads (the output rows or the
 /// channel blocks split). The cases cover the K chunks (several whole taps, one tap, a tap's channels in two parts), channel
 /// counts that are not a multiple of 16 and widths that are not (the copy's masked tail), dilation and unequal strides.
+/// Without column dilation a kernel row's taps are one run of floats; with it, each tap is its own.
 /// Changes <see cref="Gemm.Threads"/> and the switch, so it runs in the GEMM settings collection.
 /// </summary>
 [Collection(nameof(GemmSettingsCollection))]
@@ -22,6 +23,7 @@ public class InferenceNhwcTileTests
         [1, 32, 20, 20, 64, 5, 5, 1, 1, 2, 2, 1, 1],     // 25 taps in chunks of 8
         [1, 256, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1],      // C = 256: one tap per chunk
         [1, 48, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1],      // six tiles, three blocks: two threads split the channel blocks
+        [1, 24, 12, 12, 64, 3, 3, 1, 1, 2, 2, 2, 2],     // column dilation: one tap at a time, not whole kernel rows
     };
 
     [Theory]

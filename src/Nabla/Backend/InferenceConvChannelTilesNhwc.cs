@@ -162,7 +162,11 @@ public sealed partial class PackedConv2d
     unsafe void NhwcBlocks(int obFrom, int obTo, float[] xs, int wp, int y0, int y1, int ow, float[] ct, int opad,
         float[] ya, int yBase, int ldy, float[]? ra, int rBase, FusedActivation activation)
     {
-        int c = InChannels, sh = Stride.H, sw = Stride.W, taps = KernelH * KernelW, kdim = c * taps;
+        int c = InChannels, sh = Stride.H, sw = Stride.W, kdim = c * KernelH * KernelW;
+        // With no column dilation a kernel row's kw·C taps are consecutive floats of the copy, and K's (tap, channel) order
+        // walks them in order: each "tap" of the tile is then a whole kernel row (3 pointer sets for a 3×3, not 9).
+        bool rowRuns = Dilation.W == 1;
+        int taps = rowRuns ? KernelH : KernelH * KernelW, run = rowRuns ? KernelW * c : c;
         int l = (y1 - y0) * ow, TR = this.TR(l), lp = (l + TR - 1) / TR * TR;
         var panels = NhwcPanels();
         var pos = nhwcPositions is { } p0 && p0.Length >= lp ? p0 : nhwcPositions = new long[Math.Max(lp, 2 * (nhwcPositions?.Length ?? 0))];
@@ -171,9 +175,10 @@ public sealed partial class PackedConv2d
             int qq = Math.Min(q, l - 1), y = qq / ow, x = qq % ow;   // padding positions repeat the last one (dropped later)
             pos[q] = ((long)y * sh * wp + (long)x * sw) * c;
         }
-        int tapsPer = c <= TK ? TK / c : 1, cPer = c <= TK ? c : TK;
+        int tapsPer = run <= TK ? TK / run : 1, cPer = run <= TK ? run : TK;
         long* offs = stackalloc long[taps];
-        for (int t = 0; t < taps; t++) offs[t] = ((long)(t / KernelW) * Dilation.H * wp + t % KernelW * Dilation.W) * c;
+        for (int t = 0; t < taps; t++)
+            offs[t] = rowRuns ? (long)t * Dilation.H * wp * c : ((long)(t / KernelW) * Dilation.H * wp + t % KernelW * Dilation.W) * c;
         fixed (float* pw = panels, px = xs, pc = ct)
         fixed (long* pq = pos)
         {
@@ -185,10 +190,10 @@ public sealed partial class PackedConv2d
                 for (int t0 = 0; t0 < taps; t0 += tapsPer)
                 {
                     int nt = Math.Min(tapsPer, taps - t0);
-                    for (int c0 = 0; c0 < c; c0 += cPer)
+                    for (int c0 = 0; c0 < run; c0 += cPer)
                     {
-                        int cc = Math.Min(cPer, c - c0), kc = nt * cc;
-                        float* wk = wBlock + ((long)t0 * c + c0) * 64;
+                        int cc = Math.Min(cPer, run - c0), kc = nt * cc;
+                        float* wk = wBlock + ((long)t0 * run + c0) * 64;
                         float* next = wk + (long)kc * 64;
                         int nextLines = kc * 4;
                         float* a = px + c0;
