@@ -343,7 +343,8 @@ public class InferenceFastPathTests
         };
     }
 
-    /// <summary>A MaxPool that alone reads a fused convolution's result joins it (<see cref="PackedConv2d.RunMaxPooled"/>):
+    /// <summary>A MaxPool that alone reads a fused convolution's result joins it when the convolution takes the direct
+    /// AVX-512 kernel (<see cref="PackedConv2d.RunMaxPooled"/>; the dilated third one does not, nor anything on other CPUs):
     /// its outputs are bit for bit those of the fused convolution and the MaxPool node apart, and close to the unfused graph's.</summary>
     [Fact]
     public void MaxPoolJoinsTheConvolutionItReadsAndKeepsTheResult()
@@ -351,8 +352,9 @@ public class InferenceFastPathTests
         var x = Tensor.Randn([2, 3, 23, 17], DType.Float32, new Generator(4));
         var pooled = PoolChains(readBeforePool: false);
         var report = OnnxFusion.Apply(pooled, irVersion: 8);
-        Assert.Equal(new FusionReport(FusedConvs: 3, FoldedBatchNorms: 1, FoldedBiasAdds: 0, FusedResidualAdds: 0, FusedRelus: 2, FusedMaxPools: 3), report);
-        Assert.DoesNotContain(pooled.Nodes, n => n.OpType == "MaxPool");
+        int joined = System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? 2 : 0;
+        Assert.Equal(new FusionReport(FusedConvs: 3, FoldedBatchNorms: 1, FoldedBiasAdds: 0, FusedResidualAdds: 0, FusedRelus: 2, FusedMaxPools: joined), report);
+        Assert.Equal(3 - joined, pooled.Nodes.Count(n => n.OpType == "MaxPool"));
         var apart = PoolChains(readBeforePool: true);
         Assert.Equal(0, OnnxFusion.Apply(apart, irVersion: 8).FusedMaxPools);
         Assert.Equal(3, apart.Nodes.Count(n => n.OpType == "MaxPool"));
@@ -387,10 +389,37 @@ public class InferenceFastPathTests
                 new Node { OpType = "MaxPool", Name = "pool", Inputs = ["c"], Outputs = ["p"], Attributes = new() { ["kernel_shape"] = Ints("kernel_shape", 3, 3) } },
             ],
         };
-        if (fuse) Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedMaxPools);
+        if (fuse) Assert.Equal(System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? 1 : 0, OnnxFusion.Apply(g, irVersion: 8).FusedMaxPools);
         var e = Assert.Throws<ModelFormatException>(() => new GraphExecutor(g, OnnxOps.Resolver).Run(Tensor.Ones(1, 3, 2, 2)));
         Assert.Contains("does not fit", e.Message);
-        Assert.Contains(fuse ? "'c'" : "'pool'", e.Message);
+        Assert.Contains(fuse && System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "'c'" : "'pool'", e.Message);
+    }
+
+    /// <summary>A MaxPool with a named Indices output, or with auto_pad, stays a node of its own.</summary>
+    [Theory]
+    [InlineData("indices")]
+    [InlineData("same")]
+    public void MaxPoolWithIndicesOrAutoPadStaysApart(string variant)
+    {
+        var attrs = new Dictionary<string, NodeAttribute> { ["kernel_shape"] = Ints("kernel_shape", 2, 2), ["strides"] = Ints("strides", 2, 2) };
+        if (variant == "same") attrs["auto_pad"] = new NodeAttribute { Name = "auto_pad", Kind = AttributeKind.String, String = "SAME_UPPER" };
+        var g = new Graph.Graph
+        {
+            Name = "apart",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = [new ValueInfo("p", DType.Float32, null)],
+            Initializers = new() { ["w"] = Tensor.Randn([8, 3, 3, 3], DType.Float32, new Generator(2)) },
+            Nodes =
+            [
+                new Node { OpType = "Conv", Name = "c", Inputs = ["x", "w"], Outputs = ["c"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+                new Node { OpType = "MaxPool", Name = "pool", Inputs = ["c"], Outputs = variant == "indices" ? ["p", "idx"] : ["p"], Attributes = attrs },
+            ],
+        };
+        var report = OnnxFusion.Apply(g, irVersion: 8);
+        Assert.Equal(1, report.FusedConvs);
+        Assert.Equal(0, report.FusedMaxPools);
+        Assert.Single(g.Nodes, n => n.OpType == "MaxPool");
     }
 
     /// <summary>A value that something else also reads (another node, or the caller as a graph output) must keep its
@@ -663,7 +692,9 @@ public class InferenceFastPathTests
         var plain = OnnxModel.Load(bytes, null, "ResNet18", fuse: false);
         int convs = plain.Graph.Nodes.Count(n => n.OpType == "Conv");
         Assert.Equal(convs, fused.Graph.Nodes.Count(n => n.OpType == "FusedConv"));
-        Assert.DoesNotContain(fused.Graph.Nodes, n => n.OpType is "BatchNormalization" or "Relu" or "Add" or "MaxPool");   // the pool joined the first layer
+        Assert.DoesNotContain(fused.Graph.Nodes, n => n.OpType is "BatchNormalization" or "Relu" or "Add");
+        // With AVX-512 the max pool joins the first layer (its direct kernel pools band by band).
+        Assert.Equal(System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? 0 : 1, fused.Graph.Nodes.Count(n => n.OpType == "MaxPool"));
         var x = Tensor.Randn([1, 3, 224, 224], DType.Float32, new Generator(8));
         Close(plain.Run(x)[0], fused.Run(x)[0], 1e-3);
     }

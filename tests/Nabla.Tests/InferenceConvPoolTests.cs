@@ -87,7 +87,10 @@ public class InferenceConvPoolTests
         }
         // The direct cases took the banded path (AVX-512 only; elsewhere every case convolves whole, then pools).
         bool direct = c * k * k <= 32 && stride == 1 || stride == 2 && c <= 4 || stride == 1 && o <= 32 && c * k * k <= 512;
-        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Equal(direct, PackedConv2d.BandedPoolCalls > bandedBefore);
+        bool avx512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+        if (avx512) Assert.Equal(direct, PackedConv2d.BandedPoolCalls > bandedBefore);
+        // The importer's test for fusing a pool into the convolution says the same.
+        Assert.Equal(direct && avx512, PackedConv2d.PoolsInBands(o, c, k, k, (stride, stride), (1, 1), 1));
     }
 
     /// <summary>Windows that reach no convolution output (an output larger than the windows cover) give -inf, as the
@@ -101,10 +104,23 @@ public class InferenceConvPoolTests
         // The 10×10 output pooled 3×3 stride 2 pad 1 gives 5×5; ask for 7×7.
         var want = Tensor.Empty([1, 8, 7, 7], DType.Float32);
         InferencePool.MaxPool2d(conv.Run(x), want, (3, 3), (2, 2), (1, 1), (1, 1));
-        var y = Tensor.Full([1, 8, 7, 7], 0f);
-        conv.RunMaxPooled(x, y, (3, 3), (2, 2), (1, 1), (1, 1));
-        Assert.Equal(want.ToArray<float>(), y.ToArray<float>());
-        Assert.True(float.IsNegativeInfinity(y.ToArray<float>()[6 * 7 + 6]));
+        int saved = PackedConv2d.PoolBandFloats;
+        try
+        {
+            // The default band (all rows at once), and bands of one pooled row: the last bands lie wholly past the output.
+            foreach (int band in new[] { saved, 8 * 10 * 3 })
+            {
+                PackedConv2d.PoolBandFloats = band;
+                var y = Tensor.Full([1, 8, 7, 7], 0f);
+                conv.RunMaxPooled(x, y, (3, 3), (2, 2), (1, 1), (1, 1));
+                Assert.Equal(want.ToArray<float>(), y.ToArray<float>());
+                Assert.True(float.IsNegativeInfinity(y.ToArray<float>()[6 * 7 + 6]));
+            }
+        }
+        finally
+        {
+            PackedConv2d.PoolBandFloats = saved;
+        }
     }
 
     [Fact]

@@ -16,14 +16,15 @@ public class InferenceNhwcTileTests
     // n, c, h, w, o, kh, kw, stride h, stride w, pad h, pad w, dilation h, dilation w
     public static IEnumerable<object[]> Cases() => new object[][]
     {
-        [1, 64, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1],    // ResNet's 56→28 stride-2 layer: chunks of 4, 4 and 1 taps; rows split
-        [1, 300, 9, 9, 70, 3, 3, 1, 1, 1, 1, 1, 1],      // C = 300 > 256: each tap's channels in two parts; 12 tail channels
-        [1, 24, 7, 7, 130, 3, 3, 1, 1, 1, 1, 1, 1],      // 7 wide (masked copy), 8 tail channels, all nine taps in one chunk
+        [1, 64, 56, 56, 128, 3, 3, 2, 2, 1, 1, 1, 1],    // ResNet's 56→28 stride-2 layer: one kernel row (192 floats) per chunk; rows split
+        [1, 300, 9, 9, 70, 3, 3, 1, 1, 1, 1, 1, 1],      // kernel rows of 900 floats in parts of 256 (crossing taps); 12 tail channels
+        [1, 24, 7, 7, 130, 3, 3, 1, 1, 1, 1, 1, 1],      // 7 wide (masked copy), 8 tail channels, all three kernel rows in one chunk
         [2, 40, 13, 11, 64, 3, 2, 2, 1, 2, 0, 2, 1],     // unequal kernel, stride, pads and dilation; batch 2
-        [1, 32, 20, 20, 64, 5, 5, 1, 1, 2, 2, 1, 1],     // 25 taps in chunks of 8
+        [1, 32, 20, 20, 64, 5, 5, 1, 1, 2, 2, 1, 1],     // five kernel rows of 160 floats, one per chunk
         [1, 256, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1],      // C = 256: one tap per chunk
         [1, 48, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1],      // six tiles, three blocks: two threads split the channel blocks
-        [1, 24, 12, 12, 64, 3, 3, 1, 1, 2, 2, 2, 2],     // column dilation: one tap at a time, not whole kernel rows
+        [1, 24, 12, 12, 64, 3, 3, 1, 1, 2, 2, 2, 2],     // column dilation: one tap (24 floats) at a time, ten per chunk
+        [1, 300, 8, 8, 64, 3, 3, 1, 1, 2, 2, 1, 2],      // column dilation and C > 256: one tap's channels in two parts
     };
 
     [Theory]
@@ -41,5 +42,10 @@ public class InferenceNhwcTileTests
         ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseNhwcTiles = v, on: avx512,
             restore: PackedConv2d.UseNhwcTiles, () => conv.HasNhwcPanels, tol: 2e-4);
         Assert.Equal(avx512, conv.HasChannelPanels);   // the switch off ran the im2col tiles: the same path family
+        // With the switch on from the start, the im2col panels are never built (the weights are not kept twice).
+        var fresh = new PackedConv2d(weight, bias, (sh, sw), (ph, pw, ph, pw), (dh, dw), 1, FusedActivation.Relu);
+        ConvReference.Close(reference.Relu(), fresh.Run(x), 2e-4);
+        Assert.Equal(avx512 && PackedConv2d.UseNhwcTiles, fresh.HasNhwcPanels);
+        Assert.False(fresh.HasIm2ColPanels);
     }
 }

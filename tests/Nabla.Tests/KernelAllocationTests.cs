@@ -142,17 +142,17 @@ public sealed class KernelAllocationTests : IDisposable
     }
 
     /// <summary>A convolution with its max pool in one call: the banded direct path (ResNet's first layer) and a path that
-    /// convolves whole into thread scratch first (3×3 with 16 channels).</summary>
+    /// convolves whole into thread scratch first (3×3, 16 → 40 channels: im2col + GEMM).</summary>
     [Fact]
     public void ConvWithMaxPoolAllocatesNothingWhenWarm()
     {
         var gen = new Generator(7);
-        foreach (var (c, k, stride, pad) in new[] { (3, 7, 2, 3), (16, 3, 1, 1) })
+        foreach (var (o, c, k, stride, pad) in new[] { (24, 3, 7, 2, 3), (40, 16, 3, 1, 1) })
         {
-            var conv = new PackedConv2d(Tensor.Randn([24, c, k, k], DType.Float32, gen), null, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
+            var conv = new PackedConv2d(Tensor.Randn([o, c, k, k], DType.Float32, gen), null, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
             var x = Tensor.Randn([1, c, 40, 40], DType.Float32, gen);
             var cs = conv.OutputShape(x.Shape);
-            var y = Tensor.Zeros([1, 24, (cs[2] - 1) / 2 + 1, (cs[3] - 1) / 2 + 1], DType.Float32);
+            var y = Tensor.Zeros([1, o, (cs[2] - 1) / 2 + 1, (cs[3] - 1) / 2 + 1], DType.Float32);
             long bytes = Steady(() => conv.RunMaxPooled(x, y, (3, 3), (2, 2), (1, 1), (1, 1)));
             Assert.True(bytes == 0, $"conv {k}x{k} + max pool: {bytes} B a call");
             var want = Functional.MaxPool2d(conv.Run(x), (3, 3), (2, 2), (1, 1));

@@ -13,8 +13,9 @@ public sealed record FusionReport(int FusedConvs, int FoldedBatchNorms, int Fold
 /// intermediate value has that single consumer and is not a graph output: an inference <c>BatchNormalization</c> with
 /// constant parameters (folded into the weights and bias: w·γ/√(σ²+ε), (b−μ)·γ/√(σ²+ε)+β), an <c>Add</c> of a constant
 /// per-channel bias (folded into the bias), an <c>Add</c> of another value (a residual, added in the epilogue), and a
-/// final <c>Relu</c>, and then a 2-D <c>MaxPool</c> with explicit pads and no indices output when there is no residual (the
-/// fused node pools its own output: <see cref="PackedConv2d.RunMaxPooled"/>). Likewise a float32 <c>Gemm</c> (no transA, alpha = beta = 1) with a constant B and per-column C
+/// final <c>Relu</c>, and then a 2-D <c>MaxPool</c> with explicit pads and no named indices output when there is no residual
+/// and the convolution takes the direct AVX-512 kernel (<see cref="PackedConv2d.PoolsInBands"/>; the fused node pools its
+/// own output band by band: <see cref="PackedConv2d.RunMaxPooled"/>). Likewise a float32 <c>Gemm</c> (no transA, alpha = beta = 1) with a constant B and per-column C
 /// becomes <c>com.nabla.FusedGemm</c>, absorbing a following <c>Relu</c>; so does a <c>MatMul</c> with a constant 2-D float32
 /// B (an input of any rank, its leading dimensions flattened into rows), absorbing an <c>Add</c> of a constant 1-D bias and
 /// then a <c>Relu</c>. Weights listed as graph inputs count as constants only before IR version 4 (where every
@@ -109,6 +110,8 @@ public static class OnnxFusion
             // A MaxPool reading the result: the fused node pools too (no residual: the banded path has none).
             Dictionary<string, NodeAttribute>? pool = null;
             if (FuseMaxPool && residual.Length == 0 && SoleConsumer(cur) is { OpType: "MaxPool", Domain: "" } mp && !removed.Contains(mp)
+                && PackedConv2d.PoolsInBands(o, w.Size(1), w.Size(2), w.Size(3), ((int)attrs.strides[0], (int)attrs.strides[1]),
+                    ((int)attrs.dilations[0], (int)attrs.dilations[1]), (int)attrs.group)
                 && TryMaxPool(mp, out pool))
             {
                 chain.Add(mp);
@@ -213,7 +216,7 @@ public static class OnnxFusion
     static NodeAttribute Ints(string name, long[] v) => new() { Name = name, Kind = AttributeKind.Ints, Ints = v };
 
     /// <summary>A 2-D MaxPool the fused node can take over: explicit pads (auto_pad NOTSET), positive kernel, strides and
-    /// dilations, and only its first output read. Its attributes become the fused node's <c>pool_*</c> ones, defaults filled in.</summary>
+    /// dilations, and no indices output named (even an unread one). Its attributes become the fused node's <c>pool_*</c> ones, defaults filled in.</summary>
     static bool TryMaxPool(Node mp, out Dictionary<string, NodeAttribute>? attrs)
     {
         attrs = null;

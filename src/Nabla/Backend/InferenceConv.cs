@@ -96,12 +96,7 @@ public sealed partial class PackedConv2d
             for (int g = 0; g < groups; g++) packed[g] = Gemm.PackAOnce(og, kdim, w, g * og * kdim, kdim, 1);
         }
         else this.weight = w;
-        int taps = weight.shape[1] * KernelH * KernelW;
-        bool unitStride = groups == 1 && stride == (1, 1) && dilation == (1, 1) && Vector256.IsHardwareAccelerated;
-        direct = unitStride && taps <= DirectMaxK;
-        narrowDirect = unitStride && !direct && Avx512F.IsSupported && o <= DirectNarrowMaxO && taps <= DirectNarrowMaxK;
-        strideTwoDirect = groups == 1 && stride == (2, 2) && dilation == (1, 1) && Avx512F.IsSupported && taps <= DirectStrideTwoMaxK
-                          && weight.shape[1] <= DirectStrideTwoMaxC;
+        (direct, narrowDirect, strideTwoDirect) = DirectKinds(o, weight.shape[1], KernelH, KernelW, stride, dilation, groups);
         if (direct && !Avx512F.IsSupported) directWeight = w;
         if ((direct || narrowDirect || strideTwoDirect) && Avx512F.IsSupported)
         {
@@ -111,6 +106,32 @@ public sealed partial class PackedConv2d
             for (int oc = 0; oc < o; oc++)
                 for (int t = 0; t < kdim; t++) directGroups[((oc / 8) * kdim + t) * 8 + oc % 8] = w[oc * kdim + t];
         }
+    }
+
+    /// <summary>Which direct kernels a weight [O, C/groups, kh, kw] with these strides, dilations and groups may take.</summary>
+    static (bool Direct, bool Narrow, bool StrideTwo) DirectKinds(int o, int cPerGroup, int kh, int kw, (int H, int W) stride,
+        (int H, int W) dilation, int groups)
+    {
+        long taps = (long)cPerGroup * kh * kw;
+        bool unitStride = groups == 1 && stride == (1, 1) && dilation == (1, 1) && Vector256.IsHardwareAccelerated;
+        bool direct = unitStride && taps <= DirectMaxK;
+        bool narrow = unitStride && !direct && Avx512F.IsSupported && o <= DirectNarrowMaxO && taps <= DirectNarrowMaxK;
+        bool strideTwo = groups == 1 && stride == (2, 2) && dilation == (1, 1) && Avx512F.IsSupported && taps <= DirectStrideTwoMaxK
+                         && cPerGroup <= DirectStrideTwoMaxC;
+        return (direct, narrow, strideTwo);
+    }
+
+    /// <summary>
+    /// Whether a convolution with this weight shape [O, C/groups, kh, kw], strides, dilations and groups takes the direct
+    /// AVX-512 kernel, on which <see cref="RunMaxPooled"/> pools band by band without writing the convolution out whole
+    /// (for maps of at most 4096 positions when the layer has few output channels and many taps). The ONNX importer fuses a
+    /// MaxPool into a convolution only then: elsewhere the fused call would convolve whole into thread scratch and gain nothing.
+    /// </summary>
+    public static bool PoolsInBands(int outChannels, int inChannelsPerGroup, int kernelH, int kernelW, (int H, int W) stride,
+        (int H, int W) dilation, int groups)
+    {
+        var (d, n, s) = DirectKinds(outChannels, inChannelsPerGroup, kernelH, kernelW, stride, dilation, groups);
+        return Avx512F.IsSupported && (d || n || s);
     }
 
     /// <summary>The output shape for an input of shape <paramref name="x"/>; throws naming the mismatch.</summary>
@@ -880,13 +901,16 @@ public static class InferencePool
     }
 
     /// <summary>The window geometry of <see cref="MaxPool2d"/> for an h×w input and an oh×ow output, with the length of the
-    /// separable path's scratch row; throws on a non-positive kernel, stride or dilation.</summary>
+    /// separable path's scratch row; throws on a non-positive kernel, stride or dilation, negative padding, or a window or
+    /// scratch row too large for 32-bit indices.</summary>
     internal static PoolGeometry MaxPoolGeometry(int h, int w, int oh, int ow, (int H, int W) kernel, (int H, int W) stride, (int Top, int Left) padding, (int H, int W) dilation)
     {
         int kh = kernel.H, kw = kernel.W, sh = stride.H, sw = stride.W, ph = padding.Top, pw = padding.Left, dh = dilation.H, dw = dilation.W;
         if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1)
             throw new NablaException($"max_pool2d: kernel {kernel}, stride {stride} and dilation {dilation} must be positive");
         if (ph < 0 || pw < 0) throw new NablaException($"max_pool2d: padding {padding} must not be negative");
+        if ((long)(kh - 1) * dh + 1 > int.MaxValue / 4 || (long)(kw - 1) * dw + 1 > int.MaxValue / 4)
+            throw new NablaException($"max_pool2d: kernel {kernel} with dilation {dilation} spans too many rows or columns");
         // Scratch row: input column i sits at pw + i; the last window reaches (ow - 1)·sw + (kw - 1)·dw. 32 floats of slack
         // cover the 16-float loads of the stride-2 path.
         long span = Math.Max((long)pw + w, (long)(Math.Max(ow, 1) - 1) * sw + (long)(kw - 1) * dw + 1);

@@ -49,8 +49,15 @@ public sealed partial class PackedConv2d
 
     [ThreadStatic] static float[]? tileOut;
 
-    /// <summary>Whether the channel panels have been built, i.e. the channel-tiled path has run (for tests).</summary>
-    internal bool HasChannelPanels => Volatile.Read(ref channelPanels) is not null;
+    /// <summary>Whether either layout of channel panels has been built, i.e. the channel-tiled path has run (for tests).</summary>
+    internal bool HasChannelPanels => Volatile.Read(ref channelPanels) is not null || Volatile.Read(ref nhwcPanels) is not null;
+
+    /// <summary>Whether the im2col tiles' panels have been built (for tests: layers on the channels-last tiles never build them).</summary>
+    internal bool HasIm2ColPanels => Volatile.Read(ref channelPanels) is not null;
+
+    /// <summary>Whether the wide tiles read a channels-last copy of the input (<see cref="NhwcBlocks"/>) rather than im2col
+    /// columns: where that copy is smaller (stride² &lt; kh·kw).</summary>
+    bool NhwcTiles => UseNhwcTiles && TC == 64 && Stride.H * Stride.W < KernelH * KernelW;
 
     bool ChannelTilesPossible => Groups == 1 && !direct && packed is not null && ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW);
 
@@ -85,7 +92,7 @@ public sealed partial class PackedConv2d
     /// <summary>One image through the channel-tiled path.</summary>
     void ChannelTiled(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
     {
-        var panels = ChannelPanels();
+        var panels = NhwcTiles ? null : ChannelPanels();   // the channels-last tiles have panels of their own
         int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
         int blocks = (o + TC - 1) / TC, tr = TR(l), tiles = (l + tr - 1) / tr;
         int threads = serial ? 1 : Gemm.Threads;
@@ -101,7 +108,7 @@ public sealed partial class PackedConv2d
 
     /// <summary>The threaded split of <see cref="ChannelTiled"/>; a method of its own so that only a split call allocates
     /// its closure.</summary>
-    void ChannelPartsSplit(int parts, bool byBlocks, float[] panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
+    void ChannelPartsSplit(int parts, bool byBlocks, float[]? panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
         int h, int w, int oh, int ow, FusedActivation activation)
     {
         long call = Interlocked.Increment(ref splitCalls);
@@ -132,7 +139,7 @@ public sealed partial class PackedConv2d
     /// threads: 12.5 against 13.4–13.7 ms. Forcing the row split where blocks are split now (the 14→7 and 7×7 layers) was
     /// 7–10 % slower.
     /// </remarks>
-    void ChannelPart(int p, int parts, bool byBlocks, float[] panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
+    void ChannelPart(int p, int parts, bool byBlocks, float[]? panels, int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo,
         int h, int w, int oh, int ow, FusedActivation activation, long call)
     {
         int TC = this.TC, c = InChannels, o = OutChannels, l = oh * ow, kdim = c * KernelH * KernelW;
@@ -144,7 +151,7 @@ public sealed partial class PackedConv2d
         if (lb == 0 || obFrom == obTo) return;
         var ct = ThreadScratch.Grow(ref tileOut, lp * opad);
         int off = b * o * l + y0 * ow;
-        if (UseNhwcTiles && TC == 64 && Stride.H * Stride.W < KernelH * KernelW)
+        if (panels is null)
         {
             // A block part reads the whole image's rows: copied already when this thread ran another part of this call.
             int wp = NhwcWidth(ow);

@@ -154,10 +154,11 @@ public sealed partial class PackedConv2d
     }
 
     /// <summary>
-    /// Channel blocks [obFrom, obTo) over output rows [y0, y1) of image <paramref name="b"/> from the channels-last copy
-    /// (<see cref="NhwcRows"/>), into this thread's [positions, channels] tile result, then the epilogue as in
-    /// <see cref="ChannelBlocks"/>. K is walked in chunks of at most <see cref="TK"/> rows: whole taps while C ≤ TK, else
-    /// one tap's channels in parts.
+    /// Channel blocks [obFrom, obTo) over output rows [y0, y1) from the channels-last copy (<see cref="NhwcRows"/>), into
+    /// this thread's [positions, channels] tile result, then the epilogue as in <see cref="ChannelBlocks"/>. A "tap" of the
+    /// tile is a run of consecutive floats of the copy: a whole kernel row (kw·C floats) without column dilation, else one
+    /// tap's C channels. K is walked in chunks of at most <see cref="TK"/> rows: whole runs while a run fits, else a run in
+    /// parts of TK floats (which may cross from one tap's channels into the next's).
     /// </summary>
     unsafe void NhwcBlocks(int obFrom, int obTo, float[] xs, int wp, int y0, int y1, int ow, float[] ct, int opad,
         float[] ya, int yBase, int ldy, float[]? ra, int rBase, FusedActivation activation)
@@ -176,11 +177,12 @@ public sealed partial class PackedConv2d
             pos[q] = ((long)y * sh * wp + (long)x * sw) * c;
         }
         int tapsPer = run <= TK ? TK / run : 1, cPer = run <= TK ? run : TK;
-        long* offs = stackalloc long[taps];
+        // On the stack up to 64 taps (a column-dilated kernel larger than 8×8 takes an array).
+        Span<long> tapOffsets = taps <= 64 ? stackalloc long[taps] : new long[taps];
         for (int t = 0; t < taps; t++)
-            offs[t] = rowRuns ? (long)t * Dilation.H * wp * c : ((long)(t / KernelW) * Dilation.H * wp + t % KernelW * Dilation.W) * c;
+            tapOffsets[t] = rowRuns ? (long)t * Dilation.H * wp * c : ((long)(t / KernelW) * Dilation.H * wp + t % KernelW * Dilation.W) * c;
         fixed (float* pw = panels, px = xs, pc = ct)
-        fixed (long* pq = pos)
+        fixed (long* pq = pos, offs = tapOffsets)
         {
             for (int ob = obFrom; ob < obTo; ob++)
             {

@@ -432,12 +432,12 @@ internal static class NnOps
     /// <summary>A pooled dimension's length with explicit pads (auto_pad NOTSET), in floor or ceil mode.</summary>
     internal static int PoolOutputLength(int input, int kernel, int stride, int dilation, int padBegin, int padEnd, bool ceil)
     {
-        int span = (kernel - 1) * dilation + 1;
-        double q = (double)(input + padBegin + padEnd - span) / stride;
-        int len = (int)(ceil ? Math.Ceiling(q) : Math.Floor(q)) + 1;
+        long span = (long)(kernel - 1) * dilation + 1;
+        double q = (double)((long)input + padBegin + padEnd - span) / stride;
+        long len = (long)(ceil ? Math.Ceiling(q) : Math.Floor(q)) + 1;
         // A window that would start entirely inside the end padding is dropped (ceil mode).
-        if (ceil && (len - 1) * stride >= input + padBegin) len--;
-        return len;
+        if (ceil && (len - 1) * stride >= (long)input + padBegin) len--;
+        return (int)Math.Clamp(len, int.MinValue, int.MaxValue);
     }
 
     static Tensor?[] Pool(OpContext c, PoolKind kind)
@@ -461,7 +461,8 @@ internal static class NnOps
             if (autoPad is "SAME_UPPER" or "SAME_LOWER") outSp[i] = (inSp[i] + strides[i] - 1) / strides[i];
             else if (autoPad == "VALID") outSp[i] = (inSp[i] - span) / strides[i] + 1;
             else outSp[i] = PoolOutputLength(inSp[i], k[i], strides[i], dil[i], pb[i], pe[i], ceil);
-            if (outSp[i] < 1)
+            // (SAME keeps an empty input empty; a window wider than the padded input is an error.)
+            if (outSp[i] < 1 && !(autoPad is "SAME_UPPER" or "SAME_LOWER"))
                 throw Invalid(c, $"pool window {string.Join("x", k)} does not fit the input [{string.Join(", ", xs)}] with pads [{string.Join(", ", pb.Concat(pe))}]");
         }
         int nc = xs[0] * xs[1];
