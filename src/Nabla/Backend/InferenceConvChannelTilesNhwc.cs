@@ -90,7 +90,7 @@ public sealed partial class PackedConv2d
     /// <paramref name="lds"/> apart) transposed into <paramref name="n"/> rows of 16 at <paramref name="dst"/> (rows
     /// <paramref name="ldd"/> apart); the same shuffles as <see cref="Epilogue16"/>. A part block loads under a mask, so
     /// nothing past column n is read. (Epilogue16 keeps its own copy: built on this one through a 16×16 stack block it took
-    /// 1.01–1.02 of the time at one thread and up to 1.10 at two on the stride-2 layers, scratch harness, 10:55 UTC.)</summary>
+    /// 1.01–1.02 of the time at one thread and up to 1.10 at two on the stride-2 layers, scratch harness, 10:48 UTC.)</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe void Transpose16(float* src, long lds, float* dst, long ldd, int n)
     {
