@@ -73,7 +73,7 @@ public class KernelGemmTests
         }
     }
 
-    static readonly int[] Ms = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 119, 120, 121, 127];
+    static readonly int[] Ms = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 119, 120, 121, 127];   // 16 rows in place: two 8-row tiles
     static readonly int[] Ns = [1, 3, 8, 15, 16, 17, 31, 32, 33, 47];
     static readonly int[] Ks = [0, 1, 2, 7, 255, 256, 257, 300, 513];
 
@@ -127,7 +127,7 @@ public class KernelGemmTests
         try
         {
             Gemm.UseDirectA = direct;
-            foreach (var (m, n, k) in new[] { (7, 33, 9), (128, 128, 64), (131, 70, 200), (10, 64, 256), (3, 40, 17), (245, 40, 300) })
+            foreach (var (m, n, k) in new[] { (7, 33, 9), (128, 128, 64), (131, 70, 200), (10, 64, 256), (3, 40, 17), (245, 40, 300), (16, 70, 300) })
             {
                 CompareToReference(m, n, k, "row", "row", false, m + n + k);
                 CompareToReference(m, n, k, "padded", "row", true, m + n + k + 1);
@@ -277,6 +277,7 @@ public class KernelGemmTests
             foreach (var (m, n, k) in new[] { (1, 1, 1), (1, 33, 257), (2, 100, 513), (1, 3100, 7), (2, 2304, 300), (3, 17, 5),
                 (7, 64, 256), (13, 100, 300), (64, 768, 40), (64, 65, 600), (121, 33, 70), (241, 50, 257), (9, 3100, 11),
                 (25, 100, 300), (26, 70, 40), (27, 64, 257), (29, 97, 33),   // blocks of four or more row tiles prefetch the next B micro-panel in their last tile of 1, 2, 3, 5 rows
+                (16, 100, 300), (16, 3100, 260),   // 16 rows read in place: two 8-row tiles
                 (1, 3100, 300), (2, 3100, 300), (9, 3100, 300), (100, 3100, 260) })   // (last four: column blocks past NC and KC blocks past the first together)
             {
                 int seed = m * 1009 + n * 13 + k;

@@ -727,13 +727,16 @@ internal static unsafe partial class Gemm
     static void Macro(int mc, int nc, int kc, float* pa, float* pb, float* c, int ldc, bool acc, bool prefetchA = false, int lda = 0,
         bool epilogue = false, float* bias = null, bool relu = false, bool prefetchB = false)
     {
-        float* tmp = stackalloc float[MR * 32];
+        float* tmp = stackalloc float[8 * 32];
         for (int j = 0; j < nc; j += NR)
         {
             int nr = Math.Min(NR, nc - j);
-            for (int i = 0; i < mc; i += MR)
+            // A block of exactly 16 rows read in place (16 tokens through a linear layer) takes two 8-row tiles instead of
+            // 6 + 6 + 4, so each B micro-panel is read twice, not three times (see EightRows).
+            int step = lda != 0 && mc == 16 && EightRows ? 8 : MR;
+            for (int i = 0; i < mc; i += step)
             {
-                int mr = Math.Min(MR, mc - i);
+                int mr = Math.Min(step, mc - i);
                 float* a = lda == 0 ? pa + i * kc : pa + (long)i * lda;
                 float* b = pb + j * kc;
                 // (An A read in place, lda ≠ 0, only ever comes with the 32-wide tile: the 16-wide kernel reads packed A.)
@@ -822,6 +825,7 @@ internal static unsafe partial class Gemm
     {
         switch (mr)
         {
+            case 8: Kernel512<TP, Rows8, TA>(kc, a, lda, b, c, ldc, acc, next); break;
             case 6: Kernel512<TP, Rows6, TA>(kc, a, lda, b, c, ldc, acc, next); break;
             case 5: Kernel512<TP, Rows5, TA>(kc, a, lda, b, c, ldc, acc, next); break;
             case 4: Kernel512<TP, Rows4, TA>(kc, a, lda, b, c, ldc, acc, next); break;
@@ -881,6 +885,14 @@ internal static unsafe partial class Gemm
     struct Rows4 : IRows { public static int Value => 4; }
     struct Rows5 : IRows { public static int Value => 5; }
     struct Rows6 : IRows { public static int Value => 6; }
+    /// <summary>Eight rows: only for A read in place (packed micro-panels hold MR = 6 rows).</summary>
+    struct Rows8 : IRows { public static int Value => 8; }
+
+    /// <summary>Whether a 16-row block of A read in place takes two 8-row tiles (16 accumulators). Same bits either way.
+    /// Paired in one process, JIT tiering off (scratch harness, 2026-11-27 10:58 UTC), time with / without: prepacked
+    /// 16×768·768×3072 0.944 at 1 thread and 0.906 at 2, 16×768·768×768 0.949 and 0.930; 16×3072·3072×768 (A packed,
+    /// its rows too long to read in place) 1.00. Settable for measurements.</summary>
+    internal static bool EightRows = true;
 
     /// <summary>How the kernel reads A: a packed micro-panel (element (r, p) at a[p·MR + r]) or the row-major matrix in
     /// place (at a[r·lda + p]).</summary>
@@ -900,9 +912,10 @@ internal static unsafe partial class Gemm
     static void Kernel512<TPrefetch, TRows, TA>(int kc, float* a, int lda, float* b, float* c, int ldc, bool acc, float* next)
         where TPrefetch : struct, IPrefetch where TRows : struct, IRows where TA : struct, IAccess
     {
-        float* r1 = a + lda, r2 = r1 + lda, r3 = r2 + lda, r4 = r3 + lda, r5 = r4 + lda;
+        float* r1 = a + lda, r2 = r1 + lda, r3 = r2 + lda, r4 = r3 + lda, r5 = r4 + lda, r6 = r5 + lda, r7 = r6 + lda;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default;
         for (int p = 0; p < kc; p++)
         {
             var b0 = Vector512.Load(b);
@@ -943,6 +956,13 @@ internal static unsafe partial class Gemm
                 var a5 = Vector512.Create(TA.InPlace ? r5[p] : a[5]);
                 c50 = Avx512F.FusedMultiplyAdd(a5, b0, c50); c51 = Avx512F.FusedMultiplyAdd(a5, b1, c51);
             }
+            if (TRows.Value > 6)
+            {
+                var a6 = Vector512.Create(r6[p]);
+                c60 = Avx512F.FusedMultiplyAdd(a6, b0, c60); c61 = Avx512F.FusedMultiplyAdd(a6, b1, c61);
+                var a7 = Vector512.Create(r7[p]);
+                c70 = Avx512F.FusedMultiplyAdd(a7, b0, c70); c71 = Avx512F.FusedMultiplyAdd(a7, b1, c71);
+            }
             if (!TA.InPlace) a += MR;
             b += 32;
         }
@@ -952,6 +972,7 @@ internal static unsafe partial class Gemm
         if (TRows.Value > 3) Store512(c + 3 * ldc, c30, c31, acc);
         if (TRows.Value > 4) Store512(c + 4 * ldc, c40, c41, acc);
         if (TRows.Value > 5) Store512(c + 5 * ldc, c50, c51, acc);
+        if (TRows.Value > 6) { Store512(c + 6 * ldc, c60, c61, acc); Store512(c + 7 * ldc, c70, c71, acc); }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
