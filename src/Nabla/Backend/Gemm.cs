@@ -889,7 +889,7 @@ internal static unsafe partial class Gemm
     struct Rows8 : IRows { public static int Value => 8; }
 
     /// <summary>Whether a 16-row block of A read in place takes two 8-row tiles (16 accumulators). Same bits either way.
-    /// Paired in one process, JIT tiering off (scratch harness, 2026-11-27 10:58 UTC), time with / without: prepacked
+    /// Paired in one process, JIT tiering off (scratch harness, 2026-11-27 10:51 UTC), time with / without: prepacked
     /// 16×768·768×3072 0.944 at 1 thread and 0.906 at 2, 16×768·768×768 0.949 and 0.930; 16×3072·3072×768 (A packed,
     /// its rows too long to read in place) 1.00. Settable for measurements.</summary>
     internal static bool EightRows = true;
