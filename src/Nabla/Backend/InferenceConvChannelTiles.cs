@@ -117,9 +117,10 @@ public sealed partial class PackedConv2d
 
     /// <summary>Numbers the threaded calls, so that a thread that runs several parts of one call (an inline
     /// <see cref="WorkerPool.For"/>, a late worker's part taken over) builds the whole-image columns once: the call whose
-    /// columns this thread's scratch holds is <see cref="colsCall"/> (0: none known).</summary>
+    /// columns (or channels-last copy) this thread's scratch holds is <see cref="inputCall"/> (0: none known; one call is
+    /// one layer, so one number serves both kinds of scratch).</summary>
     static long splitCalls;
-    [ThreadStatic] static long colsCall, nhwcCall;
+    [ThreadStatic] static long inputCall;
 
     /// <summary>
     /// Part <paramref name="p"/> of <paramref name="parts"/> of one image: its share of the channel blocks over all
@@ -151,26 +152,26 @@ public sealed partial class PackedConv2d
         if (lb == 0 || obFrom == obTo) return;
         var ct = ThreadScratch.Grow(ref tileOut, lp * opad);
         int off = b * o * l + y0 * ow;
+        // A block part reads the whole image's input: built already when this thread ran another part of this call.
+        bool built = byBlocks && call != 0 && inputCall == call;
+        inputCall = 0;
         if (panels is null)
         {
-            // A block part reads the whole image's rows: copied already when this thread ran another part of this call.
             int wp = NhwcWidth(ow);
-            var xs = byBlocks && call != 0 && nhwcCall == call ? nhwcInput! : NhwcRows(b, xa, xo, h, w, y0, y1, ow, out wp);
-            nhwcCall = byBlocks ? call : 0;
+            var xs = built ? nhwcInput! : NhwcRows(b, xa, xo, h, w, y0, y1, ow, out wp);
+            if (byBlocks) inputCall = call;
             NhwcBlocks(obFrom, obTo, xs, wp, y0, y1, ow, ct, opad, ya, yo + off, l, ra, ro + off, activation);
             return;
         }
         var cols = ThreadScratch.Grow(ref scratch, kdim * lp);
-        // A block part's columns are the whole image's: built already when this thread ran another part of this call.
-        if (!(byBlocks && call != 0 && colsCall == call))
+        if (!built)
         {
-            colsCall = 0;
             Im2Col(xa, xo + b * c * h * w, 0, c, h, w, cols, y1 - y0, ow, lp, 0, y0);
             if (lp > lb)
                 for (int r = 0; r < kdim; r++)
                     for (int q = r * lp + lb; q < (r + 1) * lp; q++) cols[q] = 0;
-            if (byBlocks) colsCall = call;
         }
+        if (byBlocks) inputCall = call;
         ChannelBlocks(obFrom, obTo, TR, panels, cols, ct, kdim, lb, lp, opad, ya, yo + off, l, ra, ro + off, activation);
     }
 
@@ -207,42 +208,39 @@ public sealed partial class PackedConv2d
                     }
                 }
                 // This block's epilogue while its result is in cache.
-                ChannelEpilogue(ob, ob + 1, ct, l, opad, ya, yBase, ldy, ra, rBase, activation);
+                ChannelEpilogue(ob, ct, l, opad, ya, yBase, ldy, ra, rBase, activation);
             }
         }
     }
 
-    /// <summary>The channel tiles' epilogue: channel blocks [obFrom, obTo) of the [positions, channels] result
+    /// <summary>The channel tiles' epilogue: channel block <paramref name="ob"/> of the [positions, channels] result
     /// <paramref name="ct"/> (row stride <paramref name="opad"/>) transposed back to NCHW rows, adding bias and residual, then
     /// the activation; channel oc's outputs go to <paramref name="ya"/> from <c>yBase + oc·ldy</c>.</summary>
-    unsafe void ChannelEpilogue(int obFrom, int obTo, float[] ct, int l, int opad, float[] ya, int yBase, int ldy, float[]? ra, int rBase, FusedActivation activation)
+    unsafe void ChannelEpilogue(int ob, float[] ct, int l, int opad, float[] ya, int yBase, int ldy, float[]? ra, int rBase, FusedActivation activation)
     {
         int o = OutChannels, TC = this.TC;
         bool relu = activation == FusedActivation.Relu;
         fixed (float* pc = ct, py = ya, pb = bias, pr = ra)
         {
-            for (int ob = obFrom; ob < obTo; ob++)
+            int oc0 = ob * TC, ocEnd = Math.Min(o, oc0 + TC);
+            // Whole blocks of 16 positions × 16 channels are transposed in registers; the last positions (fewer than 16)
+            // one by one.
+            int qVec = Avx512F.IsSupported ? l / 16 * 16 : 0;
+            for (int q0 = 0; q0 < qVec; q0 += 16)
+                for (int oc = oc0; oc < ocEnd; oc += 16)
+                    Epilogue16(pc + (long)q0 * opad + oc, opad, py + yBase + (long)oc * ldy + q0, ldy,
+                        pr is null ? null : pr + rBase + (long)oc * ldy + q0, pb is null ? null : pb + oc, Math.Min(16, ocEnd - oc), relu);
+            for (int oc = oc0; oc < ocEnd && qVec < l; oc++)
             {
-                int oc0 = ob * TC, ocEnd = Math.Min(o, oc0 + TC);
-                // Whole blocks of 16 positions × 16 channels are transposed in registers; the last positions (fewer than 16)
-                // one by one.
-                int qVec = Avx512F.IsSupported ? l / 16 * 16 : 0;
-                for (int q0 = 0; q0 < qVec; q0 += 16)
-                    for (int oc = oc0; oc < ocEnd; oc += 16)
-                        Epilogue16(pc + (long)q0 * opad + oc, opad, py + yBase + (long)oc * ldy + q0, ldy,
-                            pr is null ? null : pr + rBase + (long)oc * ldy + q0, pb is null ? null : pb + oc, Math.Min(16, ocEnd - oc), relu);
-                for (int oc = oc0; oc < ocEnd && qVec < l; oc++)
+                float bv = pb is null ? 0f : pb[oc];
+                float* src = pc + oc;
+                float* dst = py + yBase + (long)oc * ldy;
+                float* res = pr is null ? null : pr + rBase + (long)oc * ldy;
+                for (int q = qVec; q < l; q++)
                 {
-                    float bv = pb is null ? 0f : pb[oc];
-                    float* src = pc + oc;
-                    float* dst = py + yBase + (long)oc * ldy;
-                    float* res = pr is null ? null : pr + rBase + (long)oc * ldy;
-                    for (int q = qVec; q < l; q++)
-                    {
-                        float v = src[(long)q * opad] + bv;
-                        if (res is not null) v += res[q];
-                        dst[q] = relu ? MathF.Max(v, 0f) : v;
-                    }
+                    float v = src[(long)q * opad] + bv;
+                    if (res is not null) v += res[q];
+                    dst[q] = relu ? MathF.Max(v, 0f) : v;
                 }
             }
         }

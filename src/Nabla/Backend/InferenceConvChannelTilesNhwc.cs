@@ -171,7 +171,7 @@ public sealed partial class PackedConv2d
         int taps = rowRuns ? KernelH : KernelH * KernelW, run = rowRuns ? KernelW * c : c;
         int l = (y1 - y0) * ow, TR = this.TR(l), lp = (l + TR - 1) / TR * TR;
         var panels = NhwcPanels();
-        var pos = nhwcPositions is { } p0 && p0.Length >= lp ? p0 : nhwcPositions = new long[Math.Max(lp, 2 * (nhwcPositions?.Length ?? 0))];
+        var pos = ThreadScratch.Grow(ref nhwcPositions, lp);
         for (int q = 0; q < lp; q++)
         {
             int qq = Math.Min(q, l - 1), y = qq / ow, x = qq % ow;   // padding positions repeat the last one (dropped later)
@@ -212,7 +212,7 @@ public sealed partial class PackedConv2d
                     }
                 }
                 // This block's epilogue while its result is in cache.
-                ChannelEpilogue(ob, ob + 1, ct, l, opad, ya, yBase, ldy, ra, rBase, activation);
+                ChannelEpilogue(ob, ct, l, opad, ya, yBase, ldy, ra, rBase, activation);
             }
         }
     }

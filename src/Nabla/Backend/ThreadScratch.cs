@@ -4,10 +4,10 @@ namespace Nabla;
 /// warm kernel allocates nothing.</summary>
 internal static class ThreadScratch
 {
-    /// <summary>A thread-static scratch buffer of at least <paramref name="need"/> floats (grown to at least twice its size).</summary>
-    public static float[] Grow(ref float[]? buffer, int need)
+    /// <summary>A thread-static scratch buffer of at least <paramref name="need"/> elements (grown to at least twice its size).</summary>
+    public static T[] Grow<T>(ref T[]? buffer, int need) where T : unmanaged
     {
-        if (buffer is null || buffer.Length < need) buffer = GC.AllocateUninitializedArray<float>(Math.Max(need, buffer?.Length * 2 ?? 0));
+        if (buffer is null || buffer.Length < need) buffer = GC.AllocateUninitializedArray<T>(Math.Max(need, buffer?.Length * 2 ?? 0));
         return buffer;
     }
 }

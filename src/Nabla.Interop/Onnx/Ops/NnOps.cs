@@ -429,7 +429,8 @@ internal static class NnOps
 
     enum PoolKind { Max, Average, Lp }
 
-    /// <summary>A pooled dimension's length with explicit pads (auto_pad NOTSET), in floor or ceil mode.</summary>
+    /// <summary>A pooled dimension's length with explicit pads (auto_pad NOTSET; VALID is no pads, floor mode), in floor or
+    /// ceil mode; below 1 when the window does not fit.</summary>
     internal static int PoolOutputLength(int input, int kernel, int stride, int dilation, int padBegin, int padEnd, bool ceil)
     {
         long span = (long)(kernel - 1) * dilation + 1;
@@ -457,9 +458,8 @@ internal static class NnOps
         var outSp = new int[sd];
         for (int i = 0; i < sd; i++)
         {
-            int span = (k[i] - 1) * dil[i] + 1;
             if (autoPad is "SAME_UPPER" or "SAME_LOWER") outSp[i] = (inSp[i] + strides[i] - 1) / strides[i];
-            else if (autoPad == "VALID") outSp[i] = (inSp[i] - span) / strides[i] + 1;
+            else if (autoPad == "VALID") outSp[i] = PoolOutputLength(inSp[i], k[i], strides[i], dil[i], 0, 0, false);
             else outSp[i] = PoolOutputLength(inSp[i], k[i], strides[i], dil[i], pb[i], pe[i], ceil);
             // (SAME keeps an empty input empty; a window wider than the padded input is an error.)
             if (outSp[i] < 1 && !(autoPad is "SAME_UPPER" or "SAME_LOWER"))
