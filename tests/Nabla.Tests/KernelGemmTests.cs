@@ -73,7 +73,7 @@ public class KernelGemmTests
         }
     }
 
-    static readonly int[] Ms = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 119, 120, 121, 127];   // 16 rows in place: two 8-row tiles
+    static readonly int[] Ms = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 23, 63, 64, 65, 119, 120, 121, 127];   // up to 64 rows in place: 8-row tiles, the last of 1–8 rows
     static readonly int[] Ns = [1, 3, 8, 15, 16, 17, 31, 32, 33, 47];
     static readonly int[] Ks = [0, 1, 2, 7, 255, 256, 257, 300, 513];
 
@@ -277,7 +277,8 @@ public class KernelGemmTests
             foreach (var (m, n, k) in new[] { (1, 1, 1), (1, 33, 257), (2, 100, 513), (1, 3100, 7), (2, 2304, 300), (3, 17, 5),
                 (7, 64, 256), (13, 100, 300), (64, 768, 40), (64, 65, 600), (121, 33, 70), (241, 50, 257), (9, 3100, 11),
                 (25, 100, 300), (26, 70, 40), (27, 64, 257), (29, 97, 33),   // blocks of four or more row tiles prefetch the next B micro-panel in their last tile of 1, 2, 3, 5 rows
-                (16, 100, 300), (16, 3100, 260),   // 16 rows read in place: two 8-row tiles
+                (16, 100, 300), (16, 3100, 260), (23, 100, 300), (63, 70, 257), (64, 3100, 40),   // up to 64 rows read in place: 8-row tiles, the last of 7 in two of them
+                (530, 200, 40), (300, 200, 40),   // rows split at 2 threads above 512 rows, columns below (and at 3 threads both)
                 (1, 3100, 300), (2, 3100, 300), (9, 3100, 300), (100, 3100, 260) })   // (last four: column blocks past NC and KC blocks past the first together)
             {
                 int seed = m * 1009 + n * 13 + k;
@@ -317,7 +318,7 @@ public class KernelGemmTests
         try
         {
             var rng = new Random(3);
-            foreach (var (m, n, k) in new[] { (1, 3100, 300), (2, 200, 600), (40, 3100, 300), (200, 300, 257) })
+            foreach (var (m, n, k) in new[] { (1, 3100, 300), (2, 200, 600), (40, 3100, 300), (200, 300, 257), (530, 200, 40) })
             {
                 var a = MakeOperand(rng, m, k, "row");
                 var b = MakeOperand(rng, k, n, "col");

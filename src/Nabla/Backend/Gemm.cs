@@ -731,12 +731,11 @@ internal static unsafe partial class Gemm
         for (int j = 0; j < nc; j += NR)
         {
             int nr = Math.Min(NR, nc - j);
-            // A block of exactly 16 rows read in place (16 tokens through a linear layer) takes two 8-row tiles instead of
-            // 6 + 6 + 4, so each B micro-panel is read twice, not three times (see EightRows).
-            int step = lda != 0 && mc == 16 && EightRows ? 8 : MR;
-            for (int i = 0; i < mc; i += step)
+            // A block of up to 64 rows read in place takes 8-row tiles (see EightRows); packed micro-panels hold MR rows.
+            int step = lda != 0 && mc <= 64 && EightRows ? 8 : MR;
+            for (int i = 0, mr; i < mc; i += mr)
             {
-                int mr = Math.Min(step, mc - i);
+                mr = Math.Min(step, mc - i);
                 float* a = lda == 0 ? pa + i * kc : pa + (long)i * lda;
                 float* b = pb + j * kc;
                 // (An A read in place, lda ≠ 0, only ever comes with the 32-wide tile: the 16-wide kernel reads packed A.)
@@ -749,7 +748,7 @@ internal static unsafe partial class Gemm
                     float* target = wide ? c + i * ldc + j : tmp;
                     int ld = wide ? ldc : NR;
                     bool add = wide && acc;
-                    if (prefetchB && mc >= 4 * MR && i + MR >= mc && j + NR < nc)
+                    if (prefetchB && mc >= 4 * MR && i + mr >= mc && j + NR < nc)
                     {
                         // The last row tile of this micro-panel fetches the next one (prepacked weights, from DRAM).
                         if (lda != 0) Tile<PrefetchB, Direct>(mr, kc, a, lda, b, target, ld, add, b + NR * kc);
@@ -826,6 +825,7 @@ internal static unsafe partial class Gemm
         switch (mr)
         {
             case 8: Kernel512<TP, Rows8, TA>(kc, a, lda, b, c, ldc, acc, next); break;
+            case 7: Kernel512<TP, Rows7, TA>(kc, a, lda, b, c, ldc, acc, next); break;
             case 6: Kernel512<TP, Rows6, TA>(kc, a, lda, b, c, ldc, acc, next); break;
             case 5: Kernel512<TP, Rows5, TA>(kc, a, lda, b, c, ldc, acc, next); break;
             case 4: Kernel512<TP, Rows4, TA>(kc, a, lda, b, c, ldc, acc, next); break;
@@ -885,13 +885,18 @@ internal static unsafe partial class Gemm
     struct Rows4 : IRows { public static int Value => 4; }
     struct Rows5 : IRows { public static int Value => 5; }
     struct Rows6 : IRows { public static int Value => 6; }
-    /// <summary>Eight rows: only for A read in place (packed micro-panels hold MR = 6 rows).</summary>
+    /// <summary>Seven and eight rows: only for A read in place (packed micro-panels hold MR = 6 rows).</summary>
+    struct Rows7 : IRows { public static int Value => 7; }
     struct Rows8 : IRows { public static int Value => 8; }
 
-    /// <summary>Whether a 16-row block of A read in place takes two 8-row tiles (16 accumulators). Same bits either way.
-    /// Paired in one process, JIT tiering off (scratch harness, 2026-11-27 10:51 UTC), time with / without: prepacked
-    /// 16×768·768×3072 0.944 at 1 thread and 0.906 at 2, 16×768·768×768 0.949 and 0.930; 16×3072·3072×768 (A packed,
-    /// its rows too long to read in place) 1.00. Settable for measurements.</summary>
+    /// <summary>Whether a block of A of at most 64 rows read in place takes 8-row tiles (16 accumulators; the last one
+    /// shorter) instead of 6-row ones: each B micro-panel is read from L1 fewer times, and 16, 32 or 64 rows leave no short
+    /// tile (16 rows ran as 6 + 6 + 4). Same bits either way.</summary>
+    /// <remarks>Paired in one process, JIT tiering off (scratch harness, 2026-11-27), time with / without, prepacked
+    /// ×768·768×3072: at 1 thread 16 rows 0.91–0.95, 24 rows 0.97, 32 rows 0.92, 64 rows 0.95–0.97; at 2 threads 16 rows
+    /// 0.92–0.94, 32 rows 0.93, 64 rows 0.97–0.98. In blocks of 120 rows (the MC block of larger products) it was no
+    /// better and sometimes worse: 256 rows 0.99–1.03, 512 rows 1.02–1.05, 2048×768·768×768 1.01–1.02; square 512² and
+    /// 1024² 0.98–1.02. Settable for measurements.</remarks>
     internal static bool EightRows = true;
 
     /// <summary>How the kernel reads A: a packed micro-panel (element (r, p) at a[p·MR + r]) or the row-major matrix in
@@ -960,6 +965,9 @@ internal static unsafe partial class Gemm
             {
                 var a6 = Vector512.Create(r6[p]);
                 c60 = Avx512F.FusedMultiplyAdd(a6, b0, c60); c61 = Avx512F.FusedMultiplyAdd(a6, b1, c61);
+            }
+            if (TRows.Value > 7)
+            {
                 var a7 = Vector512.Create(r7[p]);
                 c70 = Avx512F.FusedMultiplyAdd(a7, b0, c70); c71 = Avx512F.FusedMultiplyAdd(a7, b1, c71);
             }
@@ -972,7 +980,8 @@ internal static unsafe partial class Gemm
         if (TRows.Value > 3) Store512(c + 3 * ldc, c30, c31, acc);
         if (TRows.Value > 4) Store512(c + 4 * ldc, c40, c41, acc);
         if (TRows.Value > 5) Store512(c + 5 * ldc, c50, c51, acc);
-        if (TRows.Value > 6) { Store512(c + 6 * ldc, c60, c61, acc); Store512(c + 7 * ldc, c70, c71, acc); }
+        if (TRows.Value > 6) Store512(c + 6 * ldc, c60, c61, acc);
+        if (TRows.Value > 7) Store512(c + 7 * ldc, c70, c71, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

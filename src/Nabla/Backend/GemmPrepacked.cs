@@ -241,14 +241,24 @@ internal static unsafe partial class Gemm
         PackedBSplit(m, n, k, a, aOff, rsA, csA, b, c, cOff, ldc, accumulate, threads, (long)m * n * k >= LargeWork, bias, relu);
     }
 
-    /// <summary>The threaded part of <see cref="SgemmPackedB"/>. Rows when each thread gets at least eight register
-    /// tiles of them (an MR-aligned split of fewer leaves the threads up to a tile apart) or when there are fewer than two
-    /// micro-panels per thread, else whole micro-panels of columns; each part packs only its own rows of A.</summary>
+    /// <summary>Rows of C per thread above which <see cref="PackedBSplit"/> splits rows rather than columns.</summary>
+    /// <remarks>
+    /// Split by rows, every thread streams all of the packed weights from L3 or DRAM; split by columns, each streams its
+    /// own part of them, and with A too long to read in place each packs all of A. Paired in one process at 2 threads, JIT
+    /// tiering off (scratch harness, 2026-11-27 11:30–11:34 UTC), columns / rows time: 96×768·768×3072 0.81, 128 rows 0.82,
+    /// 256 rows 0.83, 512 rows 0.94; 128×3072·3072×768 0.87, 512 rows 1.01; 128×768·768×768 0.88, 512 rows 0.96; but
+    /// 1024×768·768×768 1.03, 2048×768·768×3072 1.03 and 2048×3072·3072×768 1.06. Until then rows were split from 96 on.
+    /// </remarks>
+    const int RowSplitRows = 256;
+
+    /// <summary>The threaded part of <see cref="SgemmPackedB"/>. Rows when each thread gets more than
+    /// <see cref="RowSplitRows"/> of them or when there are fewer than two micro-panels per thread, else whole micro-panels
+    /// of columns; each part packs only its own rows of A.</summary>
     static void PackedBSplit(int m, int n, int k, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc,
         bool accumulate, int threads, bool large, float[]? bias, bool relu)
     {
         int panels = (n + b.NR - 1) / b.NR;
-        bool rows = m >= 8 * MR * threads || panels < 2 * threads;
+        bool rows = m > RowSplitRows * threads || panels < 2 * threads;
         int parts = rows ? Math.Min(threads, Math.Max(1, m / MR)) : threads;
         WorkerPool.For(parts, parts, p =>
         {
