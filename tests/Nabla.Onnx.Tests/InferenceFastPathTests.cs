@@ -520,6 +520,54 @@ public class InferenceFastPathTests
         Assert.True(without - withReuse >= 3 * 65536 - 1024, $"with reuse {withReuse} B per run, without {without} B");
     }
 
+    /// <summary>A run's outputs are new buffers, not the memory plan's: disposed, a large one goes back to StorageCache
+    /// and the next run's output takes it; kept, it is never written by a later run.</summary>
+    [Fact]
+    public void DisposedLargeOutputsServeTheNextRun()
+    {
+        // [3, 7121] floats = 85,452 bytes, a length no other test here allocates (StorageCache is process-wide).
+        const int n = 7121;
+        var g = new Graph.Graph
+        {
+            Name = "linear",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = [new ValueInfo("y", DType.Float32, null)],
+            Initializers = new() { ["w"] = Tensor.Randn([n, 16], DType.Float32, new Generator(7)), ["b"] = Tensor.Randn([n], DType.Float32, new Generator(8)) },
+            Nodes = [new Node { OpType = "Gemm", Inputs = ["x", "w", "b"], Outputs = ["y"], Attributes = new() { ["transB"] = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = 1 } } }],
+        };
+        var plainGraph = new Graph.Graph { Name = g.Name, Opsets = g.Opsets, Inputs = g.Inputs, Outputs = g.Outputs, Initializers = g.Initializers, Nodes = [.. g.Nodes] };
+        Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedGemms);
+        var executor = new GraphExecutor(g, OnnxOps.Resolver);
+        var plain = new GraphExecutor(plainGraph, OnnxOps.Resolver) { ReuseBuffers = false };
+        var x1 = Tensor.Randn([3, 16], DType.Float32, new Generator(9));
+        var x2 = Tensor.Randn([3, 16], DType.Float32, new Generator(10));
+        float[] expected1 = plain.Run(x1)[0].ToArray<float>(), expected2 = plain.Run(x2)[0].ToArray<float>();
+
+        var y1 = executor.Run(x1)[0];
+        Assert.Equal(expected1, y1.ToArray<float>());
+        var array = y1.Storage.Data;
+        y1.Dispose();
+        var y2 = executor.Run(x2)[0];
+        Assert.Same(array, y2.Storage.Data);   // the disposed output's array, through StorageCache
+        Assert.Equal(expected2, y2.ToArray<float>());
+
+        // Kept outputs stay as they were while later runs go on.
+        var y3 = executor.Run(x1)[0];
+        Assert.NotSame(y2.Storage.Data, y3.Storage.Data);
+        Assert.Equal(expected2, y2.ToArray<float>());
+        Assert.Equal(expected1, y3.ToArray<float>());
+
+        // Steady state with disposal: a run allocates far less than its 85 KB output.
+        y2.Dispose();
+        y3.Dispose();
+        executor.Run(x1)[0].Dispose();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 5; i++) executor.Run(x1)[0].Dispose();
+        long perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 5;
+        Assert.True(perRun < 16_384, $"a run with its output disposed allocated {perRun} bytes");
+    }
+
     [Fact]
     public void ConcurrentRunsOfOneExecutorAgree()
     {
