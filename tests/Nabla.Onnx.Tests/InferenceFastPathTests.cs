@@ -521,27 +521,38 @@ public class InferenceFastPathTests
     }
 
     /// <summary>A run's outputs are new buffers, not the memory plan's: disposed, a large one goes back to StorageCache
-    /// and the next run's output takes it; kept, it is never written by a later run.</summary>
-    [Fact]
-    public void DisposedLargeOutputsServeTheNextRun()
+    /// and the next run's output takes it; kept, it is never written by a later run. Also through a fused MatMul + Add on
+    /// a 3-D input, whose kernel works on 2-D views of the output.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void DisposedLargeOutputsServeTheNextRun(bool matmul3d)
     {
-        // [3, 7121] floats = 85,452 bytes, a length no other test here allocates (StorageCache is process-wide).
-        const int n = 7121;
+        // [3, 7121] or [1, 3, 7123] floats, over 85,000 bytes, lengths no other test here allocates (StorageCache is process-wide).
+        int n = matmul3d ? 7123 : 7121;
+        var transB = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = 1 };
         var g = new Graph.Graph
         {
             Name = "linear",
             Opsets = new() { [""] = 13 },
             Inputs = [new ValueInfo("x", DType.Float32, null)],
             Outputs = [new ValueInfo("y", DType.Float32, null)],
-            Initializers = new() { ["w"] = Tensor.Randn([n, 16], DType.Float32, new Generator(7)), ["b"] = Tensor.Randn([n], DType.Float32, new Generator(8)) },
-            Nodes = [new Node { OpType = "Gemm", Inputs = ["x", "w", "b"], Outputs = ["y"], Attributes = new() { ["transB"] = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = 1 } } }],
+            Initializers = new()
+            {
+                ["w"] = matmul3d ? Tensor.Randn([16, n], DType.Float32, new Generator(7)) : Tensor.Randn([n, 16], DType.Float32, new Generator(7)),
+                ["b"] = Tensor.Randn([n], DType.Float32, new Generator(8)),
+            },
+            Nodes = matmul3d
+                ? [new Node { OpType = "MatMul", Inputs = ["x", "w"], Outputs = ["p"] }, new Node { OpType = "Add", Inputs = ["p", "b"], Outputs = ["y"] }]
+                : [new Node { OpType = "Gemm", Inputs = ["x", "w", "b"], Outputs = ["y"], Attributes = new() { ["transB"] = transB } }],
         };
+        int[] xShape = matmul3d ? [1, 3, 16] : [3, 16];
         var plainGraph = new Graph.Graph { Name = g.Name, Opsets = g.Opsets, Inputs = g.Inputs, Outputs = g.Outputs, Initializers = g.Initializers, Nodes = [.. g.Nodes] };
         Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedGemms);
         var executor = new GraphExecutor(g, OnnxOps.Resolver);
         var plain = new GraphExecutor(plainGraph, OnnxOps.Resolver) { ReuseBuffers = false };
-        var x1 = Tensor.Randn([3, 16], DType.Float32, new Generator(9));
-        var x2 = Tensor.Randn([3, 16], DType.Float32, new Generator(10));
+        var x1 = Tensor.Randn(xShape, DType.Float32, new Generator(9));
+        var x2 = Tensor.Randn(xShape, DType.Float32, new Generator(10));
         float[] expected1 = plain.Run(x1)[0].ToArray<float>(), expected2 = plain.Run(x2)[0].ToArray<float>();
 
         var y1 = executor.Run(x1)[0];

@@ -137,7 +137,14 @@ internal static class FusedOps
                 shape[^1] = linear.OutFeatures;
                 var y = c.NewOutput(shape, DType.Float32);
                 if (a.Dim == 2) linear.Run(a, y);
-                else linear.Run(a.Reshape(rows, k), y.Reshape(rows, linear.OutFeatures));
+                else
+                {
+                    // The 2-D views are disposed: an undisposed view would count as an owner of y's buffer forever, and a
+                    // graph output's buffer could then never go back to StorageCache when the caller disposes y.
+                    using var a2d = a.Reshape(rows, k);
+                    using var y2d = y.Reshape(rows, linear.OutFeatures);
+                    linear.Run(a2d, y2d);
+                }
                 return One(y);
             }
             if (a.DType != DType.Float32 || a.Dim != 2) throw Invalid(c, $"FusedGemm expects a 2-D float32 A, got {a.DType} [{string.Join(", ", a.Shape)}]");
