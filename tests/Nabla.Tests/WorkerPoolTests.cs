@@ -264,6 +264,24 @@ public sealed class WorkerPoolTests : IDisposable
     }
 
     [Theory]
+    [InlineData(1024, 1024, true)]
+    [InlineData(1024, 1023, false)]
+    public void Gemv_outside_graph_runs_uses_the_pool_from_2_to_the_20_and_matches_the_reference(int n, int k, bool expectPool)
+    {
+        // A split one-row product of n·k ≥ 2^20 multiply-adds is marked large (the QKV projection of one token, 768·2304,
+        // is); 1024·1023 stays on Parallel.For.
+        WorkerPool.Enabled = false;
+        WorkerPool.LargeJobs = true;
+        Gemm.Threads = 2;
+        var (a, b, want) = Problem(6, 1, n, k);
+        var c = new float[n];
+        long jobs = WorkerPool.JobCount;
+        Gemm.Sgemm(1, n, k, a, 0, k, 1, b, 0, n, 1, c, 0, n, false);
+        Assert.Equal(expectPool && Gemm.UseFastPath ? jobs + 1 : jobs, WorkerPool.JobCount);
+        for (int i = 0; i < c.Length; i++) Assert.Equal(want[i], c[i], 1e-3f);
+    }
+
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void A_large_call_that_finds_the_pool_taken_still_runs_on_two_threads(bool enabled)

@@ -130,10 +130,20 @@ internal static unsafe partial class Gemm
         else GemvSplit(parts, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
     }
 
+    /// <summary>Whether a split GEMV of at least <see cref="LargeGemvWork"/> multiply-adds counts as large for
+    /// <see cref="WorkerPool.For"/> (the pool's spinning workers outside graph runs too, instead of Parallel.For's
+    /// hand-off). Settable for measurements.</summary>
+    /// <remarks>The eager QKV projection of one token (1×768·768×2304, about 40 µs a thread) at two threads, bench row
+    /// <c>mm1x768</c>, four runs of 15 samples alternating (2026-11-27 11:57–12:00 UTC), Nabla / ORT time: 1.45 and 1.25
+    /// through Parallel.For, 0.83 and 0.80 on the pool. GPT-2 decode at two threads: 530 against 518 ms.</remarks>
+    internal static bool GemvOnPool = true;
+    const long LargeGemvWork = 1L << 20;
+
     /// <summary>The threaded GEMV, apart so that its closure is allocated only when the columns are split.</summary>
     static void GemvSplit(int parts, int chunk, bool bands, int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff,
         int rsB, int csB, float[] c, int cOff, int ldc, bool accumulate) =>
-        WorkerPool.For(parts, parts, part => GemvRange(part, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate));
+        WorkerPool.For(parts, parts, part => GemvRange(part, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate),
+            large: GemvOnPool && (long)n * k >= LargeGemvWork);
 
     /// <summary>Columns [part·chunk, (part + 1)·chunk) of every row of C.</summary>
     static void GemvRange(int part, int chunk, bool bands, int m, int n, int k, float[] a, int aOff, int rsA, int csA, float[] b, int bOff,
