@@ -154,8 +154,11 @@ internal static class Engine
             if (captureSet.Contains(leaf)) captured![leaf] = captured.TryGetValue(leaf, out var p) ? p.Add(g) : g;
             return;
         }
-        if (leaf.Grad is null) leaf.Grad = createGraph ? g : g.Contiguous().Detach();
-        else leaf.Grad = createGraph ? leaf.Grad.Add(g) : leaf.Grad.Add(g).Detach();
+        // Without create_graph the gradient is a new detached tensor that only the leaf holds (private: recycled when the
+        // leaf drops it, unless a caller reads it first; see Tensor.Grad).
+        var prev = leaf.GradInternal;
+        if (createGraph) leaf.Grad = prev is null ? g : prev.Add(g);
+        else leaf.SetPrivateGrad(prev is null ? g.Contiguous().Detach() : prev.Add(g).Detach());
     }
 
     static List<Node> TopologicalOrder(Tensor[] roots)

@@ -68,9 +68,14 @@ public abstract class Optimizer
     /// <summary>Sets every parameter's gradient to null (set_to_none=True, PyTorch's default) or to zeros.</summary>
     public void ZeroGrad(bool setToNone = true)
     {
+        // A gradient no caller has read goes back to StorageCache here, for the next backward (see Tensor.Grad).
         foreach (var g in ParamGroups)
             foreach (var p in g.Params)
-                p.Grad = setToNone || p.Grad is null ? null : Tensor.ZerosLike(p.Grad);
+            {
+                var grad = p.GradInternal;
+                if (setToNone || grad is null) p.Grad = null;
+                else p.SetPrivateGrad(Tensor.ZerosLike(grad));
+            }
     }
 
     /// <summary>Performs one update from the parameters' gradients (parameters without a gradient are skipped).</summary>
@@ -80,15 +85,17 @@ public abstract class Optimizer
         foreach (var g in ParamGroups)
             foreach (var p in g.Params)
             {
-                if (p.Grad is null) continue;
+                // (GradInternal: the step reads a gradient without making it the caller's, so it can still be recycled.)
+                var grad = p.GradInternal;
+                if (grad is null) continue;
                 if (!state.TryGetValue(p, out var s)) state[p] = s = new Dictionary<string, Tensor>();
-                if (TryUpdateInPlace(p, p.Grad, s, g))
+                if (TryUpdateInPlace(p, grad, s, g))
                 {
                     p.BumpVersion();
                     KeepState(s);
                     continue;
                 }
-                var updated = Update(p.Detach(), p.Grad.Detach(), s, g);
+                var updated = Update(p.Detach(), grad.Detach(), s, g);
                 p.Detach().Copy_(updated);
                 KeepState(s);
             }
@@ -404,7 +411,7 @@ public static class GradClip
     /// <summary>Scales all gradients so their joint p-norm is at most maxNorm; returns the norm before clipping.</summary>
     public static double ClipGradNorm(IEnumerable<Tensor> parameters, double maxNorm, double normType = 2)
     {
-        var grads = parameters.Where(p => p.Grad is not null).Select(p => p.Grad!).ToList();
+        var grads = parameters.Where(p => p.GradInternal is not null).Select(p => p.GradInternal!).ToList();
         if (grads.Count == 0) return 0;
         double total;
         using (GradMode.NoGrad())
@@ -413,7 +420,7 @@ public static class GradClip
             else total = Math.Pow(grads.Sum(g => Math.Pow(g.Norm(normType).Item(), normType)), 1 / normType);
             double coef = maxNorm / (total + 1e-6);
             if (coef < 1)
-                foreach (var p in parameters) if (p.Grad is not null) p.Grad = p.Grad.Mul(coef);
+                foreach (var p in parameters) if (p.GradInternal is { } grad) p.SetPrivateGrad(grad.Mul(coef));
         }
         return total;
     }
@@ -421,6 +428,6 @@ public static class GradClip
     public static void ClipGradValue(IEnumerable<Tensor> parameters, double clipValue)
     {
         using (GradMode.NoGrad())
-            foreach (var p in parameters) if (p.Grad is not null) p.Grad = p.Grad.Clamp(-clipValue, clipValue);
+            foreach (var p in parameters) if (p.GradInternal is { } grad) p.SetPrivateGrad(grad.Clamp(-clipValue, clipValue));
     }
 }
