@@ -10,8 +10,9 @@ namespace Nabla.Startup;
 /// Whole-process measurements (bench/README.md):
 ///   hello             print one line and exit (the runtime's own start-up floor, for comparison);
 ///   lenet             build LeNet-5, run one batch-1 inference, print the predicted class and exit (cold start);
-///   train-mlp [steps] train MLP 784-512-256-10 with Adam on batch 64 for 1,000 steps, print the loss and the
-///                     process's peak resident set (VmHWM) and exit (peak memory);
+///   train-mlp [steps] [scope]  train MLP 784-512-256-10 with Adam on batch 64 for 1,000 steps (each step in a
+///                     dispose scope with "scope"), print the loss, the time per step, the process's peak resident set
+///                     (VmHWM) and the collections, and exit (peak memory);
 ///   measure CMD [N]   start this program N times with CMD and print the median and min wall time of each run.
 /// </summary>
 static class Program
@@ -23,7 +24,7 @@ static class Program
         {
             case "hello": Console.WriteLine("hello"); return 0;
             case "lenet": return LeNet();
-            case "train-mlp": return TrainMlp(args.Length > 1 ? int.Parse(args[1]) : 1000);
+            case "train-mlp": return TrainMlp(args.Length > 1 ? int.Parse(args[1]) : 1000, args.Length > 2 && args[2] == "scope");
             case "measure": return Measure(args.Length > 1 ? args[1] : "lenet", args.Length > 2 ? int.Parse(args[2]) : 20);
             default:
                 Console.Error.WriteLine($"unknown verb '{verb}': expected lenet, train-mlp [steps] or measure lenet|train-mlp [runs]");
@@ -60,7 +61,7 @@ static class Program
         return 0;
     }
 
-    static int TrainMlp(int steps)
+    static int TrainMlp(int steps, bool scopes)
     {
         Tensor.ManualSeed(0);
         var model = BuiltinModels.Create("mlp");
@@ -68,15 +69,17 @@ static class Program
         var x = Tensor.Randn(64, 1, 28, 28);
         var t = Tensor.Randint(0, 10, [64]);
         double loss = 0;
+        var clock = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++)
         {
+            using var scope = scopes ? Tensor.NewDisposeScope() : null;
             opt.ZeroGrad();
             var l = Losses.CrossEntropy(model.Forward(x), t);
             l.Backward();
             opt.Step();
             if (i == steps - 1) loss = l.Item();
         }
-        Console.WriteLine($"steps {steps} loss {loss:F4} peak_rss_mib {PeakRssMiB():F1} gc0 {GC.CollectionCount(0)} gc2 {GC.CollectionCount(2)}");
+        Console.WriteLine($"steps {steps} loss {loss:F4} ms_per_step {clock.Elapsed.TotalMilliseconds / steps:F2} peak_rss_mib {PeakRssMiB():F1} gc0 {GC.CollectionCount(0)} gc2 {GC.CollectionCount(2)}");
         return 0;
     }
 
