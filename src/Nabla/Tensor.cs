@@ -99,13 +99,14 @@ public sealed partial class Tensor : IDisposable
     {
         get
         {
-            if (gradPrivate)
+            var g = grad;
+            // (Exchanged, so that two threads reading at once unpin once.)
+            if (g is not null && Interlocked.Exchange(ref gradPrivate, 0) == 1)
             {
-                gradPrivate = false;
-                grad!.storage.Keep();   // handed out: outlives any dispose scope, never recycled
-                grad.storage.Unpin();
+                g.storage.Keep();   // handed out: outlives any dispose scope, never recycled
+                g.storage.Unpin();
             }
-            return grad;
+            return g;
         }
         set
         {
@@ -116,9 +117,9 @@ public sealed partial class Tensor : IDisposable
     }
 
     Tensor? grad;
-    /// <summary>Whether <see cref="grad"/> was made by backward or an optimizer and not handed out (see <see cref="Grad"/>):
-    /// this tensor holds one owner of its storage and one pin.</summary>
-    bool gradPrivate;
+    /// <summary>1 when <see cref="grad"/> was made by backward or an optimizer and not handed out (see <see cref="Grad"/>):
+    /// this tensor then holds one owner of its storage and one pin; else 0.</summary>
+    int gradPrivate;
 
     /// <summary>The gradient for the library's own use (optimizers, autograd, clipping): reading it keeps it private.</summary>
     internal Tensor? GradInternal => grad;
@@ -131,7 +132,7 @@ public sealed partial class Tensor : IDisposable
         g.storage.Pin();   // outlives the dispose scope of the step that made it, until released
         ReleaseGrad();
         grad = g;
-        gradPrivate = true;
+        gradPrivate = 1;
     }
 
     /// <summary>Drops the current gradient; a private one is disposed and unpinned, so that its buffer is recycled once
@@ -140,8 +141,7 @@ public sealed partial class Tensor : IDisposable
     {
         var old = grad;
         grad = null;
-        if (!gradPrivate || old is null) return;
-        gradPrivate = false;
+        if (Interlocked.Exchange(ref gradPrivate, 0) != 1 || old is null) return;
         old.Dispose();
         old.storage.Unpin();
     }
