@@ -8,8 +8,9 @@ namespace Nabla;
 /// <remarks>
 /// <para>Only tensors over recyclable storages register (at least <see cref="StorageCache.MinBytes"/>); small tensors cost
 /// nothing here and are freed by the GC. Disposal is safe for anything Nabla itself keeps: autograd holds what a
-/// backward rule reads until backward ran, and gradients, optimizer state, module parameters and buffers, graphs and
-/// traces are never recycled. A tensor the caller wants after the scope must leave it through
+/// backward rule reads until backward ran; a gradient outlives the scope and is recycled only when the parameter drops it
+/// unread (see <see cref="Tensor.Grad"/>); optimizer state, module parameters and buffers, graphs and traces are never
+/// recycled. A graph run's outputs are ordinary new tensors: made inside a scope, they go with it. A tensor the caller wants after the scope must leave it through
 /// <see cref="MoveToOuter"/> (or <see cref="Tensor.MoveToOuterDisposeScope"/>); one that is used after its storage
 /// was recycled throws <see cref="ObjectDisposedException"/>, never reads another tensor's data.</para>
 /// <para>A scope belongs to the thread that made it and must end there, innermost first: do not hold one across an

@@ -102,8 +102,9 @@ public sealed class Storage
     }
 
     /// <summary>
-    /// Something long-lived holds this storage (a gradient, an optimizer's state, a module's parameter or buffer, a
-    /// graph's weights or a trace): it is never recycled, whatever is disposed; the GC frees it when that holder goes.
+    /// Something long-lived holds this storage (a gradient the caller set or read, an optimizer's state, a module's parameter
+    /// or buffer, a graph's weights or a trace): it is never recycled, whatever is disposed; the GC frees it when that
+    /// holder goes. (A gradient nobody read is pinned instead, see <see cref="Tensor.Grad"/>.)
     /// </summary>
     internal void Keep() => Volatile.Write(ref kept, true);
 

@@ -88,12 +88,14 @@ public sealed partial class Tensor : IDisposable
     /// <remarks>
     /// A gradient that backward made and that nobody has read through this property yet is private to the tensor: when it
     /// is replaced or cleared (<see cref="Optim.Optimizer.ZeroGrad"/>, the next backward's sum) it is disposed, and its
-    /// buffer goes back to <see cref="StorageCache"/> once nothing else holds it, so the next step's gradient reuses it
+    /// buffer goes back to <see cref="StorageCache"/> once nothing else holds it (a plain backward disposes its own
+    /// intermediate tensors, so with or without a dispose scope), so the next step's gradient reuses it
     /// (PyTorch's caching allocator does the same for a gradient set to None). Without this, every training step put
     /// fresh weight-sized gradients on the large-object heap: a 784-512-256-10 MLP's Adam step at batch 64 allocated
     /// 2.3 MB, ran a full collection every four steps and took 7–8 ms in a console app with default GC settings
     /// (bench/README.md, "Session 14"). Reading the property, or setting it, makes the gradient the caller's: it is then
-    /// never recycled, and a reference kept across <see cref="Optim.Optimizer.ZeroGrad"/> stays valid.
+    /// never recycled, and a reference kept across <see cref="Optim.Optimizer.ZeroGrad"/> stays valid. Like the rest of a
+    /// tensor, not safe to read on one thread while another thread's backward or ZeroGrad replaces it.
     /// </remarks>
     public Tensor? Grad
     {

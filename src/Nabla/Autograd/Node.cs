@@ -63,6 +63,10 @@ internal sealed class Node
 /// <summary>The reverse-mode engine: orders the graph topologically and runs each node's rule once.</summary>
 internal static class Engine
 {
+    /// <summary>Whether a plain backward runs in a dispose scope of its own (see <see cref="Run"/>). Settable for tests and
+    /// measurements.</summary>
+    internal static bool EngineScope = true;
+
     /// <summary>
     /// Runs backward from <paramref name="roots"/>. When <paramref name="capture"/> is null, gradients of leaves
     /// accumulate into <c>Grad</c>; otherwise the gradients of exactly those tensors are returned and nothing accumulates.
@@ -70,6 +74,12 @@ internal static class Engine
     public static Tensor?[]? Run(Tensor[] roots, Tensor[] rootGrads, bool retainGraph, bool createGraph, Tensor[]? capture, bool allowUnused = true)
     {
         using var mode = createGraph ? GradMode.EnableGrad() : GradMode.NoGrad();
+        // A plain backward (no graph of the gradient, nothing returned, the graph released) disposes what it makes on
+        // this thread when it ends: the gradients that flow through the graph and the rules' temporaries. Only the leaves'
+        // new gradients leave it (AccumulateLeaf hands them to the enclosing scope, where they would have been anyway).
+        // Without a caller's scope their arrays were otherwise left to the GC, and so was every weight gradient, whose
+        // array these intermediate tensors share.
+        using var own = !createGraph && !retainGraph && capture is null && EngineScope ? DisposeScope.Begin() : null;
         var order = TopologicalOrder(roots);
         var grads = new Dictionary<Node, Tensor>(ReferenceEqualityComparer.Instance);
         Dictionary<Tensor, Tensor>? captured = capture is null ? null : new(ReferenceEqualityComparer.Instance);
@@ -79,7 +89,7 @@ internal static class Engine
         {
             var r = roots[i];
             var g = createGraph ? rootGrads[i] : rootGrads[i].Detach();
-            if (r.gradFn is null) AccumulateLeaf(r, g, captured, captureSet, createGraph);
+            if (r.gradFn is null) AccumulateLeaf(r, g, captured, captureSet, createGraph, own);
             else Add(grads, r.gradFn, g);
         }
 
@@ -125,7 +135,7 @@ internal static class Engine
                 if (input is null || ig is null) continue;
                 if (!ShapeUtil.Equal(ig.shape, input.shape))
                     throw new AutogradException($"backward: the rule of {node.Op} returned a gradient of shape {ShapeUtil.Format(ig.shape)} for input {k} of shape {ShapeUtil.Format(input.shape)}");
-                if (input.gradFn is null) AccumulateLeaf(input, ig, captured, captureSet, createGraph);
+                if (input.gradFn is null) AccumulateLeaf(input, ig, captured, captureSet, createGraph, own);
                 else Add(grads, input.gradFn, ig);
             }
         }
@@ -146,7 +156,7 @@ internal static class Engine
         grads[n] = grads.TryGetValue(n, out var prev) ? prev.Add(g) : g;
     }
 
-    static void AccumulateLeaf(Tensor leaf, Tensor g, Dictionary<Tensor, Tensor>? captured, HashSet<Tensor>? captureSet, bool createGraph)
+    static void AccumulateLeaf(Tensor leaf, Tensor g, Dictionary<Tensor, Tensor>? captured, HashSet<Tensor>? captureSet, bool createGraph, DisposeScope? own)
     {
         if (!leaf.RequiresGrad) return;
         if (captureSet is not null)
@@ -154,11 +164,17 @@ internal static class Engine
             if (captureSet.Contains(leaf)) captured![leaf] = captured.TryGetValue(leaf, out var p) ? p.Add(g) : g;
             return;
         }
-        // Without create_graph the gradient is a new detached tensor that only the leaf holds (private: recycled when the
-        // leaf drops it, unless a caller reads it first; see Tensor.Grad).
+        // Without create_graph the gradient is a new detached tensor held by the leaf alone (private: recycled when the leaf
+        // drops it, unless a caller reads it first; see Tensor.Grad). Its array is shared with the engine's g or the sum,
+        // which the backward's own scope (or the caller's) disposes, so only the leaf's hold remains after backward.
         var prev = leaf.GradInternal;
         if (createGraph) leaf.Grad = prev is null ? g : prev.Add(g);
-        else leaf.SetPrivateGrad(prev is null ? g.Contiguous().Detach() : prev.Add(g).Detach());
+        else
+        {
+            var grad = prev is null ? g.Contiguous().Detach() : prev.Add(g).Detach();
+            own?.MoveToOuter(grad);   // out of the backward's own scope, to where it would have been
+            leaf.SetPrivateGrad(grad);
+        }
     }
 
     static List<Node> TopologicalOrder(Tensor[] roots)

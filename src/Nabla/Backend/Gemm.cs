@@ -130,7 +130,7 @@ internal static unsafe partial class Gemm
         else GemvSplit(parts, chunk, bands, m, n, k, a, aOff, rsA, csA, b, bOff, rsB, csB, c, cOff, ldc, accumulate);
     }
 
-    /// <summary>Whether a split GEMV of at least <see cref="LargeGemvWork"/> multiply-adds counts as large for
+    /// <summary>Whether a split GEMV with n·k of at least <see cref="LargeGemvWork"/> (B's size) counts as large for
     /// <see cref="WorkerPool.For"/> (the pool's spinning workers outside graph runs too, instead of Parallel.For's
     /// hand-off). Settable for measurements.</summary>
     /// <remarks>The eager QKV projection of one token (1×768·768×2304, about 40 µs a thread) at two threads, bench row

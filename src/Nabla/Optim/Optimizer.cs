@@ -111,6 +111,9 @@ public abstract class Optimizer
     /// A fused in-place update for float32 contiguous parameters (one pass, no temporaries); returns false to use
     /// <see cref="Update"/>, the readable tensor-op form that defines the algorithm. Both are tested against PyTorch.
     /// </summary>
+    /// <remarks>The gradient given to this and to <see cref="Update"/> is valid during the call only: its buffer may be
+    /// recycled for the next step's gradient after <see cref="ZeroGrad"/> (see <see cref="Tensor.Grad"/>). A subclass that
+    /// needs it later keeps a copy (<c>grad.Clone()</c>), as the built-in optimizers do in their state.</remarks>
     protected virtual bool TryUpdateInPlace(Tensor param, Tensor grad, Dictionary<string, Tensor> paramState, ParamGroup group) => false;
 
     /// <summary>The float32 span of a contiguous tensor, or empty when the fast path does not apply.</summary>
