@@ -373,6 +373,32 @@ public class DisposeScopeTests
         TensorAssert.Close("accumulated gradient", x1.Add(x2), w.Grad!, 1e-6, 1e-6);
     }
 
+    /// <summary>Backward passes on two threads into one shared parameter add up every gradient (leaf accumulation is
+    /// locked), and none reads a previous sum the other thread's accumulation recycled.</summary>
+    [Fact]
+    public void ConcurrentBackwardPassesIntoASharedLeafAddUp()
+    {
+        const int n = 30_089, passes = 300;
+        var w = Tensor.Zeros([n]).RequiresGrad_();
+        var x = Tensor.Full([n], 0.5f);
+        using var start = new Barrier(2);
+        Exception? error = null;
+        var threads = Enumerable.Range(0, 2).Select(_ => new Thread(() =>
+        {
+            try
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < passes; i++) w.Mul(x).Sum().Backward();   // dL/dw = x each time
+            }
+            catch (Exception e) { error = e; }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.Null(error);
+        // 600 additions of 0.5 are exact in float32, in any order.
+        Assert.All(w.Grad!.ToArray<float>(), v => Assert.Equal(0.5f * 2 * passes, v));
+    }
+
     /// <summary>Steady-state training steps allocate no new gradient buffers, in a scope or not (a plain backward disposes
     /// its own intermediate tensors): before gradients were recycled, every step allocated a weight-sized array per
     /// parameter (2 MB here) on the large-object heap.</summary>

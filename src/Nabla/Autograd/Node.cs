@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Nabla.Autograd;
 
 /// <summary>
@@ -167,15 +169,23 @@ internal static class Engine
         // Without create_graph the gradient is a new detached tensor held by the leaf alone (private: recycled when the leaf
         // drops it, unless a caller reads it first; see Tensor.Grad). Its array is shared with the engine's g or the sum,
         // which the backward's own scope (or the caller's) disposes, so only the leaf's hold remains after backward.
-        var prev = leaf.GradInternal;
-        if (createGraph) leaf.Grad = prev is null ? g : prev.Add(g);
-        else
+        // Read, sum and replace under a lock per leaf, as PyTorch's accumulation does: two backward passes into shared
+        // parameters on two threads then add both gradients, and neither reads a previous gradient the other just recycled.
+        lock (LeafLocks[(RuntimeHelpers.GetHashCode(leaf) & 0x7fffffff) % LeafLocks.Length])
         {
-            var grad = prev is null ? g.Contiguous().Detach() : prev.Add(g).Detach();
-            own?.MoveToOuter(grad);   // out of the backward's own scope, to where it would have been
-            leaf.SetPrivateGrad(grad);
+            var prev = leaf.GradInternal;
+            if (createGraph) leaf.Grad = prev is null ? g : prev.Add(g);
+            else
+            {
+                var grad = prev is null ? g.Contiguous().Detach() : prev.Add(g).Detach();
+                own?.MoveToOuter(grad);   // out of the backward's own scope, to where it would have been
+                leaf.SetPrivateGrad(grad);
+            }
         }
     }
+
+    /// <summary>Striped locks for leaf accumulation (a lock object per tensor would cost every tensor a field).</summary>
+    static readonly object[] LeafLocks = Enumerable.Range(0, 64).Select(_ => new object()).ToArray();
 
     static List<Node> TopologicalOrder(Tensor[] roots)
     {
