@@ -35,7 +35,23 @@ public sealed partial class Tensor
         return new Tensor(new Storage((T[])data.Clone(), DTypes.Of<T>()), s);
     }
 
-    public static Tensor FromSpan<T>(ReadOnlySpan<T> data, params int[] shape) => FromArray(data.ToArray(), shape);
+    /// <summary>A tensor over a copy of <paramref name="data"/> (copied once); the shape defaults to 1-D.</summary>
+    public static Tensor FromSpan<T>(ReadOnlySpan<T> data, params int[] shape) => AsTensor(data.ToArray(), shape);
+
+    /// <summary>
+    /// A tensor over <paramref name="data"/> itself, without a copy (torch.as_tensor / torch.from_numpy on a NumPy
+    /// array): writes through either one show in the other, and the array is never handed to the buffer cache, so
+    /// disposing the tensor leaves it valid for its owner. The shape defaults to 1-D. Model loaders use it for arrays
+    /// they have just made (an ONNX initializer's values, folded weights), where a copy would only cost a second pass over
+    /// tens of megabytes of fresh memory.
+    /// </summary>
+    public static Tensor AsTensor<T>(T[] data, params int[] shape)
+    {
+        var s = shape.Length == 0 ? [data.Length] : (int[])shape.Clone();
+        if (ShapeUtil.Numel(s) != data.Length)
+            throw new ShapeMismatchException($"as_tensor: {data.Length} values do not fill shape {ShapeUtil.Format(s)} ({ShapeUtil.Numel(s)} elements)");
+        return new Tensor(new Storage(data, DTypes.Of<T>()), s);
+    }
 
     /// <summary>From a 2-D C# array (rows × columns).</summary>
     public static Tensor FromArray<T>(T[,] data)

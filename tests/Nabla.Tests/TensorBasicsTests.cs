@@ -148,6 +148,31 @@ public class TensorBasicsTests
     }
 
     [Fact]
+    public void AsTensorSharesTheArrayAndFromArrayCopiesIt()
+    {
+        // Large enough (400 KB) that a storage Nabla allocated would be recyclable: AsTensor's must not be.
+        var data = new float[100_000];
+        data[7] = 3f;
+        var shared = Tensor.AsTensor(data, 1000, 100);
+        var copied = Tensor.FromArray(data, 1000, 100);
+        var spanned = Tensor.FromSpan<float>(data, 1000, 100);
+        Assert.Equal([1000, 100], shared.Shape);
+        data[7] = 5f;                                  // the caller's write shows in the shared tensor only
+        Assert.Equal(5f, shared.ToArray<float>()[7]);
+        Assert.Equal(3f, copied.ToArray<float>()[7]);
+        Assert.Equal(3f, spanned.ToArray<float>()[7]);
+        shared.Fill_(2f);                              // and the tensor's writes show in the array
+        Assert.Equal(2f, data[99_999]);
+        shared.Dispose();                              // the array stays the caller's: nothing recycles it
+        using (Tensor.NewDisposeScope())
+            for (int i = 0; i < 4; i++) Tensor.Zeros(1000, 100).Add_(Tensor.Ones(1000, 100));
+        Assert.All(data, v => Assert.Equal(2f, v));
+        Assert.Equal([4], Tensor.AsTensor(new long[] { 1, 2, 3, 4 }).Shape);
+        var e = Assert.Throws<ShapeMismatchException>(() => Tensor.AsTensor(new float[6], 4, 2));
+        Assert.Contains("6 values do not fill shape [4, 2]", e.Message);
+    }
+
+    [Fact]
     public void ViewsShareStorage()
     {
         var x = Tensor.Arange(0, 12, 1, DType.Float32).Reshape(3, 4);

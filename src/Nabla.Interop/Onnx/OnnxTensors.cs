@@ -125,13 +125,13 @@ internal static class OnnxTensors
             throw new ModelFormatException($"{where}: int32_data has {ints.Count} values, shape {Format(shape)} needs {n}");
         switch (dtype)
         {
-            case DType.Bool: return Tensor.FromArray(ints.Select(v => v != 0).ToArray(), n).Reshape(shape);
-            case DType.UInt8: return Tensor.FromArray(ints.Select(v => (byte)v).ToArray(), n).Reshape(shape);
-            case DType.Int8: return Tensor.FromArray(ints.Select(v => (sbyte)v).ToArray(), n).Reshape(shape);
-            case DType.Float16: return Tensor.FromArray(ints.Select(v => BitConverter.UInt16BitsToHalf((ushort)v)).ToArray(), n).Reshape(shape);
-            case DType.Int16: return Tensor.FromArray(ints.Select(v => unchecked((short)v)).ToArray(), n).Reshape(shape);
-            case DType.UInt16: return Tensor.FromArray(ints.Select(v => unchecked((ushort)v)).ToArray(), n).Reshape(shape);
-            default: return Tensor.FromArray(ints.Select(v => BFloat16.FromBits((ushort)v)).ToArray(), n).Reshape(shape);
+            case DType.Bool: return Tensor.AsTensor(ints.Select(v => v != 0).ToArray(), n).Reshape(shape);
+            case DType.UInt8: return Tensor.AsTensor(ints.Select(v => (byte)v).ToArray(), n).Reshape(shape);
+            case DType.Int8: return Tensor.AsTensor(ints.Select(v => (sbyte)v).ToArray(), n).Reshape(shape);
+            case DType.Float16: return Tensor.AsTensor(ints.Select(v => BitConverter.UInt16BitsToHalf((ushort)v)).ToArray(), n).Reshape(shape);
+            case DType.Int16: return Tensor.AsTensor(ints.Select(v => unchecked((short)v)).ToArray(), n).Reshape(shape);
+            case DType.UInt16: return Tensor.AsTensor(ints.Select(v => unchecked((ushort)v)).ToArray(), n).Reshape(shape);
+            default: return Tensor.AsTensor(ints.Select(v => BFloat16.FromBits((ushort)v)).ToArray(), n).Reshape(shape);
         }
     }
 
@@ -139,7 +139,7 @@ internal static class OnnxTensors
     {
         if (data.Length != n)
             throw new ModelFormatException($"{where}: {field} has {data.Length} values, shape {Format(shape)} needs {n}");
-        return Tensor.FromArray(data, n).Reshape(shape);
+        return Tensor.AsTensor(data, n).Reshape(shape);
     }
 
     static string Format(int[] shape) => "[" + string.Join(", ", shape) + "]";
@@ -150,19 +150,19 @@ internal static class OnnxTensors
         int n = raw.Length / Math.Max(1, dtype.ElementSize());
         return dtype switch
         {
-            DType.Float32 => Tensor.FromArray(MemoryMarshal.Cast<byte, float>(raw).ToArray(), n).Reshape(shape),
-            DType.Float64 => Tensor.FromArray(MemoryMarshal.Cast<byte, double>(raw).ToArray(), n).Reshape(shape),
-            DType.Int64 => Tensor.FromArray(MemoryMarshal.Cast<byte, long>(raw).ToArray(), n).Reshape(shape),
-            DType.Int32 => Tensor.FromArray(MemoryMarshal.Cast<byte, int>(raw).ToArray(), n).Reshape(shape),
-            DType.UInt8 => Tensor.FromArray(raw.ToArray(), n).Reshape(shape),
-            DType.Int8 => Tensor.FromArray(MemoryMarshal.Cast<byte, sbyte>(raw).ToArray(), n).Reshape(shape),
-            DType.Bool => Tensor.FromArray(raw.ToArray().Select(b => b != 0).ToArray(), n).Reshape(shape),
-            DType.Float16 => Tensor.FromArray(MemoryMarshal.Cast<byte, Half>(raw).ToArray(), n).Reshape(shape),
-            DType.BFloat16 => Tensor.FromArray(MemoryMarshal.Cast<byte, ushort>(raw).ToArray().Select(BFloat16.FromBits).ToArray(), n).Reshape(shape),
-            DType.Int16 => Tensor.FromArray(MemoryMarshal.Cast<byte, short>(raw).ToArray(), n).Reshape(shape),
-            DType.UInt16 => Tensor.FromArray(MemoryMarshal.Cast<byte, ushort>(raw).ToArray(), n).Reshape(shape),
-            DType.UInt32 => Tensor.FromArray(MemoryMarshal.Cast<byte, uint>(raw).ToArray(), n).Reshape(shape),
-            DType.UInt64 => Tensor.FromArray(MemoryMarshal.Cast<byte, ulong>(raw).ToArray(), n).Reshape(shape),
+            DType.Float32 => Tensor.AsTensor(MemoryMarshal.Cast<byte, float>(raw).ToArray(), n).Reshape(shape),
+            DType.Float64 => Tensor.AsTensor(MemoryMarshal.Cast<byte, double>(raw).ToArray(), n).Reshape(shape),
+            DType.Int64 => Tensor.AsTensor(MemoryMarshal.Cast<byte, long>(raw).ToArray(), n).Reshape(shape),
+            DType.Int32 => Tensor.AsTensor(MemoryMarshal.Cast<byte, int>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt8 => Tensor.AsTensor(raw.ToArray(), n).Reshape(shape),
+            DType.Int8 => Tensor.AsTensor(MemoryMarshal.Cast<byte, sbyte>(raw).ToArray(), n).Reshape(shape),
+            DType.Bool => Tensor.AsTensor(raw.ToArray().Select(b => b != 0).ToArray(), n).Reshape(shape),
+            DType.Float16 => Tensor.AsTensor(MemoryMarshal.Cast<byte, Half>(raw).ToArray(), n).Reshape(shape),
+            DType.BFloat16 => Tensor.AsTensor(MemoryMarshal.Cast<byte, ushort>(raw).ToArray().Select(BFloat16.FromBits).ToArray(), n).Reshape(shape),
+            DType.Int16 => Tensor.AsTensor(MemoryMarshal.Cast<byte, short>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt16 => Tensor.AsTensor(MemoryMarshal.Cast<byte, ushort>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt32 => Tensor.AsTensor(MemoryMarshal.Cast<byte, uint>(raw).ToArray(), n).Reshape(shape),
+            DType.UInt64 => Tensor.AsTensor(MemoryMarshal.Cast<byte, ulong>(raw).ToArray(), n).Reshape(shape),
             _ => throw new DTypeException($"unknown dtype value {(int)dtype}"),
         };
     }
