@@ -41,10 +41,14 @@ internal static unsafe partial class Gemm
 
     /// <summary>The row-major [M, K] matrix that <paramref name="a"/> was packed from (for kernels that lay the same
     /// constant out another way on first use, so the model keeps one copy of it until then).</summary>
-    public static float[] UnpackA(PackedA a)
+    public static float[] UnpackA(PackedA a) =>
+        UnpackA(a, new float[(long)a.M * a.K is var len && len <= int.MaxValue ? (int)len : throw new NablaException("UnpackA: matrix too large")]);
+
+    /// <summary>Unpacks into <paramref name="dst"/> (at least M·K long, e.g. a rented array), row-major [M, K].</summary>
+    public static float[] UnpackA(PackedA a, float[] dst)
     {
         int m = a.M, k = a.K;
-        var dst = new float[(long)m * k is var len && len <= int.MaxValue ? (int)len : throw new NablaException("UnpackA: matrix too large")];
+        if ((long)m * k > dst.Length) throw new ArgumentException($"UnpackA: {dst.Length} floats cannot hold {m}×{k}", nameof(dst));
         for (int pb = 0; pb * KC < k; pb++)
             for (int ib = 0; ib * MC < m; ib++)
             {

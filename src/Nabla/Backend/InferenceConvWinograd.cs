@@ -42,13 +42,12 @@ public sealed partial class PackedConv2d
     bool TakesWinograd(int oh, int ow) => UseWinograd && WinogradShape && InChannels >= WinogradMinInChannels
                                           && OutChannels >= WinogradMinOutChannels && oh >= WinogradMinSide && ow >= WinogradMinSide;
 
-    PackedA[] WinogradFilters() => Volatile.Read(ref winogradU) ?? Once(ref winogradU, BuildWinogradFilters);
+    PackedA[] WinogradFilters() => Volatile.Read(ref winogradU) ?? Once(ref winogradU, () => FromUnpackedWeights(BuildWinogradFilters));
 
-    PackedA[] BuildWinogradFilters()
+    PackedA[] BuildWinogradFilters(float[] flat)
     {
         int o = OutChannels, c = InChannels;
-        var t = new float[16 * o * c];
-        var flat = Gemm.UnpackA(packed![0]);   // [O, C·9]
+        var t = System.Buffers.ArrayPool<float>.Shared.Rent(16 * o * c);   // every entry written below
         Span<float> g = stackalloc float[9];
         Span<float> gg = stackalloc float[12];
         for (int oc = 0; oc < o; oc++)
@@ -77,6 +76,7 @@ public sealed partial class PackedConv2d
             }
         var packedU = new PackedA[16];
         for (int xi = 0; xi < 16; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
+        System.Buffers.ArrayPool<float>.Shared.Return(t);
         return packedU;
     }
 

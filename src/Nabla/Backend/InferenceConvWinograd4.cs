@@ -24,13 +24,12 @@ public sealed partial class PackedConv2d
 
     PackedA[]? winograd4U;   // 36 transformed filters [O, C], packed; built on first use
 
-    PackedA[] Winograd4Filters() => Volatile.Read(ref winograd4U) ?? Once(ref winograd4U, BuildWinograd4Filters);
+    PackedA[] Winograd4Filters() => Volatile.Read(ref winograd4U) ?? Once(ref winograd4U, () => FromUnpackedWeights(BuildWinograd4Filters));
 
-    PackedA[] BuildWinograd4Filters()
+    PackedA[] BuildWinograd4Filters(float[] flat)
     {
         int o = OutChannels, c = InChannels;
-        var t = new float[36 * o * c];
-        var flat = Gemm.UnpackA(packed![0]);   // [O, C·9]
+        var t = System.Buffers.ArrayPool<float>.Shared.Rent(36 * o * c);   // every entry written below
         double[,] g6 =
         {
             { 0.25, 0, 0 }, { -1.0 / 6, -1.0 / 6, -1.0 / 6 }, { -1.0 / 6, 1.0 / 6, -1.0 / 6 },
@@ -53,6 +52,7 @@ public sealed partial class PackedConv2d
             }
         var packedU = new PackedA[36];
         for (int xi = 0; xi < 36; xi++) packedU[xi] = Gemm.PackAOnce(o, c, t, xi * o * c, c, 1);
+        System.Buffers.ArrayPool<float>.Shared.Return(t);
         return packedU;
     }
 
