@@ -304,6 +304,52 @@ public class InferenceFastPathTests
         for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
     }
 
+    /// <summary>Two convolutions read one weight, each followed by its own BatchNorm: folding scales a weight only this
+    /// convolution reads in place, so a shared one must be copied, or the second fold would scale the first's result.
+    /// A third convolution owns its weight, which is folded in its own array.</summary>
+    [Fact]
+    public void FoldingLeavesAWeightTwoConvolutionsShareIntact()
+    {
+        Graph.Graph Build()
+        {
+            var gen = new Generator(21);
+            Tensor R(params int[] s) => Tensor.Randn(s, DType.Float32, gen);
+            Tensor P(int n) => Tensor.Rand([n], DType.Float32, gen).Add(0.5);
+            var init = new Dictionary<string, Tensor>
+            {
+                ["w"] = R(4, 3, 3, 3), ["w3"] = R(4, 3, 3, 3),
+                ["g1"] = P(4), ["b1"] = R(4), ["m1"] = R(4), ["v1"] = P(4),
+                ["g2"] = P(4), ["b2"] = R(4), ["m2"] = R(4), ["v2"] = P(4),
+            };
+            var pads = Ints("pads", 1, 1, 1, 1);
+            return new Graph.Graph
+            {
+                Name = "shared",
+                Opsets = new() { [""] = 13 },
+                Inputs = [new ValueInfo("x", DType.Float32, null)],
+                Outputs = [new ValueInfo("y1", DType.Float32, null), new ValueInfo("y2", DType.Float32, null), new ValueInfo("y3", DType.Float32, null)],
+                Initializers = init,
+                Nodes =
+                [
+                    new Node { OpType = "Conv", Name = "c1", Inputs = ["x", "w"], Outputs = ["c1"], Attributes = new() { ["pads"] = pads } },
+                    new Node { OpType = "BatchNormalization", Inputs = ["c1", "g1", "b1", "m1", "v1"], Outputs = ["y1"] },
+                    new Node { OpType = "Conv", Name = "c2", Inputs = ["x", "w"], Outputs = ["c2"], Attributes = new() { ["pads"] = pads } },
+                    new Node { OpType = "BatchNormalization", Inputs = ["c2", "g2", "b2", "m2", "v2"], Outputs = ["y2"] },
+                    new Node { OpType = "Conv", Name = "c3", Inputs = ["x", "w3"], Outputs = ["c3"], Attributes = new() { ["pads"] = pads } },
+                    new Node { OpType = "BatchNormalization", Inputs = ["c3", "g1", "b1", "m1", "v1"], Outputs = ["y3"] },
+                ],
+            };
+        }
+        var x = Tensor.Randn([1, 3, 8, 8], DType.Float32, new Generator(5));
+        var reference = new GraphExecutor(Build(), OnnxOps.Resolver) { ReuseBuffers = false }.Run(x);
+        var g = Build();
+        var ownArray = g.Initializers["w3"].Storage.Data;
+        Assert.Equal(3, OnnxFusion.Apply(g, irVersion: 8).FoldedBatchNorms);
+        Assert.Contains(g.Initializers.Values, t => ReferenceEquals(t.Storage.Data, ownArray));   // folded in place
+        var fused = new GraphExecutor(g, OnnxOps.Resolver).Run(x);
+        for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
+    }
+
     /// <summary>
     /// Three convolutions, each read by a MaxPool: 7×7 stride 2 + BatchNorm + Relu + 3×3 stride-2 pool (ResNet's stem), 3×3
     /// with a bias + 2×2 pool in ceil mode, and a dilated 3×3 + Relu + stride-1 pool. With <paramref name="readBeforePool"/>

@@ -122,7 +122,13 @@ public static class OnnxFusion
             }
 
             string wName = conv.Inputs[1], bName = hasBias ? conv.Inputs[2] : "";
-            if (wscale is not null) wName = AddInitializer(graph, wName + "_fused", ScaleRows(w, wscale));
+            if (wscale is not null)
+            {
+                // A weight only this convolution reads is scaled in place (its array is the one the importer decoded);
+                // the old name, then unread, is dropped below with the other unread initializers.
+                bool own = uses.GetValueOrDefault(wName) == 1 && !inputNames.Contains(wName) && !outputNames.Contains(wName);
+                wName = AddInitializer(graph, wName + "_fused", ScaleRows(w, wscale, own));
+            }
             if (biasChanged) bName = AddInitializer(graph, (hasBias ? bName : conv.Inputs[1]) + "_fused_bias", Tensor.FromArray(bd!, o).To(DType.Float32));
             var fused = new Node
             {
@@ -242,11 +248,12 @@ public static class OnnxFusion
         return true;
     }
 
-    /// <summary>A new float32 tensor of <paramref name="w"/>'s shape: row oc (one output channel) times scale[oc], each
-    /// product in double, rounded once.</summary>
-    static Tensor ScaleRows(Tensor w, double[] scale)
+    /// <summary>Row oc of <paramref name="w"/> (one output channel) times scale[oc], each product in double, rounded once:
+    /// in <paramref name="w"/>'s own array when <paramref name="inPlace"/> and it is a plain contiguous one (ResNet-18: a
+    /// 45 MB copy fewer at load), else in a new tensor.</summary>
+    static Tensor ScaleRows(Tensor w, double[] scale, bool inPlace)
     {
-        var f = w.ToArray<float>();
+        var f = inPlace && w.IsContiguous && w.Offset == 0 && w.Storage.Data is float[] a && a.Length == w.NumElements ? a : w.ToArray<float>();
         int per = f.Length / scale.Length;
         for (int oc = 0; oc < scale.Length; oc++)
         {
@@ -254,7 +261,7 @@ public static class OnnxFusion
             var row = f.AsSpan(oc * per, per);
             for (int k = 0; k < row.Length; k++) row[k] = (float)(row[k] * sc);
         }
-        return Tensor.AsTensor(f, w.Shape);
+        return ReferenceEquals(f, w.Storage.Data) ? w : Tensor.AsTensor(f, w.Shape);
     }
 
     static string AddInitializer(G graph, string baseName, Tensor t)
