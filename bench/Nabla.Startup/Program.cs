@@ -13,6 +13,9 @@ namespace Nabla.Startup;
 ///   train-mlp [steps] [scope]  train MLP 784-512-256-10 with Adam on batch 64 for 1,000 steps (each step in a
 ///                     dispose scope with "scope"), print the loss, the time per step, the process's peak resident set
 ///                     (VmHWM) and the collections, and exit (peak memory);
+///   load-onnx FILE    load an ONNX model (the default fusions), run it once on uniform(0, 1) inputs of its declared
+///                     shapes (unknown dimensions 1), print the load and first-run times, the JIT time, the peak
+///                     resident set and the collections, and exit (a server's or CLI's start on a real model);
 ///   measure CMD [N]   start this program N times with CMD and print the median and min wall time of each run.
 /// </summary>
 static class Program
@@ -25,11 +28,27 @@ static class Program
             case "hello": Console.WriteLine("hello"); return 0;
             case "lenet": return LeNet();
             case "train-mlp": return TrainMlp(args.Length > 1 ? int.Parse(args[1]) : 1000, args.Length > 2 && args[2] == "scope");
+            case "load-onnx" when args.Length > 1: return LoadOnnx(args[1]);
             case "measure": return Measure(args.Length > 1 ? args[1] : "lenet", args.Length > 2 ? int.Parse(args[2]) : 20);
             default:
-                Console.Error.WriteLine($"unknown verb '{verb}': expected lenet, train-mlp [steps] or measure lenet|train-mlp [runs]");
+                Console.Error.WriteLine($"unknown verb '{verb}': expected lenet, train-mlp [steps] [scope], load-onnx FILE or measure lenet|train-mlp [runs]");
                 return 2;
         }
+    }
+
+    static int LoadOnnx(string path)
+    {
+        var sw = Stopwatch.StartNew();
+        var model = Nabla.Interop.Onnx.OnnxModel.Load(path);
+        double load = sw.Elapsed.TotalMilliseconds, jitLoad = System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds;
+        var feeds = model.Graph.Inputs.Where(i => !model.Graph.Initializers.ContainsKey(i.Name))
+            .Select(i => Tensor.Rand(i.Shape?.Select(d => (int)(d.Value ?? 1)).ToArray() ?? [1], i.DType ?? DType.Float32)).ToArray();
+        sw.Restart();
+        foreach (var y in model.Run(feeds)) y.Dispose();
+        double first = sw.Elapsed.TotalMilliseconds;
+        Console.WriteLine($"load {load:F0} ms (JIT {jitLoad:F0} ms), first run {first:F0} ms (JIT in all {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F0} ms), " +
+            $"peak RSS {PeakRssMiB():F0} MiB, collections gen0/1/2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
+        return 0;
     }
 
     static int LeNet()
