@@ -45,8 +45,9 @@ internal static class TensorCodec
         return n;
     }
 
+    /// <summary>A tensor over <paramref name="data"/>, an array the decoder just made (shared, not copied again).</summary>
     static Tensor Make<T>(T[] data, int[] shape) =>
-        shape.Length == 0 ? Tensor.FromArray(data, 1).Reshape([]) : Tensor.FromArray(data, shape);
+        shape.Length == 0 ? Tensor.AsTensor(data, 1).Reshape([]) : Tensor.AsTensor(data, shape);
 
     // ---- raw bytes ----
 
@@ -61,34 +62,9 @@ internal static class TensorCodec
         long expected = n * dtype.ElementSize();
         if (bytes.Length != expected)
             throw ServingException.Invalid($"{what}: {bytes.Length} bytes of data, but shape [{string.Join(", ", shape)}] of {datatype} needs {expected}");
-        return dtype switch
-        {
-            DType.Bool => Make(Bools(bytes), shape),
-            DType.UInt8 => Make(bytes.ToArray(), shape),
-            DType.Int8 => Make(MemoryMarshal.Cast<byte, sbyte>(bytes).ToArray(), shape),
-            DType.Int32 => Make(Le<int>(bytes), shape),
-            DType.Int64 => Make(Le<long>(bytes), shape),
-            DType.Float16 => Make(Le<Half>(bytes), shape),
-            DType.BFloat16 => Make(Le<BFloat16>(bytes), shape),
-            DType.Float32 => Make(Le<float>(bytes), shape),
-            DType.Float64 => Make(Le<double>(bytes), shape),
-            DType.Int16 => Make(Le<short>(bytes), shape),
-            DType.UInt16 => Make(Le<ushort>(bytes), shape),
-            DType.UInt32 => Make(Le<uint>(bytes), shape),
-            DType.UInt64 => Make(Le<ulong>(bytes), shape),
-            _ => throw new InvalidOperationException($"no raw decoding for {dtype}"),
-        };
+        // One copy, into memory that disposing the tensor recycles.
+        return Tensor.FromBytes(bytes, dtype, shape);
     }
-
-    static bool[] Bools(ReadOnlySpan<byte> bytes)
-    {
-        var r = new bool[bytes.Length];
-        for (int i = 0; i < r.Length; i++) r[i] = bytes[i] != 0;
-        return r;
-    }
-
-    // NOTE: the wire is little-endian; every machine .NET runs Nabla on today is too, so the bytes are the elements.
-    static T[] Le<T>(ReadOnlySpan<byte> bytes) where T : struct => MemoryMarshal.Cast<byte, T>(bytes).ToArray();
 
     /// <summary>
     /// BYTES in raw form: each element is a 4-byte little-endian length followed by that many bytes. The element count
@@ -133,23 +109,7 @@ internal static class TensorCodec
         return r;
     }
 
-    public static byte[] ToRaw(Tensor t) => StringTensor.FromCarrier(t) is { } s ? ToLengthPrefixed(s) : t.DType switch
-    {
-        DType.Bool => t.ToArray<bool>().Select(b => b ? (byte)1 : (byte)0).ToArray(),
-        DType.UInt8 => t.ToArray<byte>(),
-        DType.Int8 => MemoryMarshal.AsBytes<sbyte>(t.ToArray<sbyte>()).ToArray(),
-        DType.Int32 => MemoryMarshal.AsBytes<int>(t.ToArray<int>()).ToArray(),
-        DType.Int64 => MemoryMarshal.AsBytes<long>(t.ToArray<long>()).ToArray(),
-        DType.Float16 => MemoryMarshal.AsBytes<Half>(t.ToArray<Half>()).ToArray(),
-        DType.BFloat16 => MemoryMarshal.AsBytes<BFloat16>(t.ToArray<BFloat16>()).ToArray(),
-        DType.Float32 => MemoryMarshal.AsBytes<float>(t.ToArray<float>()).ToArray(),
-        DType.Float64 => MemoryMarshal.AsBytes<double>(t.ToArray<double>()).ToArray(),
-        DType.Int16 => MemoryMarshal.AsBytes<short>(t.ToArray<short>()).ToArray(),
-        DType.UInt16 => MemoryMarshal.AsBytes<ushort>(t.ToArray<ushort>()).ToArray(),
-        DType.UInt32 => MemoryMarshal.AsBytes<uint>(t.ToArray<uint>()).ToArray(),
-        DType.UInt64 => MemoryMarshal.AsBytes<ulong>(t.ToArray<ulong>()).ToArray(),
-        _ => throw new InvalidOperationException($"no raw encoding for {t.DType}"),
-    };
+    public static byte[] ToRaw(Tensor t) => StringTensor.FromCarrier(t) is { } s ? ToLengthPrefixed(s) : t.ToBytes();
 
     // ---- JSON ----
 

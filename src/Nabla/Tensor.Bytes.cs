@@ -6,23 +6,24 @@ namespace Nabla;
 public sealed partial class Tensor
 {
     /// <summary>
-    /// A contiguous tensor of <paramref name="shape"/> whose elements are decoded from <paramref name="bytes"/>
-    /// (little-endian, row-major). Bool bytes are normalized: any nonzero byte reads as true.
+    /// A new contiguous tensor of <paramref name="shape"/> (an empty shape is 0-d) whose elements are copied from
+    /// <paramref name="bytes"/> (little-endian, row-major), as torch.frombuffer reads a buffer but with a copy: one pass,
+    /// into memory that <see cref="Dispose"/> recycles. Bool bytes are normalized: any nonzero byte reads as true.
     /// </summary>
-    internal static Tensor FromBytes(ReadOnlySpan<byte> bytes, DType dtype, int[] shape)
+    public static Tensor FromBytes(ReadOnlySpan<byte> bytes, DType dtype, int[] shape)
     {
         int n = ShapeUtil.Numel(shape);
         long expected = (long)n * dtype.ElementSize();
         if (bytes.Length != expected)
             throw new ShapeMismatchException($"from_bytes: {bytes.Length} bytes do not fill shape {ShapeUtil.Format(shape)} of {dtype.TorchName()} ({expected} bytes)");
-        var storage = Storage.Allocate(dtype, n);
+        var storage = Storage.Allocate(dtype, n, uninitialized: true);   // every byte is written below
         bytes.CopyTo(ElementBytes(storage, 0, n));
         FixupAfterRead(storage, 0, n);
         return new Tensor(storage, (int[])shape.Clone());
     }
 
-    /// <summary>The elements as little-endian, row-major bytes (a fresh array). Bool is written as 0 or 1.</summary>
-    internal byte[] ToBytes()
+    /// <summary>The elements as little-endian, row-major bytes (a fresh array, one copy). Bool is written as 0 or 1.</summary>
+    public byte[] ToBytes()
     {
         long size = (long)NumElements * DType.ElementSize();
         if (size > Array.MaxLength)

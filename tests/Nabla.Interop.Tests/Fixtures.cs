@@ -20,7 +20,7 @@ static class Fixtures
             var a = actual[name];
             Assert.True(e.DType == a.DType, $"{name}: dtype {a.DType}, expected {e.DType}");
             Assert.True(e.Shape.SequenceEqual(a.Shape), $"{name}: shape [{string.Join(", ", a.Shape)}], expected [{string.Join(", ", e.Shape)}]");
-            Assert.True(TensorBytes.ToBytes(e).AsSpan().SequenceEqual(TensorBytes.ToBytes(a)), $"{name}: element bytes differ");
+            Assert.True(e.ToBytes().AsSpan().SequenceEqual(a.ToBytes()), $"{name}: element bytes differ");
         }
     }
 

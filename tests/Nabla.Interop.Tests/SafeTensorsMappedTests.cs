@@ -56,7 +56,7 @@ public sealed class SafeTensorsMappedTests : IDisposable
         Assert.Equal(tensors.Count, f.Tensors.Count);
         foreach (var info in f.Tensors)
         {
-            var expected = TensorBytes.ToBytes(tensors[info.Name]);
+            var expected = tensors[info.Name].ToBytes();
             var fromFile = raw.AsSpan((int)(f.Header.DataStart + info.Begin), (int)(info.End - info.Begin));
             Assert.True(f.GetBytes(info.Name).SequenceEqual(expected), info.Name);
             Assert.True(f.GetBytes(info.Name).SequenceEqual(fromFile), info.Name);

@@ -67,7 +67,7 @@ public static partial class PyTorchCheckpoint
                 Write(zip, "archive/data.pkl", pickle.ToArray());
                 Write(zip, "archive/byteorder", "little"u8.ToArray());
                 for (int i = 0; i < names.Count; i++)
-                    Write(zip, $"archive/data/{i}", TensorBytes.ToBytes(tensors[names[i]]));
+                    Write(zip, $"archive/data/{i}", tensors[names[i]].ToBytes());
                 Write(zip, "archive/version", "3\n"u8.ToArray());
             }
             File.Move(tmp, path, overwrite: true);

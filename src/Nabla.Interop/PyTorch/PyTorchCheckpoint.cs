@@ -321,7 +321,7 @@ public static partial class PyTorchCheckpoint
         if (v is Tensor t)
         {
             var dtype = t.DType;
-            var bytes = TensorBytes.ToBytes(t);
+            var bytes = t.ToBytes();
             var sref = new StorageRef
             {
                 Key = "nested", ClassName = "torch.storage", DType = dtype, ElementSize = dtype.ElementSize(), Numel = t.NumElements,
@@ -475,6 +475,6 @@ public static partial class PyTorchCheckpoint
                 }
             }
         }
-        return TensorBytes.FromBytes(dst, tr.DType, tr.Size);
+        return Tensor.FromBytes(dst, tr.DType, tr.Size);
     }
 }

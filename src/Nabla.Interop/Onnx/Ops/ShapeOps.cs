@@ -53,7 +53,7 @@ internal static class ShapeOps
             var dtype = OnnxTypes.TryToDType(to) ?? throw Unsupported(c, $"target type {OnnxTypes.Name(to)}");
             if (dtype.ElementSize() != x.DType.ElementSize())
                 throw Invalid(c, $"cannot bit-cast {x.DType.TorchName()} ({x.DType.ElementSize() * 8} bits) to {OnnxTypes.Name(to)} ({dtype.ElementSize() * 8} bits): the widths differ");
-            return One(TensorBytes.FromBytes(TensorBytes.ToBytes(x), dtype, x.Shape));
+            return One(Tensor.FromBytes(x.ToBytes(), dtype, x.Shape));
         }, since: 26);
         r.Add("Constant", c => One(Constant(c)));
         r.Add("ConstantOfShape", c =>
