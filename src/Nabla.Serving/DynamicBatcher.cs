@@ -261,6 +261,12 @@ sealed class DynamicBatcher
                     offset += batch[i].Batch;
                 }
             }
+            if (batch.Count > 1)
+            {
+                // The merged inputs are the batcher's own; the merged outputs live on in the requests' slices (views).
+                InferenceEngine.ReleaseAfterRun(feeds.Values, results.Values);
+                foreach (var t in results.Values) t.Dispose();
+            }
             long t3 = Stopwatch.GetTimestamp();
             mv.Stats.Execution(total, t1 - t0, inferTicks, t3 - t2);
             for (int i = 0; i < batch.Count; i++)

@@ -77,13 +77,16 @@ public sealed class GrpcInferenceServiceImpl(ModelRepository repository, ServerS
             return new RequestedOutput(o.Name, true);
         }).ToList();
         var result = await engine.InferAsync(request.ModelName, request.ModelVersion, inputs, outputs, binaryByDefault: true, context.CancellationToken).ConfigureAwait(false);
-        var response = new ModelInferResponse { ModelName = result.Model.ModelName, ModelVersion = result.Model.VersionString, Id = request.Id };
-        foreach (var o in result.Outputs)
+        using (result)
         {
-            response.Outputs.Add(new ModelInferResponse.Types.InferOutputTensor { Name = o.Name, Datatype = o.Datatype, Shape = { o.Shape } });
-            response.RawOutputContents.Add(UnsafeByteOperations.UnsafeWrap(TensorCodec.ToRaw(o.Value)));
+            var response = new ModelInferResponse { ModelName = result.Model.ModelName, ModelVersion = result.Model.VersionString, Id = request.Id };
+            foreach (var o in result.Outputs)
+            {
+                response.Outputs.Add(new ModelInferResponse.Types.InferOutputTensor { Name = o.Name, Datatype = o.Datatype, Shape = { o.Shape } });
+                response.RawOutputContents.Add(UnsafeByteOperations.UnsafeWrap(TensorCodec.ToRaw(o.Value)));   // a copy
+            }
+            return response;
         }
-        return response;
     });
 
     static bool HasContents(InferTensorContents c) =>

@@ -12,7 +12,16 @@ public sealed record RequestedOutput(string Name, bool? Binary);
 
 public sealed record InferOutput(string Name, string Datatype, long[] Shape, Tensor Value, bool Binary);
 
-public sealed record InferResult(ModelVersion Model, IReadOnlyList<InferOutput> Outputs);
+/// <summary>The outputs of one request. <see cref="Dispose"/> gives their tensors' memory back to the buffer cache (the
+/// next request's outputs reuse it); the REST and gRPC transports call it once the response is encoded, and a caller of
+/// <see cref="InferenceEngine.InferAsync"/> that has read the outputs may too.</summary>
+public sealed record InferResult(ModelVersion Model, IReadOnlyList<InferOutput> Outputs) : IDisposable
+{
+    public void Dispose()
+    {
+        foreach (var o in Outputs) o.Value.Dispose();
+    }
+}
 
 /// <summary>
 /// The transport-neutral inference path shared by REST and gRPC: resolve the model version, check every input's
@@ -111,6 +120,9 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
                     throw new ServingException(ServingErrorKind.Internal, $"model '{mv.ModelName}' produced no output '{spec.Name}'") { Reason = FailureReason.Backend };
                 outs.Add(new InferOutput(spec.Name, WireTypes.Of(t), [.. t.Shape.Select(d => (long)d)], t, binary));
             }
+            ReleaseAfterRun(feeds.Values, results.Values);
+            foreach (var (name, t) in results)
+                if (!wanted.Any(w => w.spec.Name == name) && !outs.Any(o => ReferenceEquals(o.Value, t))) t.Dispose();
             long done = Stopwatch.GetTimestamp();
             if (mv.Batcher is null) stats.Execution((int)batch, prepared - start, inferTicks, done - ran);
             VersionStats.Add(ref stats.InputCount, ref stats.InputNs, prepared - start + inputTicks);
@@ -160,6 +172,17 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
             instance.CancellationToken = default;
             mv.ReturnInstance(instance);
         }
+    }
+
+    /// <summary>
+    /// Disposes a run's inputs once it is done, except any the graph handed back as an output, so that their memory
+    /// serves the next request: a decoded 1×3×224×224 image is 600 KB of fresh memory otherwise, about 1.5–2 ms of page
+    /// faults per request on the bench machine. A view of an input among the outputs keeps its memory alive by itself.
+    /// </summary>
+    internal static void ReleaseAfterRun(IEnumerable<Tensor> inputs, IEnumerable<Tensor> outputs)
+    {
+        foreach (var t in inputs)
+            if (!outputs.Any(o => ReferenceEquals(o, t))) t.Dispose();
     }
 
     static void CheckShape(ModelConfig config, TensorSpec spec, int[] dims, string what)
