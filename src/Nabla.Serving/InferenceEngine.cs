@@ -4,7 +4,9 @@ namespace Nabla.Serving;
 
 /// <summary>One request input as a transport parsed it; <see cref="Decode"/> turns its data into a tensor once the shape and datatype are checked.</summary>
 /// <param name="Decode">(wire datatype, checked shape, description for errors) → tensor (a <see cref="Nabla.Interop.Onnx.StringTensor"/>
-/// carrier for BYTES); throws <see cref="ServingException"/> on bad data</param>
+/// carrier for BYTES); throws <see cref="ServingException"/> on bad data. The engine owns the tensor it returns: once the run
+/// is done it is disposed (its memory may serve the next request) unless the graph handed it back as an output, so return
+/// a new tensor on every call, not one the caller keeps using.</param>
 public sealed record InferInput(string Name, string Datatype, IReadOnlyList<long> Shape, Func<string, int[], string, Tensor> Decode);
 
 /// <summary>An output the client asked for; <paramref name="Binary"/> asks for raw bytes (REST binary extension).</summary>

@@ -29,17 +29,25 @@ public sealed partial class Tensor
         if (size > Array.MaxLength)
             throw new NablaException($"to_bytes: tensor of shape {ShapeUtil.Format(shape)} has {size} bytes, more than one array can hold");
         var result = new byte[size];
-        var c = ContiguousForBytes();
-        ElementBytes(c.storage, c.offset, NumElements).CopyTo(result);
+        var (st, off, temp) = ContiguousElements();
+        try { ElementBytes(st, off, NumElements).CopyTo(result); }
+        finally { temp?.Dispose(); }
         if (!BitConverter.IsLittleEndian) SwapElements(result, DType.ElementSize());
         return result;
     }
 
-    /// <summary>A contiguous tensor with this one's elements (this tensor itself when it already is), outside autograd.</summary>
-    internal Tensor ContiguousForBytes()
+    /// <summary>
+    /// The storage and offset of this tensor's elements in row-major order: its own when it is contiguous, else those of a
+    /// contiguous copy made outside autograd (<c>Temp</c>, which the caller disposes when done). No tensor is made over
+    /// this tensor's storage: one would count as an owner for good and keep a recyclable storage from ever being recycled
+    /// (a served model's binary outputs were, through <see cref="ToBytes"/>).
+    /// </summary>
+    internal (Storage Storage, int Offset, Tensor? Temp) ContiguousElements()
     {
-        var d = Detach();
-        return d.IsContiguous ? d : d.Contiguous();
+        if (IsContiguous) return (storage, offset, null);
+        Tensor c;
+        using (GradMode.NoGrad()) c = Contiguous();
+        return (c.storage, c.offset, c);
     }
 
     /// <summary>

@@ -42,10 +42,10 @@ public sealed partial class Tensor
     /// <summary>Exact decimal text of each element of an integer tensor, by flat row-major index.</summary>
     Func<int, string> IntegerCells()
     {
-        var c = ContiguousForBytes();
+        var (st, off, _) = ContiguousElements();   // a copy, if any, is left to the GC: the cells read it later
         var inv = CultureInfo.InvariantCulture;
-        if (DType == DType.UInt64) return i => unchecked((ulong)Cpu.ReadAsInt64Bits(c.storage, c.offset + i)).ToString(inv);
-        return i => Cpu.ReadAsInt64Bits(c.storage, c.offset + i).ToString(inv);
+        if (DType == DType.UInt64) return i => unchecked((ulong)Cpu.ReadAsInt64Bits(st, off + i)).ToString(inv);
+        return i => Cpu.ReadAsInt64Bits(st, off + i).ToString(inv);
     }
 
     void WriteDim(StringBuilder sb, Func<int, string> cell, int dim, int start, int width, bool summarize, int indent)

@@ -304,9 +304,9 @@ public class InferenceFastPathTests
         for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
     }
 
-    /// <summary>Two convolutions read one weight, each followed by its own BatchNorm: folding scales a weight only this
-    /// convolution reads in place, so a shared one must be copied, or the second fold would scale the first's result.
-    /// A third convolution owns its weight, which is folded in its own array.</summary>
+    /// <summary>Two convolutions read one weight, each followed by its own BatchNorm: folding at load scales a weight only
+    /// its convolution reads in place, so a shared one must be copied, or the second fold would scale the first's result.
+    /// A third convolution owns its weight, which is folded in its own array at load, and copied by the public Apply.</summary>
     [Fact]
     public void FoldingLeavesAWeightTwoConvolutionsShareIntact()
     {
@@ -344,9 +344,18 @@ public class InferenceFastPathTests
         var reference = new GraphExecutor(Build(), OnnxOps.Resolver) { ReuseBuffers = false }.Run(x);
         var g = Build();
         var ownArray = g.Initializers["w3"].Storage.Data;
-        Assert.Equal(3, OnnxFusion.Apply(g, irVersion: 8).FoldedBatchNorms);
+        Assert.Equal(3, OnnxFusion.Apply(g, irVersion: 8, foldInPlace: true).FoldedBatchNorms);   // as OnnxModel.Load does
         Assert.Contains(g.Initializers.Values, t => ReferenceEquals(t.Storage.Data, ownArray));   // folded in place
         var fused = new GraphExecutor(g, OnnxOps.Resolver).Run(x);
+        for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
+        // The public Apply writes into no initializer: a caller's weights, or another graph sharing them, keep their values.
+        var g2 = Build();
+        var (w, w3) = (g2.Initializers["w"], g2.Initializers["w3"]);
+        var (wBefore, w3Before) = (w.ToArray<float>(), w3.ToArray<float>());
+        Assert.Equal(3, OnnxFusion.Apply(g2, irVersion: 8).FoldedBatchNorms);
+        Assert.Equal(wBefore, w.ToArray<float>());
+        Assert.Equal(w3Before, w3.ToArray<float>());
+        fused = new GraphExecutor(g2, OnnxOps.Resolver).Run(x);
         for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
     }
 

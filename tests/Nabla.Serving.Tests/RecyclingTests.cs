@@ -95,6 +95,7 @@ public sealed class RecyclingTests(WideServerFixture server) : IClassFixture<Wid
         Assert.Throws<ObjectDisposedException>(() => x.ToArray<float>());   // back in the cache
         var relu = Assert.Single(result.Outputs).Value;
         Assert.Equal(data.Select(v => Math.Max(v, 0f)), relu.ToArray<float>());
+        Assert.Equal(MemoryMarshal.AsBytes(relu.ToArray<float>().AsSpan()).ToArray(), relu.ToBytes());   // as the binary encoders read it
         result.Dispose();
         Assert.Throws<ObjectDisposedException>(() => relu.ToArray<float>());
     }

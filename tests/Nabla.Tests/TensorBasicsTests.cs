@@ -173,6 +173,25 @@ public class TensorBasicsTests
     }
 
     [Fact]
+    public void BytesRoundTripAndReadingThemKeepsNoOwner()
+    {
+        var values = Enumerable.Range(0, 30_000).Select(i => (float)i).ToArray();
+        var t = Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), DType.Float32, [100, 300]);   // 120 KB: recyclable, one owner
+        var bytes = t.ToBytes();
+        Assert.Equal(t.ToArray<float>(), Tensor.FromBytes(bytes, DType.Float32, [100, 300]).ToArray<float>());
+        var tt = t.T;                                                            // not contiguous: read through a copy
+        Assert.Equal(tt.Contiguous().ToArray<float>(), Tensor.FromBytes(tt.ToBytes(), DType.Float32, [300, 100]).ToArray<float>());
+        tt.Dispose();
+        t.Dispose();
+        Assert.True(t.Storage.IsDisposed);                                       // neither ToBytes left an owner behind
+        var scalar = Tensor.FromBytes(BitConverter.GetBytes(2.5f), DType.Float32, []);
+        Assert.Equal(0, scalar.Dim);
+        Assert.Equal(2.5, scalar.Item());
+        var e = Assert.Throws<ShapeMismatchException>(() => Tensor.FromBytes(new byte[7], DType.Float32, [2]));
+        Assert.Contains("7 bytes do not fill shape [2]", e.Message);
+    }
+
+    [Fact]
     public void ViewsShareStorage()
     {
         var x = Tensor.Arange(0, 12, 1, DType.Float32).Reshape(3, 4);

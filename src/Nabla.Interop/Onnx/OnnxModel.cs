@@ -107,7 +107,7 @@ public sealed class OnnxModel
         if (opsets.TryGetValue("", out var v) && v > MaxOpset)
             throw new ModelFormatException($"{name}: unsupported opset ai.onnx {v} (Nabla knows up to {MaxOpset})");
         var graph = new Importer(baseDir, name, opsets).ImportGraph(proto.Graph, outerNames: null);
-        if (fuse) OnnxFusion.Apply(graph, proto.IrVersion);
+        if (fuse) OnnxFusion.Apply(graph, proto.IrVersion, foldInPlace: true);   // the initializers were just decoded
         // NOTE: only models that use strings get the string-aware resolver, so numeric models run the plain kernels.
         bool strings = StringOps.Uses(proto.Graph);
         var stringValues = proto.Graph.Input.Concat(proto.Graph.Output)

@@ -79,11 +79,10 @@ public sealed partial class PackedConv2d
         return d;
     }
 
-    /// <summary>A weight layout built from the packed weights on first use, once even when threads race for it. (Callers
-    /// read the field first: the delegate they pass is allocated only on that slow path.)</summary>
     /// <summary>Runs <paramref name="build"/> on the packed weights unpacked to [O, K] in a rented array, which is
     /// returned afterwards: the layouts are built once per layer, and fresh arrays for each layer's unpacked copy cost
-    /// ResNet-18's first run 170 ms of page faults on the bench machine.</summary>
+    /// ResNet-18's first run 170 ms of page faults on the bench machine. (The shared pool keeps the arrays, up to 16 MiB
+    /// for ResNet-18's widest layers, until it trims them after a while unused.)</summary>
     T FromUnpackedWeights<T>(Func<float[], T> build)
     {
         var p = packed![0];
@@ -92,6 +91,8 @@ public sealed partial class PackedConv2d
         finally { System.Buffers.ArrayPool<float>.Shared.Return(w); }
     }
 
+    /// <summary>A weight layout built from the packed weights on first use, once even when threads race for it. (Callers
+    /// read the field first: the delegate they pass is allocated only on that slow path.)</summary>
     T Once<T>(ref T? field, Func<T> build) where T : class
     {
         var v = Volatile.Read(ref field);

@@ -484,14 +484,14 @@ public static class SafeTensors
         stream.Write(header);
         foreach (var (_, t) in ordered)
         {
-            var c = t.ContiguousForBytes();
-            int n = c.NumElements, size = c.DType.ElementSize();
+            var (st, off, temp) = t.ContiguousElements();
+            int n = t.NumElements, size = t.DType.ElementSize();
             int perChunk = Math.Max(1, ChunkBytes / size);
             byte[]? swap = BitConverter.IsLittleEndian ? null : new byte[Math.Min(perChunk, Math.Max(n, 1)) * size];
             for (int start = 0; start < n; start += perChunk)
             {
                 int count = Math.Min(perChunk, n - start);
-                var bytes = Tensor.ElementBytes(c.Storage, c.Offset + start, count);
+                var bytes = Tensor.ElementBytes(st, off + start, count);
                 if (swap is not null)
                 {
                     var s = swap.AsSpan(0, bytes.Length);
@@ -501,6 +501,7 @@ public static class SafeTensors
                 }
                 else stream.Write(bytes);
             }
+            temp?.Dispose();
         }
     }
 
