@@ -178,7 +178,7 @@ public sealed class InferenceEngine(ModelRepository repository, ServerState stat
 
     /// <summary>
     /// Disposes a run's inputs once it is done, except any the graph handed back as an output, so that their memory
-    /// serves the next request: a decoded 1×3×224×224 image is 600 KB of fresh memory otherwise, about 1.5–2 ms of page
+    /// serves the next request: a decoded 1×3×224×224 image is 600 KB of fresh memory otherwise, about 1 ms of page
     /// faults per request on the bench machine. A view of an input among the outputs keeps its memory alive by itself.
     /// </summary>
     internal static void ReleaseAfterRun(IEnumerable<Tensor> inputs, IEnumerable<Tensor> outputs)
