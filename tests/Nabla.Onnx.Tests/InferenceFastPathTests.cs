@@ -359,6 +359,52 @@ public class InferenceFastPathTests
         for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
     }
 
+    /// <summary>Folding at load writes into a weight's own array only when nothing else can see it: a weight that is also a
+    /// graph output, also a graph input (IR version 3, where inputs list every initializer), or also read by another node
+    /// keeps its values, and the fused graph still computes the unfused one's results.</summary>
+    [Theory]
+    [InlineData("output", 8L)]
+    [InlineData("input", 3L)]
+    [InlineData("shared", 8L)]
+    public void FoldingAtLoadLeavesAVisibleWeightIntact(string how, long irVersion)
+    {
+        Graph.Graph Build()
+        {
+            var gen = new Generator(31);
+            Tensor P(int n) => Tensor.Rand([n], DType.Float32, gen).Add(0.5);
+            var init = new Dictionary<string, Tensor>
+            {
+                ["w"] = Tensor.Randn([4, 3, 3, 3], DType.Float32, gen),
+                ["g"] = P(4), ["b"] = Tensor.Randn([4], DType.Float32, gen), ["m"] = Tensor.Randn([4], DType.Float32, gen), ["v"] = P(4),
+            };
+            var nodes = new List<Node>
+            {
+                new() { OpType = "Conv", Name = "c", Inputs = ["x", "w"], Outputs = ["c"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } },
+                new() { OpType = "BatchNormalization", Inputs = ["c", "g", "b", "m", "v"], Outputs = ["y"] },
+            };
+            var outputs = new List<ValueInfo> { new("y", DType.Float32, null) };
+            var inputs = new List<ValueInfo> { new("x", DType.Float32, null) };
+            if (how == "output") outputs.Add(new ValueInfo("w", DType.Float32, null));
+            if (how == "input") inputs.Add(new ValueInfo("w", DType.Float32, null));
+            if (how == "shared")
+            {
+                nodes.Add(new Node { OpType = "Identity", Inputs = ["w"], Outputs = ["w_seen"] });
+                outputs.Add(new ValueInfo("w_seen", DType.Float32, null));
+            }
+            return new Graph.Graph { Name = how, Opsets = new() { [""] = 13 }, Inputs = inputs, Outputs = outputs, Initializers = init, Nodes = nodes };
+        }
+        var x = Tensor.Randn([1, 3, 6, 6], DType.Float32, new Generator(6));
+        var reference = new GraphExecutor(Build(), OnnxOps.Resolver) { ReuseBuffers = false }.Run(x);
+        var g = Build();
+        var w = g.Initializers["w"];
+        var before = w.ToArray<float>();
+        Assert.Equal(1, OnnxFusion.Apply(g, irVersion, foldInPlace: true).FoldedBatchNorms);
+        Assert.Equal(before, w.ToArray<float>());
+        var fused = new GraphExecutor(g, OnnxOps.Resolver).Run(x);
+        Assert.Equal(reference.Length, fused.Length);
+        for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
+    }
+
     /// <summary>
     /// Three convolutions, each read by a MaxPool: 7×7 stride 2 + BatchNorm + Relu + 3×3 stride-2 pool (ResNet's stem), 3×3
     /// with a bias + 2×2 pool in ceil mode, and a dilated 3×3 + Relu + stride-1 pool. With <paramref name="readBeforePool"/>
