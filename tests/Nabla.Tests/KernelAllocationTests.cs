@@ -25,12 +25,20 @@ public sealed class KernelAllocationTests : IDisposable
     }
 
     /// <summary>Bytes allocated on this thread by one call of <paramref name="call"/>, averaged over 5 after 3 warm-ups.</summary>
+    /// <remarks>The least of up to three windows of 5 calls: an allocation on every call shows in each of them, a one-off
+    /// in one only. (A one-off did show: the 3×64×28×28 → 32 pointwise case read 1593 B a call, about 8 KB once, in two of
+    /// about a dozen full runs of this project on 2026-11-27, never when this class ran alone; its source was not found.)</remarks>
     static long Steady(Action call)
     {
         for (int i = 0; i < 3; i++) call();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 5; i++) call();
-        return (GC.GetAllocatedBytesForCurrentThread() - before) / 5;
+        long least = long.MaxValue;
+        for (int window = 0; window < 3 && least > 0; window++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 5; i++) call();
+            least = Math.Min(least, (GC.GetAllocatedBytesForCurrentThread() - before) / 5);
+        }
+        return least;
     }
 
     public static TheoryData<int, int, int, bool> GemmShapes() => new()
