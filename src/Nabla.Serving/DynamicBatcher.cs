@@ -263,9 +263,8 @@ sealed class DynamicBatcher
             }
             if (batch.Count > 1)
             {
-                // The merged inputs are the batcher's own; the merged outputs live on in the requests' slices (views).
-                InferenceEngine.ReleaseAfterRun(feeds.Values, results.Values);
-                foreach (var t in results.Values) t.Dispose();
+                // The merged inputs and outputs are the batcher's own; the requests' slices (views) keep what they need.
+                InferenceEngine.DisposeAllBut([.. feeds.Values, .. results.Values], []);
             }
             long t3 = Stopwatch.GetTimestamp();
             mv.Stats.Execution(total, t1 - t0, inferTicks, t3 - t2);
