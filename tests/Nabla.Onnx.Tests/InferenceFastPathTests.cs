@@ -67,16 +67,19 @@ public class InferenceFastPathTests
         var x = Tensor.Randn([n, c, h, w], DType.Float32, gen);
         var weight = Tensor.Randn([o, c / groups, k, k], DType.Float32, gen).Mul(0.2);
         var bias = Tensor.Randn([o], DType.Float32, gen);
-        var conv = new PackedConv2d(weight, bias, (stride, stride), (pad[0], pad[1], pad[2], pad[3]), (dil, dil), groups, FusedActivation.Relu);
         // Reference: explicit zero padding (F.pad order: left, right, top, bottom), then the eager convolution.
         var reference = Reference(Functional.Pad(x, [pad[1], pad[3], pad[0], pad[2]]), weight, bias, (stride, stride), (0, 0), (dil, dil), groups);
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-        Assert.Equal(reference.Shape, conv.OutputShape(x.Shape));
-        Close(reference.Add(residual).Relu(), conv.Run(x, residual));
-        Close(reference.Relu(), conv.Run(x));
-        var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
-        conv.Run(x, null, y, FusedActivation.None);
-        Close(reference, y);
+        foreach (bool constant in new[] { false, true })   // packed here, or shared and packed on first use
+        {
+            var conv = new PackedConv2d(weight, bias, (stride, stride), (pad[0], pad[1], pad[2], pad[3]), (dil, dil), groups, FusedActivation.Relu, constantWeight: constant);
+            Assert.Equal(reference.Shape, conv.OutputShape(x.Shape));
+            Close(reference.Add(residual).Relu(), conv.Run(x, residual));
+            Close(reference.Relu(), conv.Run(x));
+            var y = Tensor.Full(reference.Shape, float.NaN);   // every element must be overwritten
+            conv.Run(x, null, y, FusedActivation.None);
+            Close(reference, y);
+        }
     }
 
     [Fact]
@@ -357,6 +360,33 @@ public class InferenceFastPathTests
         Assert.Equal(w3Before, w3.ToArray<float>());
         fused = new GraphExecutor(g2, OnnxOps.Resolver).Run(x);
         for (int i = 0; i < reference.Length; i++) Close(reference[i], fused[i]);
+    }
+
+    /// <summary>A fused convolution reads its weight as a constant, building its layouts from the tensor's own array; an
+    /// in-place write to that tensor between runs (which bumps its version) makes the node prepare it again, so the next
+    /// run computes with the new values, on the path that builds its layout lazily (Winograd) and on the plain one.</summary>
+    [Theory]
+    [InlineData(64)]
+    [InlineData(3)]
+    public void AFusedConvolutionFollowsAnInPlaceWriteToItsWeight(int channels)
+    {
+        var gen = new Generator(41);
+        var g = new Graph.Graph
+        {
+            Name = "conv",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("x", DType.Float32, null)],
+            Outputs = [new ValueInfo("y", DType.Float32, null)],
+            Initializers = new() { ["w"] = Tensor.Randn([40, channels, 3, 3], DType.Float32, gen).Mul(0.1) },
+            Nodes = [new Node { OpType = "Conv", Name = "c", Inputs = ["x", "w"], Outputs = ["y"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } }],
+        };
+        Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedConvs);
+        var x = Tensor.Randn([1, channels, 14, 14], DType.Float32, gen);
+        var executor = new GraphExecutor(g, OnnxOps.Resolver);
+        var w = g.Initializers["w"];
+        Close(Reference(x, w, null, (1, 1), (1, 1)), executor.Run(x)[0]);
+        w.Mul_(-2);
+        Close(Reference(x, w, null, (1, 1), (1, 1)), executor.Run(x)[0]);
     }
 
     /// <summary>Folding at load writes into a weight's own array only when nothing else can see it: a weight that is also a

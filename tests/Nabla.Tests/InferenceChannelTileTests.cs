@@ -39,9 +39,12 @@ public class InferenceChannelTileTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var reference = ConvReference.Conv(x, weight, bias, (stride, stride), (pad, pad));
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-        var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu);
-        ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseChannelTiles = v,
-            on: System.Runtime.Intrinsics.X86.Avx512F.IsSupported, restore: PackedConv2d.UseChannelTiles, () => conv.HasChannelPanels);
+        foreach (bool constant in new[] { false, true })   // panels from a packed copy, or from the weight's own array
+        {
+            var conv = new PackedConv2d(weight, bias, (stride, stride), (pad, pad, pad, pad), (1, 1), 1, FusedActivation.Relu, constantWeight: constant);
+            ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseChannelTiles = v,
+                on: System.Runtime.Intrinsics.X86.Avx512F.IsSupported, restore: PackedConv2d.UseChannelTiles, () => conv.HasChannelPanels);
+        }
     }
 
     [Fact]

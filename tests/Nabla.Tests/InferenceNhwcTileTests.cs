@@ -37,11 +37,14 @@ public class InferenceNhwcTileTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var reference = ConvReference.Conv(x, weight, bias, (sh, sw), (ph, pw), (dh, dw));
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-        var conv = new PackedConv2d(weight, bias, (sh, sw), (ph, pw, ph, pw), (dh, dw), 1, FusedActivation.Relu);
         bool avx512 = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
-        ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseNhwcTiles = v, on: avx512,
-            restore: PackedConv2d.UseNhwcTiles, () => conv.HasNhwcPanels, tol: 2e-4);
-        Assert.Equal(avx512, conv.HasChannelPanels);   // the switch off ran the im2col tiles: the same path family
+        foreach (bool constant in new[] { false, true })   // panels from a packed copy, or from the weight's own array
+        {
+            var conv = new PackedConv2d(weight, bias, (sh, sw), (ph, pw, ph, pw), (dh, dw), 1, FusedActivation.Relu, constantWeight: constant);
+            ConvReference.CheckPath(conv, x, reference, residual, v => PackedConv2d.UseNhwcTiles = v, on: avx512,
+                restore: PackedConv2d.UseNhwcTiles, () => conv.HasNhwcPanels, tol: 2e-4);
+            Assert.Equal(avx512, conv.HasChannelPanels);   // the switch off ran the im2col tiles: the same path family
+        }
         // With the switch on from the start, the im2col panels are never built (the weights are not kept twice).
         var fresh = new PackedConv2d(weight, bias, (sh, sw), (ph, pw, ph, pw), (dh, dw), 1, FusedActivation.Relu);
         ConvReference.Close(reference.Relu(), fresh.Run(x), 2e-4);

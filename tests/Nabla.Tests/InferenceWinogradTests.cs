@@ -41,12 +41,14 @@ public class InferenceWinogradTests
         {
             // With several threads: bands of tile rows per thread, and the three stages each split over the threads; on maps
             // of 28 and more, F(4×4, 3×3) and F(2×2, 3×3).
+            // A constant weight builds the filters from its own array, and the GEMM path's packed copy on first use.
             foreach (bool large in new[] { false, true })
             foreach (bool banded in new[] { true, false })
+            foreach (bool constant in new[] { false, true })
             {
                 PackedConv2d.WinogradF4 = large;
                 PackedConv2d.WinogradBands = banded;
-                var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu);
+                var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu, constantWeight: constant);
                 // F(4×4, 3×3)'s transforms (coefficients up to 8 and 1/24) cost about a decimal digit: errors up to 1.8e-4 on
                 // these outputs of order 1, whose sums before the activation spread over ±5 to ±10 (64 to 300 channels).
                 double tol = large && Math.Min(h, w) >= PackedConv2d.WinogradF4MinSide ? 5e-4 : 1e-4;

@@ -19,14 +19,15 @@ public enum FusedActivation { None, Relu }
 /// im2col (1×1 stride-1 unpadded convolutions read the input as the GEMM operand) into a per-thread scratch buffer that
 /// is reused across calls, with the images of a batch side by side when each has few output positions and large maps in
 /// blocks of output rows. Batch 1 runs threaded kernels; larger batches split the images over threads. Records no
-/// autograd. One instance may serve concurrent calls (the only state built after construction, the channel panels and the
-/// Winograd filters, is built once under a lock).
+/// autograd. One instance may serve concurrent calls (the only state built after construction, the channel panels, the
+/// Winograd filters and, for a constant weight, the GEMM's packed copy, is built once under a lock).
 /// </summary>
 public sealed partial class PackedConv2d
 {
-    readonly float[]? weight;  // [O, Cg·kh·kw], kept only without the fast path (else only the packed copy is kept)
+    readonly float[]? weight;  // [O, Cg·kh·kw]: a copy without the fast path; the caller's own array for a constant weight
     readonly float[]? bias;    // [O]
-    readonly PackedA[]? packed; // one per group, in the GEMM's A layout (null without the FMA fast path)
+    readonly bool fastPath;    // the FMA GEMM: the packed copy and the layouts built from it
+    PackedA[]? packed;         // one per group, in the GEMM's A layout: at construction, or on first use for a constant weight
     readonly bool direct;       // few input taps (C·kh·kw ≤ DirectMaxK), stride and dilation 1, no groups: direct convolution
     readonly bool narrowDirect; // few output channels, AVX-512: direct on maps of at most NarrowDirectMaxPositions
     readonly bool strideTwoDirect; // stride 2 with few taps (first layers: ResNet's 7×7 on RGB), AVX-512: direct over parity planes
@@ -66,6 +67,16 @@ public sealed partial class PackedConv2d
     /// <param name="bias">[O] float32, or null</param>
     public PackedConv2d(Tensor weight, Tensor? bias, (int H, int W) stride, (int Top, int Left, int Bottom, int Right) padding,
         (int H, int W) dilation, int groups, FusedActivation activation)
+        : this(weight, bias, stride, padding, dilation, groups, activation, constantWeight: false) { }
+
+    /// <summary>As the constructor above; with <paramref name="constantWeight"/> the weight is shared, not copied.</summary>
+    /// <param name="constantWeight">The caller never writes the weight's elements while this object lives (a model's
+    /// initializer). Then the weight's own array is kept (its storage marked kept, so disposing the tensor does not
+    /// recycle it) and every layout, the GEMM's packed copy included, is built from it on first use: a layer holds only
+    /// the layouts its shapes take, beside the one plain copy the model already has. ResNet-18 held a 45 MB packed copy
+    /// that only the few GEMM-path layers read. Otherwise the weight is packed here, so later writes to it change nothing.</param>
+    public PackedConv2d(Tensor weight, Tensor? bias, (int H, int W) stride, (int Top, int Left, int Bottom, int Right) padding,
+        (int H, int W) dilation, int groups, FusedActivation activation, bool constantWeight)
     {
         if (weight.Dim != 4 || weight.DType != DType.Float32)
             throw new ShapeMismatchException($"packed conv2d: weight must be a 4-D float32 [O, C/groups, kh, kw], got {weight.DType} {ShapeUtil.Format(weight.shape)}");
@@ -79,11 +90,13 @@ public sealed partial class PackedConv2d
         if (padding.Top < 0 || padding.Left < 0 || padding.Bottom < 0 || padding.Right < 0)
             throw new NablaException($"packed conv2d: padding {padding} must not be negative");
         (direct, narrowDirect, strideTwoDirect) = DirectKinds(o, weight.shape[1], weight.shape[2], weight.shape[3], stride, dilation, groups);
-        // The weight is read in place where only packed layouts are kept; a copy is made only where this object keeps the
-        // weights as given (no FMA fast path, or the direct kernels without AVX-512). ResNet-18's first run spent 160 ms
-        // of page faults on copies of its 45 MB of weights made only to be packed.
+        // The weight is read in place where only packed layouts are kept, or kept as it is when constant; a copy is made
+        // only where this object keeps the weights as given (no FMA fast path, or the direct kernels without AVX-512) of a
+        // weight the caller may change. ResNet-18's first run spent 160 ms of page faults on copies of its 45 MB of
+        // weights made only to be packed.
         bool keepsPlain = !Gemm.UseFastPath || direct && !Avx512F.IsSupported;
-        var w = keepsPlain ? weight.Contiguous().ToArray<float>() : weight.ContiguousData<float>();
+        var w = keepsPlain && !constantWeight ? weight.Contiguous().ToArray<float>() : weight.ContiguousData<float>();
+        if (constantWeight && ReferenceEquals(w, weight.storage.Data)) weight.storage.Keep();
         this.bias = bias?.Contiguous().ToArray<float>();
         OutChannels = o;
         InChannels = weight.shape[1] * groups;
@@ -94,13 +107,9 @@ public sealed partial class PackedConv2d
         Padding = padding;
         Dilation = dilation;
         Activation = activation;
-        if (Gemm.UseFastPath)
-        {
-            int og = o / groups, kdim = weight.shape[1] * KernelH * KernelW;
-            packed = new PackedA[groups];
-            for (int g = 0; g < groups; g++) packed[g] = Gemm.PackAOnce(og, kdim, w, g * og * kdim, kdim, 1);
-        }
-        else this.weight = w;
+        fastPath = Gemm.UseFastPath;
+        if (!fastPath || constantWeight) this.weight = w;
+        else packed = PackGroups(w);
         if (direct && !Avx512F.IsSupported) directWeight = w;
         if ((direct || narrowDirect || strideTwoDirect) && Avx512F.IsSupported)
         {
@@ -111,6 +120,17 @@ public sealed partial class PackedConv2d
                 for (int t = 0; t < kdim; t++) directGroups[((oc / 8) * kdim + t) * 8 + oc % 8] = w[oc * kdim + t];
         }
     }
+
+    PackedA[] PackGroups(float[] w)
+    {
+        int og = OutChannels / Groups, kdim = InChannels / Groups * KernelH * KernelW;
+        var p = new PackedA[Groups];
+        for (int g = 0; g < Groups; g++) p[g] = Gemm.PackAOnce(og, kdim, w, g * og * kdim, kdim, 1);
+        return p;
+    }
+
+    /// <summary>The GEMM's packed weights (fast path only), packed on first use for a constant weight.</summary>
+    PackedA[] Packed() => Volatile.Read(ref packed) ?? Once(ref packed, () => PackGroups(weight!));
 
     /// <summary>Which direct kernels a weight [O, C/groups, kh, kw] with these strides, dilations and groups may take.</summary>
     static (bool Direct, bool Narrow, bool StrideTwo) DirectKinds(int o, int cPerGroup, int kh, int kw, (int H, int W) stride,
@@ -198,7 +218,7 @@ public sealed partial class PackedConv2d
         var path = TakesDirect(l) ? ImagePath.Direct
             : TakesWinograd(oh, ow) ? ImagePath.Winograd
             : l <= ChannelTileMaxColumns && UseChannelTiles && ChannelTilesPossible ? ImagePath.ChannelTiled
-            : n > 1 && packed is not null && Groups == 1 && l < FoldColumns / 2 ? ImagePath.Folded
+            : n > 1 && fastPath && Groups == 1 && l < FoldColumns / 2 ? ImagePath.Folded
             : ImagePath.Gemm;
         if (path == ImagePath.Folded)
         {
@@ -615,7 +635,7 @@ public sealed partial class PackedConv2d
         var cols = ThreadScratch.Grow(ref scratch, need);
         var tmp = ThreadScratch.Grow(ref foldOut, o * ncols);
         for (int i = 0; i < nb; i++) Im2Col(xa, xo + (b0 + i) * InChannels * h * w, 0, cg, h, w, cols, oh, ow, ncols, i * l);
-        Gemm.SgemmPacked(packed![0], ncols, cols, 0, ncols, 1, tmp, 0, ncols, false, threads);
+        Gemm.SgemmPacked(Packed()[0], ncols, cols, 0, ncols, 1, tmp, 0, ncols, false, threads);
         for (int i = 0; i < nb; i++)
             for (int oc = 0; oc < o; oc++)
             {
@@ -658,7 +678,7 @@ public sealed partial class PackedConv2d
         int y0 = q * rowsPer, rows = Math.Min(rowsPer, oh - y0), cols = rows * ow, at = y0 * ow;
         var buf = ThreadScratch.Grow(ref scratch, kdim * cols);
         Im2Col(xa, xBase, 0, c, h, w, buf, rows, ow, cols, 0, y0);
-        Gemm.SgemmPacked(packed![0], cols, buf, 0, cols, 1, ya, yBase + at, l, false, 1);
+        Gemm.SgemmPacked(Packed()[0], cols, buf, 0, cols, 1, ya, yBase + at, l, false, 1);
         for (int oc = 0; oc < o; oc++)
             Epilogue(ya.AsSpan(yBase + oc * l + at, cols), bias?[oc] ?? 0f,
                 ra is null ? default : ra.AsSpan(ro + (b * o + oc) * l + at, cols), ra is not null, activation);
@@ -668,7 +688,7 @@ public sealed partial class PackedConv2d
     {
         int g = Groups, cg = InChannels / g, og = OutChannels / g, kh = KernelH, kw = KernelW, l = oh * ow, kdim = cg * kh * kw;
         bool pointwise = kh == 1 && kw == 1 && Stride == (1, 1) && Padding == (0, 0, 0, 0);
-        if (!pointwise && g == 1 && packed is not null && (long)kdim * l >= 4L * RowBlockFloats && (long)kdim * ow <= RowBlockFloats)
+        if (!pointwise && g == 1 && fastPath && (long)kdim * l >= 4L * RowBlockFloats && (long)kdim * ow <= RowBlockFloats)
         {
             RowBlocks(b, xa, xo, ra, ro, ya, yo, h, w, oh, ow, activation, serial);
             return;
@@ -694,7 +714,7 @@ public sealed partial class PackedConv2d
                 else Im2Col(xa, xBase, 0, cg, h, w, cols, oh, ow, l, 0);
             }
             int yBase = yo + (b * OutChannels + gi * og) * l;
-            if (packed is not null) Gemm.SgemmPacked(packed[gi], l, cols, colOff, l, 1, ya, yBase, l, false, serial ? 1 : Gemm.Threads);
+            if (fastPath) Gemm.SgemmPacked(Packed()[gi], l, cols, colOff, l, 1, ya, yBase, l, false, serial ? 1 : Gemm.Threads);
             else if (serial) Gemm.SgemmSerial(og, l, kdim, weight!, gi * og * kdim, kdim, 1, cols, colOff, l, 1, ya, yBase, l, false);
             else Gemm.Sgemm(og, l, kdim, weight!, gi * og * kdim, kdim, 1, cols, colOff, l, 1, ya, yBase, l, false);
             EpilogueRows(b, gi, og, l, ya, yBase, ra, ro, activation);

@@ -59,7 +59,7 @@ public sealed partial class PackedConv2d
     /// columns: where that copy is smaller (stride² &lt; kh·kw).</summary>
     bool NhwcTiles => UseNhwcTiles && TC == 64 && Stride.H * Stride.W < KernelH * KernelW;
 
-    bool ChannelTilesPossible => Groups == 1 && !direct && packed is not null && ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW);
+    bool ChannelTilesPossible => Groups == 1 && !direct && fastPath && ChannelTileEligible(OutChannels, InChannels * KernelH * KernelW);
 
     float[] ChannelPanels() => Volatile.Read(ref channelPanels) ?? Once(ref channelPanels, () => FromUnpackedWeights(BuildChannelPanels));
 
@@ -79,12 +79,14 @@ public sealed partial class PackedConv2d
         return d;
     }
 
-    /// <summary>Runs <paramref name="build"/> on the packed weights unpacked to [O, K] in a rented array, which is
-    /// returned afterwards: the layouts are built once per layer, and fresh arrays for each layer's unpacked copy cost
-    /// ResNet-18's first run 170 ms of page faults on the bench machine. (The shared pool keeps the arrays, up to 16 MiB
-    /// for ResNet-18's widest layers, until it trims them after a while unused.)</summary>
+    /// <summary>Runs <paramref name="build"/> on the weights as [O, K]: a constant weight's own array, or else the packed
+    /// weights unpacked into a rented array, which is returned afterwards: the layouts are built once per layer, and fresh
+    /// arrays for each layer's unpacked copy cost ResNet-18's first run 170 ms of page faults on the bench machine. (The
+    /// shared pool keeps such arrays until it trims them after a while unused; ONNX models, whose weights are constant,
+    /// no longer rent them.)</summary>
     T FromUnpackedWeights<T>(Func<float[], T> build)
     {
+        if (weight is not null) return build(weight);   // a constant weight, read where it lies
         var p = packed![0];
         var w = System.Buffers.ArrayPool<float>.Shared.Rent(p.M * p.K);
         try { return build(Gemm.UnpackA(p, w)); }

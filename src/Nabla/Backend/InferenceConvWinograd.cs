@@ -32,12 +32,14 @@ public sealed partial class PackedConv2d
     PackedA[]? winogradU;   // 16 transformed filters [O, C], packed; built on first use
 
     /// <summary>Whether the transformed filters have been built, i.e. the Winograd path has run (for tests).</summary>
+    internal bool HasPackedWeights => Volatile.Read(ref packed) is not null;
+
     internal bool HasWinogradFilters => Volatile.Read(ref winogradU) is not null || Volatile.Read(ref winograd4U) is not null;
 
     [ThreadStatic] static float[]? winogradV, winogradM, winogradPlanes;
 
     bool WinogradShape => Groups == 1 && KernelH == 3 && KernelW == 3 && Stride == (1, 1) && Dilation == (1, 1)
-                          && Padding == (1, 1, 1, 1) && packed is not null;
+                          && Padding == (1, 1, 1, 1) && fastPath;
 
     bool TakesWinograd(int oh, int ow) => UseWinograd && WinogradShape && InChannels >= WinogradMinInChannels
                                           && OutChannels >= WinogradMinOutChannels && oh >= WinogradMinSide && ow >= WinogradMinSide;

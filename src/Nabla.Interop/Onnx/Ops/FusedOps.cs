@@ -22,7 +22,9 @@ internal static class FusedOps
         _ => throw new ModelFormatException($"{node.Describe()}: unsupported operator {Domain}.{node.OpType}"),
     };
 
-    sealed record Packed(Tensor Weight, Tensor? Bias, int H, int W, PackedConv2d Conv);
+    /// <summary>A node's prepared convolution, for the weight and bias tensors (by identity, and the weight's version of
+    /// in-place writes) and the input size (for auto_pad) it was made for.</summary>
+    sealed record Packed(Tensor Weight, int Version, Tensor? Bias, int H, int W, PackedConv2d Conv);
 
     static OpKernel FusedConv(Node node)
     {
@@ -53,11 +55,14 @@ internal static class FusedOps
             var p = Volatile.Read(ref cache.Value);
             bool same = autoPad != "NOTSET";
             int h = same ? x.Size(2) : 0, wd = same ? x.Size(3) : 0;
-            if (p is null || !ReferenceEquals(p.Weight, w) || !ReferenceEquals(p.Bias, b) || p.H != h || p.W != wd)
+            if (p is null || !ReferenceEquals(p.Weight, w) || p.Version != w.Storage.Version || !ReferenceEquals(p.Bias, b) || p.H != h || p.W != wd)
             {
                 var pd = same ? SamePads(autoPad, [h, wd], [w.Size(2), w.Size(3)], strides, dil) : pads;
-                p = new Packed(w, b, h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
-                    ((int)pd[0], (int)pd[1], (int)pd[2], (int)pd[3]), ((int)dil[0], (int)dil[1]), group, act));
+                // The weight is taken as constant: its layouts are built from its own array on first use instead of from a
+                // packed copy made here. An in-place write to it (a fed weight changed between runs) bumps its version,
+                // and the check above then prepares it again.
+                p = new Packed(w, w.Storage.Version, b, h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
+                    ((int)pd[0], (int)pd[1], (int)pd[2], (int)pd[3]), ((int)dil[0], (int)dil[1]), group, act, constantWeight: true));
                 Volatile.Write(ref cache.Value, p);
             }
             var shape = p.Conv.OutputShape(x.Shape);
