@@ -878,7 +878,8 @@ public sealed class PackedLinear
         if (bias is not null && (bias.DType != DType.Float32 || bias.NumElements != OutFeatures))
             throw new ShapeMismatchException($"packed linear: bias must be float32 with {OutFeatures} elements, got {bias.DType} {ShapeUtil.Format(bias.shape)}");
         // B(p, j) is weight[j, p] when transposed ([N, K] rows read down their length), else weight[p, j].
-        var source = weight.Contiguous().ToArray<float>();
+        // Read in place when contiguous: the packing copies, so no copy of the plain weight is needed first.
+        var source = weight.ContiguousData<float>();
         this.weight = transposed ? Gemm.PackBOnce(InFeatures, OutFeatures, source, 0, 1, InFeatures)
                                  : Gemm.PackBOnce(InFeatures, OutFeatures, source, 0, OutFeatures, 1);
         this.bias = bias?.Contiguous().ToArray<float>();
