@@ -17,36 +17,41 @@ static class WideModel
 {
     public const int Width = 65536;
 
-    /// <param name="identity">with the Identity output; without it the input is no output, so the run alone decides its fate</param>
-    public static byte[] Build(bool identity = true) => Msg(m =>
+    /// <param name="identity">with the "same" output; without it the input is no output, so the run alone decides its fate</param>
+    /// <param name="sameOp">the operator that makes "same" from the input: Identity (the input tensor itself) or Flatten
+    /// at axis 2 (a [b·W, 1] view of it, sharing its memory)</param>
+    public static byte[] Build(bool identity = true, string sameOp = "Identity") => Msg(m =>
     {
         m.WriteTag(1, WireFormat.WireType.Varint); m.WriteInt64(8);
         var graph = Msg(g =>
         {
             Bytes(g, 1, Msg(n => { Str(n, 1, "x"); Str(n, 2, "relu"); Str(n, 3, "r"); Str(n, 4, "Relu"); }));
-            if (identity) Bytes(g, 1, Msg(n => { Str(n, 1, "x"); Str(n, 2, "same"); Str(n, 3, "i"); Str(n, 4, "Identity"); }));
+            if (identity) Bytes(g, 1, Msg(n => { Str(n, 1, "x"); Str(n, 2, "same"); Str(n, 3, "i"); Str(n, 4, sameOp);
+                // Flatten at axis 2: [b, W] becomes [b·W, 1], a reshape that makes a new view of the same memory.
+                if (sameOp == "Flatten") Bytes(n, 5, Msg(a => { Str(a, 1, "axis"); Int(a, 3, 2); Int(a, 20, 2); })); }));
             Str(g, 2, "wide");
             Bytes(g, 11, Info("x"));
             Bytes(g, 12, Info("relu"));
-            if (identity) Bytes(g, 12, Info("same"));
+            if (identity) Bytes(g, 12, sameOp == "Flatten" ? Info("same", "rows", 1) : Info("same"));
         });
         Bytes(m, 7, graph);
         Bytes(m, 8, Msg(op => { Str(op, 1, ""); op.WriteTag(2, WireFormat.WireType.Varint); op.WriteInt64(13); }));
     });
 
-    static byte[] Info(string name) => Msg(o =>
+    static byte[] Info(string name, string first = "batch", int second = Width) => Msg(o =>
     {
         Str(o, 1, name);
-        var shape = Msg(s => { Bytes(s, 1, Msg(d => Str(d, 2, "batch"))); Bytes(s, 1, Msg(d => Int(d, 1, Width))); });
+        var shape = Msg(s => { Bytes(s, 1, Msg(d => Str(d, 2, first))); Bytes(s, 1, Msg(d => Int(d, 1, second))); });
         Bytes(o, 2, Msg(t => Bytes(t, 1, Msg(tt => { Int(tt, 1, 1); Bytes(tt, 2, shape); }))));
     });
 
-    public static string Config(string name, int maxBatch, string batching = "", bool identity = true)
+    /// <param name="flat">"same" is Flatten's [W, 1] (unbatched only)</param>
+    public static string Config(string name, int maxBatch, string batching = "", bool identity = true, bool flat = false)
     {
         string dims = (maxBatch > 0 ? "" : "1, ") + Width;
-        string Spec(string n) => $"{{ \"name\": \"{n}\", \"data_type\": \"TYPE_FP32\", \"dims\": [ {dims} ] }}";
-        string outputs = identity ? Spec("relu") + ", " + Spec("same") : Spec("relu");
-        return $"{{ \"name\": \"{name}\", \"max_batch_size\": {maxBatch}, \"input\": [ {Spec("x")} ], \"output\": [ {outputs} ]{batching} }}";
+        string Spec(string n, string d) => $"{{ \"name\": \"{n}\", \"data_type\": \"TYPE_FP32\", \"dims\": [ {d} ] }}";
+        string outputs = identity ? Spec("relu", dims) + ", " + Spec("same", flat ? $"{Width}, 1" : dims) : Spec("relu", dims);
+        return $"{{ \"name\": \"{name}\", \"max_batch_size\": {maxBatch}, \"input\": [ {Spec("x", dims)} ], \"output\": [ {outputs} ]{batching} }}";
     }
 
     /// <summary>A row of distinct values, half of them negative, different for every <paramref name="seed"/>.</summary>
@@ -64,6 +69,7 @@ public sealed class WideServerFixture : ServerFixture
     {
         options.MaxRequestBytes = 4 << 20;
         TempRepository.WriteModel(options.ModelRepository, "wide", WideModel.Build(), WideModel.Config("wide", 0));
+        TempRepository.WriteModel(options.ModelRepository, "wide_flat", WideModel.Build(sameOp: "Flatten"), WideModel.Config("wide_flat", 0, flat: true));
         TempRepository.WriteModel(options.ModelRepository, "wide_relu", WideModel.Build(identity: false), WideModel.Config("wide_relu", 0, identity: false));
         TempRepository.WriteModel(options.ModelRepository, "wide_batched", WideModel.Build(),
             WideModel.Config("wide_batched", 8, """, "dynamic_batching": { "max_queue_delay_microseconds": 50000 }"""));
@@ -107,6 +113,26 @@ public sealed class RecyclingTests(WideServerFixture server) : IClassFixture<Wid
         var data = WideModel.Row(4);
         using var result = await engine.InferAsync("wide", null, [Input(data, _ => { })], [new RequestedOutput("same", true)], true, default);
         Assert.Equal(data, Assert.Single(result.Outputs).Value.ToArray<float>());
+    }
+
+    /// <summary>An output that is a view of the input (Flatten of [1, W] to [W, 1] is a reshape, no copy): the engine
+    /// disposes the input after the run, but the view still holds the memory, which goes back only with the result.</summary>
+    [Fact]
+    public async Task AnOutputThatViewsTheInputKeepsItsMemoryUntilTheResultGoes()
+    {
+        var engine = server.App.Services.GetRequiredService<InferenceEngine>();
+        var data = WideModel.Row(5);
+        Tensor? x = null;
+        var result = await engine.InferAsync("wide_flat", null, [Input(data, t => x = t)], [new RequestedOutput("same", true)], true, default);
+        var same = Assert.Single(result.Outputs).Value;
+        Assert.NotNull(x);
+        Assert.NotSame(x, same);
+        Assert.Same(x.Storage, same.Storage);   // a view, so this is the case under test
+        using (var other = Tensor.Full([1, WideModel.Width], 42f))   // would take the input's array had it gone back
+            Assert.Equal(data, same.ToArray<float>());
+        Assert.Equal(MemoryMarshal.AsBytes(data.AsSpan()).ToArray(), same.ToBytes());
+        result.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => same.ToArray<float>());
     }
 
     static async Task<(float[] Relu, float[] Same)> Send(HttpClient http, string model, float[] row)

@@ -68,6 +68,7 @@ public sealed class StringServerFixture : ServerFixture
 {
     protected override void Configure(ServingOptions options)
     {
+        options.MaxRequestBytes = 4 << 20;   // room for a request of 100,000 strings
         void Put(string name, string? config)
         {
             var dir = Path.Combine(options.ModelRepository, name, "1");
@@ -168,6 +169,33 @@ public sealed class StringTests(StringServerFixture server) : IClassFixture<Stri
         var expected = StringModel.OnnxRuntime(["a", "dog", ""], ["4", "-0.5", "7"]);
         AssertMatches(expected, "formatted", [3], formatted);
         Assert.Equal(n + echoSize + fmtSize, bytes.Length);
+    }
+
+    /// <summary>BYTES tensors of 100,000 elements, whose carriers are large enough to be recycled: two requests in a row
+    /// (the second may reuse the first's memory) each get their own echo and labels back.</summary>
+    [Fact]
+    public async Task LargeBytesTensorsRoundTripRequestAfterRequest()
+    {
+        const int count = 100_000;
+        for (int round = 0; round < 2; round++)
+        {
+            var text = Enumerable.Range(0, count).Select(i => Text[(i + round) % Text.Length] + (i % 7 == 0 ? i.ToString(CultureInfo.InvariantCulture) : "")).ToArray();
+            var numbers = Enumerable.Range(0, count).Select(i => (i * 0.5 - round).ToString(CultureInfo.InvariantCulture)).ToArray();
+            var textRaw = StringModel.LengthPrefixed(text.Select(Encoding.UTF8.GetBytes));
+            var numRaw = StringModel.LengthPrefixed(numbers.Select(Encoding.UTF8.GetBytes));
+            var header = Encoding.UTF8.GetBytes($$$"""
+                {"inputs":[{"name":"text","shape":[{{{count}}}],"datatype":"BYTES","parameters":{"binary_data_size":{{{textRaw.Length}}}}},
+                           {"name":"numbers","shape":[{{{count}}}],"datatype":"BYTES","parameters":{"binary_data_size":{{{numRaw.Length}}}}}],
+                 "outputs":[{"name":"echo","parameters":{"binary_data":true}},{"name":"label","parameters":{"binary_data":true}}]}
+                """);
+            var (json, bytes, n) = await Json.PostBinary(server.Http, "/v2/models/strings/infer", (byte[])[.. header, .. textRaw, .. numRaw], header.Length);
+            var outs = json.GetProperty("outputs").EnumerateArray().ToList();
+            int echoSize = outs[0].GetProperty("parameters").GetProperty("binary_data_size").GetInt32();
+            Assert.Equal(textRaw, bytes.AsSpan(n, echoSize).ToArray());
+            var labels = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(bytes.AsSpan(n + echoSize)).ToArray();
+            var expected = StringModel.OnnxRuntime(text, numbers)["label"].Values.Select(v => (long)v).ToArray();
+            Assert.Equal(expected, labels);
+        }
     }
 
     [Fact]
