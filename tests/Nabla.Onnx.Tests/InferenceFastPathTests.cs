@@ -363,12 +363,13 @@ public class InferenceFastPathTests
     }
 
     /// <summary>A fused convolution reads its weight as a constant, building its layouts from the tensor's own array; an
-    /// in-place write to that tensor between runs (which bumps its version) makes the node prepare it again, so the next
-    /// run computes with the new values, on the path that builds its layout lazily (Winograd) and on the plain one.</summary>
+    /// in-place write to the weight or the bias between runs (which bumps its storage version) makes the node prepare it
+    /// again, so the next run computes with the new values, on the path that builds its layout lazily (Winograd) and on
+    /// the direct one; a run with no write in between keeps what was prepared.</summary>
     [Theory]
     [InlineData(64)]
     [InlineData(3)]
-    public void AFusedConvolutionFollowsAnInPlaceWriteToItsWeight(int channels)
+    public void AFusedConvolutionFollowsAnInPlaceWriteToItsWeightOrBias(int channels)
     {
         var gen = new Generator(41);
         var g = new Graph.Graph
@@ -377,16 +378,60 @@ public class InferenceFastPathTests
             Opsets = new() { [""] = 13 },
             Inputs = [new ValueInfo("x", DType.Float32, null)],
             Outputs = [new ValueInfo("y", DType.Float32, null)],
-            Initializers = new() { ["w"] = Tensor.Randn([40, channels, 3, 3], DType.Float32, gen).Mul(0.1) },
-            Nodes = [new Node { OpType = "Conv", Name = "c", Inputs = ["x", "w"], Outputs = ["y"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } }],
+            Initializers = new()
+            {
+                ["w"] = Tensor.Randn([40, channels, 3, 3], DType.Float32, gen).Mul(0.1),
+                ["b"] = Tensor.Randn([40], DType.Float32, gen),
+            },
+            Nodes = [new Node { OpType = "Conv", Name = "c", Inputs = ["x", "w", "b"], Outputs = ["y"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } }],
         };
         Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedConvs);
+        var node = g.Nodes.Single(n => n.OpType == "FusedConv");
         var x = Tensor.Randn([1, channels, 14, 14], DType.Float32, gen);
         var executor = new GraphExecutor(g, OnnxOps.Resolver);
-        var w = g.Initializers["w"];
-        Close(Reference(x, w, null, (1, 1), (1, 1)), executor.Run(x)[0]);
+        var (w, b) = (g.Initializers["w"], g.Initializers["b"]);
+        Close(Reference(x, w, b, (1, 1), (1, 1)), executor.Run(x)[0]);
+        var prepared = Nabla.Interop.Onnx.Ops.FusedOps.Prepared(node);
+        Assert.NotNull(prepared);
+        Close(Reference(x, w, b, (1, 1), (1, 1)), executor.Run(x)[0]);
+        Assert.Same(prepared, Nabla.Interop.Onnx.Ops.FusedOps.Prepared(node));
         w.Mul_(-2);
-        Close(Reference(x, w, null, (1, 1), (1, 1)), executor.Run(x)[0]);
+        Close(Reference(x, w, b, (1, 1), (1, 1)), executor.Run(x)[0]);
+        Assert.NotSame(prepared, Nabla.Interop.Onnx.Ops.FusedOps.Prepared(node));
+        b.Add_(Tensor.Full([40], 3f));
+        Close(Reference(x, w, b, (1, 1), (1, 1)), executor.Run(x)[0]);
+    }
+
+    /// <summary>The same for a fused linear layer (ONNX Gemm with transB): its packed weight follows in-place writes to
+    /// the weight and the bias, and stays put across runs without one.</summary>
+    [Fact]
+    public void AFusedGemmFollowsAnInPlaceWriteToItsWeightOrBias()
+    {
+        var gen = new Generator(43);
+        var g = new Graph.Graph
+        {
+            Name = "gemm",
+            Opsets = new() { [""] = 13 },
+            Inputs = [new ValueInfo("a", DType.Float32, null)],
+            Outputs = [new ValueInfo("y", DType.Float32, null)],
+            Initializers = new() { ["w"] = Tensor.Randn([12, 20], DType.Float32, gen), ["b"] = Tensor.Randn([12], DType.Float32, gen) },
+            Nodes = [new Node { OpType = "Gemm", Name = "fc", Inputs = ["a", "w", "b"], Outputs = ["y"], Attributes = new() { ["transB"] = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = 1 } } }],
+        };
+        OnnxFusion.Apply(g, irVersion: 8);
+        var node = g.Nodes.Single(n => n.OpType == "FusedGemm");
+        var a = Tensor.Randn([5, 20], DType.Float32, gen);
+        var executor = new GraphExecutor(g, OnnxOps.Resolver);
+        var (w, b) = (g.Initializers["w"], g.Initializers["b"]);
+        Tensor Expected() => a.To(DType.Float64).Matmul(w.To(DType.Float64).T).Add(b.To(DType.Float64)).To(DType.Float32);
+        Close(Expected(), executor.Run(a)[0]);
+        var prepared = Nabla.Interop.Onnx.Ops.FusedOps.Prepared(node);
+        Assert.NotNull(prepared);
+        executor.Run(a);
+        Assert.Same(prepared, Nabla.Interop.Onnx.Ops.FusedOps.Prepared(node));
+        w.Mul_(0.5);
+        Close(Expected(), executor.Run(a)[0]);
+        b.Mul_(-1);
+        Close(Expected(), executor.Run(a)[0]);
     }
 
     /// <summary>Folding at load writes into a weight's own array only when nothing else can see it: a weight that is also a

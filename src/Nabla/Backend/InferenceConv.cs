@@ -24,7 +24,7 @@ public enum FusedActivation { None, Relu }
 /// </summary>
 public sealed partial class PackedConv2d
 {
-    readonly float[]? weight;  // [O, Cg·kh·kw]: a copy without the fast path; the caller's own array for a constant weight
+    readonly float[]? weight;  // [O, Cg·kh·kw]: a copy without the fast path; a constant weight's own array (or a copy of a view)
     readonly float[]? bias;    // [O]
     readonly bool fastPath;    // the FMA GEMM: the packed copy and the layouts built from it
     PackedA[]? packed;         // one per group, in the GEMM's A layout: at construction, or on first use for a constant weight
@@ -69,12 +69,16 @@ public sealed partial class PackedConv2d
         (int H, int W) dilation, int groups, FusedActivation activation)
         : this(weight, bias, stride, padding, dilation, groups, activation, constantWeight: false) { }
 
-    /// <summary>As the constructor above; with <paramref name="constantWeight"/> the weight is shared, not copied.</summary>
+    /// <summary>As the constructor above; with <paramref name="constantWeight"/> a weight that covers its whole storage is
+    /// shared, not copied.</summary>
     /// <param name="constantWeight">The caller never writes the weight's elements while this object lives (a model's
-    /// initializer). Then the weight's own array is kept (its storage marked kept, so disposing the tensor does not
-    /// recycle it) and every layout, the GEMM's packed copy included, is built from it on first use: a layer holds only
+    /// initializer). Then the weight's own array is kept (its storage marked kept for good, so disposing the tensor never
+    /// recycles it) and every layout, the GEMM's packed copy included, is built from it on first use: a layer holds only
     /// the layouts its shapes take, beside the one plain copy the model already has. ResNet-18 held a 45 MB packed copy
-    /// that only the few GEMM-path layers read. Otherwise the weight is packed here, so later writes to it change nothing.</param>
+    /// that only the few GEMM-path layers read. A view (an offset, strides, or part of a larger storage) is copied once
+    /// here instead. A write to a shared weight breaks the contract: layouts built before it keep the old values, later
+    /// ones (and, without FMA, every call's GEMM) see the new. Otherwise (false) the weight is packed here, so later writes
+    /// to it change nothing.</param>
     public PackedConv2d(Tensor weight, Tensor? bias, (int H, int W) stride, (int Top, int Left, int Bottom, int Right) padding,
         (int H, int W) dilation, int groups, FusedActivation activation, bool constantWeight)
     {

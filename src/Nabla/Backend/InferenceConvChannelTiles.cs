@@ -93,7 +93,8 @@ public sealed partial class PackedConv2d
         finally { System.Buffers.ArrayPool<float>.Shared.Return(w); }
     }
 
-    /// <summary>A weight layout built from the packed weights on first use, once even when threads race for it. (Callers
+    /// <summary>A weight layout (or, for a constant weight, the GEMM's packed copy) built on first use, once even when
+    /// threads race for it. (Callers
     /// read the field first: the delegate they pass is allocated only on that slow path.)</summary>
     T Once<T>(ref T? field, Func<T> build) where T : class
     {

@@ -13,8 +13,8 @@ namespace Nabla;
 /// im2col buffer. The transforms run on whole planes with vector primitives: the padded input is split by row and column
 /// parity, so every 4×4 patch operation becomes a shifted add or subtract of planes (one junk column per tile row, which
 /// the GEMMs carry and the output transform drops). Results differ from the direct sum by rounding only (the transforms'
-/// coefficients are 0, ±1 and ±½). U is built from the packed GEMM weights on first use, so layers that never take this
-/// path cost no memory for it.
+/// coefficients are 0, ±1 and ±½). U is built on first use (from a constant weight's own array, or else from the packed GEMM
+/// weights), so layers that never take this path cost no memory for it.
 /// </summary>
 public sealed partial class PackedConv2d
 {
@@ -31,9 +31,11 @@ public sealed partial class PackedConv2d
 
     PackedA[]? winogradU;   // 16 transformed filters [O, C], packed; built on first use
 
-    /// <summary>Whether the transformed filters have been built, i.e. the Winograd path has run (for tests).</summary>
+    /// <summary>Whether the GEMM's packed copy of the weights exists (for tests: a constant weight gets it only when a
+    /// GEMM path runs).</summary>
     internal bool HasPackedWeights => Volatile.Read(ref packed) is not null;
 
+    /// <summary>Whether the transformed filters have been built, i.e. the Winograd path has run (for tests).</summary>
     internal bool HasWinogradFilters => Volatile.Read(ref winogradU) is not null || Volatile.Read(ref winograd4U) is not null;
 
     [ThreadStatic] static float[]? winogradV, winogradM, winogradPlanes;

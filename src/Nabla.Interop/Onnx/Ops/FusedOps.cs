@@ -9,7 +9,9 @@ namespace Nabla.Interop.Onnx.Ops;
 /// activation ("" or "Relu"), auto_pad ("NOTSET", or "SAME_UPPER"/"SAME_LOWER": pads computed from the input size); Y = act(conv(X, W) + B + R). With the
 /// <c>pool_*</c> attributes (kernel_shape, strides, pads, dilations, ceil_mode of a MaxPool that read Y) the node outputs
 /// that max pooling of Y instead, with no residual. Its weights are prepared once (<see cref="PackedConv2d"/>)
-/// the first time the node runs with a given weight tensor, and its output buffer comes from the run's memory plan.
+/// the first time the node runs with a given weight and bias tensor, and again after an in-place write to either (their
+/// storage versions are part of the key), and its output buffer comes from the run's memory plan. <c>FusedGemm</c> keeps
+/// its packed weight the same way.
 /// </summary>
 internal static class FusedOps
 {
@@ -22,9 +24,16 @@ internal static class FusedOps
         _ => throw new ModelFormatException($"{node.Describe()}: unsupported operator {Domain}.{node.OpType}"),
     };
 
-    /// <summary>A node's prepared convolution, for the weight and bias tensors (by identity, and the weight's version of
-    /// in-place writes) and the input size (for auto_pad) it was made for.</summary>
-    sealed record Packed(Tensor Weight, int Version, Tensor? Bias, int H, int W, PackedConv2d Conv);
+    /// <summary>A node's prepared convolution, for the weight and bias tensors (by identity, and their storages' versions,
+    /// which in-place writes bump) and the input size (for auto_pad) it was made for.</summary>
+    sealed record Packed(Tensor Weight, int Version, Tensor? Bias, int BiasVersion, int H, int W, PackedConv2d Conv);
+
+    static int VersionOf(Tensor? t) => t?.Storage.Version ?? 0;
+
+    /// <summary>The prepared convolution or linear layer a fused node holds now, or null (for tests: an unchanged weight
+    /// must not be prepared again on every run).</summary>
+    internal static object? Prepared(Node node) =>
+        ConvCaches.TryGetValue(node, out var conv) ? conv.Value : GemmCaches.TryGetValue(node, out var fc) ? fc.Value : null;
 
     static OpKernel FusedConv(Node node)
     {
@@ -55,13 +64,14 @@ internal static class FusedOps
             var p = Volatile.Read(ref cache.Value);
             bool same = autoPad != "NOTSET";
             int h = same ? x.Size(2) : 0, wd = same ? x.Size(3) : 0;
-            if (p is null || !ReferenceEquals(p.Weight, w) || p.Version != w.Storage.Version || !ReferenceEquals(p.Bias, b) || p.H != h || p.W != wd)
+            if (p is null || !ReferenceEquals(p.Weight, w) || p.Version != w.Storage.Version || !ReferenceEquals(p.Bias, b)
+                || p.BiasVersion != VersionOf(b) || p.H != h || p.W != wd)
             {
                 var pd = same ? SamePads(autoPad, [h, wd], [w.Size(2), w.Size(3)], strides, dil) : pads;
                 // The weight is taken as constant: its layouts are built from its own array on first use instead of from a
                 // packed copy made here. An in-place write to it (a fed weight changed between runs) bumps its version,
                 // and the check above then prepares it again.
-                p = new Packed(w, w.Storage.Version, b, h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
+                p = new Packed(w, w.Storage.Version, b, VersionOf(b), h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
                     ((int)pd[0], (int)pd[1], (int)pd[2], (int)pd[3]), ((int)dil[0], (int)dil[1]), group, act, constantWeight: true));
                 Volatile.Write(ref cache.Value, p);
             }
@@ -107,7 +117,7 @@ internal static class FusedOps
         return new PoolSpec(I(k), I(s), I(p), I(d), node.GetInt("pool_ceil_mode", 0) != 0);
     }
 
-    sealed record PackedFc(Tensor Weight, Tensor? Bias, PackedLinear Linear);
+    sealed record PackedFc(Tensor Weight, int Version, Tensor? Bias, int BiasVersion, PackedLinear Linear);
 
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<Packed?>> ConvCaches = new();
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<PackedFc?>> GemmCaches = new();
@@ -159,13 +169,14 @@ internal static class FusedOps
             return One(y2);
         };
 
-        // The weight packed once per (weight, bias) pair; a model instance that swaps them gets a new packing.
+        // The weight packed once per (weight, bias) pair; a model instance that swaps them, or writes to one in place,
+        // gets a new packing.
         PackedLinear Packed(Tensor w, Tensor? b)
         {
             var p = Volatile.Read(ref cache.Value);
-            if (p is null || !ReferenceEquals(p.Weight, w) || !ReferenceEquals(p.Bias, b))
+            if (p is null || !ReferenceEquals(p.Weight, w) || p.Version != w.Storage.Version || !ReferenceEquals(p.Bias, b) || p.BiasVersion != VersionOf(b))
             {
-                p = new PackedFc(w, b, new PackedLinear(w, transB, b, act));
+                p = new PackedFc(w, w.Storage.Version, b, VersionOf(b), new PackedLinear(w, transB, b, act));
                 Volatile.Write(ref cache.Value, p);
             }
             return p.Linear;
