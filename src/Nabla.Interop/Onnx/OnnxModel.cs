@@ -76,6 +76,7 @@ public sealed class OnnxModel
     public static OnnxModel Load(string path, bool fuse)
     {
         if (GraphFile.IsGraphFile(path)) return NablaGraphFiles.Load(path, fuse);
+        if (LoadLean(path, fuse) is { } lean) return lean;
         byte[] bytes;
         try { bytes = File.ReadAllBytes(path); }
         catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
@@ -89,11 +90,40 @@ public sealed class OnnxModel
     /// constant weight); NABLA_ONNX_FUSE=0 turns it off.</summary>
     internal static readonly bool FuseAtLoad = Environment.GetEnvironmentVariable("NABLA_ONNX_FUSE") != "0";
 
+    /// <summary>Whether <see cref="Load(string, bool)"/> reads large initializers from the file straight into their
+    /// tensors (<see cref="OnnxPayloads"/>); <c>NABLA_ONNX_LEAN_LOAD=0</c> reads and parses the file whole.</summary>
+    internal static bool LeanLoad = Environment.GetEnvironmentVariable("NABLA_ONNX_LEAN_LOAD") != "0";
+
+    /// <summary>The model with its main graph's large initializers read from the file into their tensors, or null when
+    /// the file is not a model message <see cref="OnnxPayloads"/> can split (the caller then loads it whole).</summary>
+    static OnnxModel? LoadLean(string path, bool fuse)
+    {
+        if (!LeanLoad) return null;
+        try
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.RandomAccess);
+            var split = OnnxPayloads.Split(file);
+            if (split is null) return null;
+            ModelProto proto;
+            try { proto = ModelProto.Parser.ParseFrom(split.Stripped); }
+            catch (InvalidProtocolBufferException) { return null; }   // the whole file's parse names the error
+            return Load(proto, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse, (file.SafeFileHandle, split));
+        }
+        catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
+        catch (UnauthorizedAccessException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
+    }
+
     internal static OnnxModel Load(byte[] bytes, string? baseDir, string name, bool fuse)
     {
         ModelProto proto;
         try { proto = ModelProto.Parser.ParseFrom(bytes); }
         catch (InvalidProtocolBufferException e) { throw new ModelFormatException($"{name}: not a valid ONNX model: {e.Message}", e); }
+        return Load(proto, baseDir, name, fuse, null);
+    }
+
+    static OnnxModel Load(ModelProto proto, string? baseDir, string name, bool fuse,
+        (Microsoft.Win32.SafeHandles.SafeFileHandle File, OnnxPayloads Payloads)? detached)
+    {
         if (proto.Graph is null) throw new ModelFormatException($"{name}: the model has no graph");
         var opsets = new Dictionary<string, long>();
         foreach (var o in proto.OpsetImport)
@@ -106,7 +136,7 @@ public sealed class OnnxModel
             throw new ModelFormatException($"{name}: the model imports no operator set");
         if (opsets.TryGetValue("", out var v) && v > MaxOpset)
             throw new ModelFormatException($"{name}: unsupported opset ai.onnx {v} (Nabla knows up to {MaxOpset})");
-        var graph = new Importer(baseDir, name, opsets).ImportGraph(proto.Graph, outerNames: null);
+        var graph = new Importer(baseDir, name, opsets).ImportGraph(proto.Graph, outerNames: null, detached);
         if (fuse) OnnxFusion.Apply(graph, proto.IrVersion, foldInPlace: true);   // the initializers were just decoded
         // NOTE: only models that use strings get the string-aware resolver, so numeric models run the plain kernels.
         bool strings = StringOps.Uses(proto.Graph);
@@ -143,15 +173,20 @@ public sealed class OnnxModel
 
     sealed class Importer(string? baseDir, string file, Dictionary<string, long> opsets)
     {
-        public G ImportGraph(GraphProto g, HashSet<string>? outerNames)
+        /// <param name="detached">for the main graph of a split file: where its initializers' raw_data lie</param>
+        public G ImportGraph(GraphProto g, HashSet<string>? outerNames,
+            (Microsoft.Win32.SafeHandles.SafeFileHandle File, OnnxPayloads Payloads)? detached = null)
         {
             var where = $"{file}: graph '{g.Name}'";
             if (g.SparseInitializer.Count > 0) throw new ModelFormatException($"{where}: unsupported sparse initializers");
             var initializers = new Dictionary<string, Tensor>();
-            foreach (var t in g.Initializer)
+            for (int i = 0; i < g.Initializer.Count; i++)
             {
+                var t = g.Initializer[i];
                 if (t.Name.Length == 0) throw new ModelFormatException($"{where}: an initializer has no name");
-                if (!initializers.TryAdd(t.Name, OnnxTensors.ToTensor(t, baseDir, where)))
+                (Microsoft.Win32.SafeHandles.SafeFileHandle, long, int, OnnxPayloads.Field)? raw =
+                    detached is var (file, payloads) && payloads[i] is var (offset, length, field) ? (file, offset, length, field) : null;
+                if (!initializers.TryAdd(t.Name, OnnxTensors.ToTensor(t, baseDir, where, raw)))
                     throw new ModelFormatException($"{where}: initializer '{t.Name}' appears twice");
             }
             var graph = new G

@@ -76,7 +76,10 @@ internal static class OnnxTensors
 
     /// <param name="baseDir">Folder of the model file, for external data; null forbids external data.</param>
     /// <param name="where">File and tensor named in errors.</param>
-    public static Tensor ToTensor(TensorProto p, string? baseDir, string where)
+    /// <param name="detached">The tensor's data field, left in the model file by <see cref="OnnxPayloads"/>: file, offset,
+    /// length in bytes, and which field it is.</param>
+    public static Tensor ToTensor(TensorProto p, string? baseDir, string where,
+        (Microsoft.Win32.SafeHandles.SafeFileHandle File, long Offset, int Length, OnnxPayloads.Field Field)? detached = null)
     {
         where = p.Name.Length > 0 ? $"{where}: tensor '{p.Name}'" : where;
         if (p.Segment is not null) throw new ModelFormatException($"{where}: unsupported segmented tensor");
@@ -102,6 +105,29 @@ internal static class OnnxTensors
 
         if (p.DataLocation == TensorProto.Types.DataLocation.External)
             return FromLittleEndian(ReadExternal(p, baseDir, where, (long)n * size), dtype, shape, where);
+        if (detached is var (file, offset, length, field))
+        {
+            // The messages a whole-file parse would give: raw_data counts bytes, the typed fields values.
+            if (field == OnnxPayloads.Field.RawData && length != (long)n * size)
+                throw new ModelFormatException($"{where}: raw_data has {length} bytes, shape {Format(shape)} of {OnnxTypes.Name(p.DataType)} needs {(long)n * size}");
+            if (field != OnnxPayloads.Field.RawData && length != (long)n * size)
+            {
+                string name = field == OnnxPayloads.Field.FloatData ? "float_data" : "double_data";
+                throw new ModelFormatException($"{where}: {name} has {length / size}{(length % size != 0 ? "+" : "")} values, shape {Format(shape)} needs {n}");
+            }
+            if (!BitConverter.IsLittleEndian) throw new ModelFormatException($"{where}: big-endian hosts are not supported");
+            return dtype switch
+            {
+                DType.Float32 => Tensor.AsTensor(OnnxPayloads.Read<float>(file, offset, length, where), n).Reshape(shape),
+                DType.Float64 => Tensor.AsTensor(OnnxPayloads.Read<double>(file, offset, length, where), n).Reshape(shape),
+                DType.Int64 => Tensor.AsTensor(OnnxPayloads.Read<long>(file, offset, length, where), n).Reshape(shape),
+                DType.Int32 => Tensor.AsTensor(OnnxPayloads.Read<int>(file, offset, length, where), n).Reshape(shape),
+                DType.Float16 => Tensor.AsTensor(OnnxPayloads.Read<Half>(file, offset, length, where), n).Reshape(shape),
+                DType.UInt8 => Tensor.AsTensor(OnnxPayloads.Read<byte>(file, offset, length, where), n).Reshape(shape),
+                // The rest convert or are rare in weights: through the bytes, as inline raw_data.
+                _ => FromLittleEndian(OnnxPayloads.Read<byte>(file, offset, length, where), dtype, shape, where),
+            };
+        }
         if (p.HasRawData)
         {
             var raw = p.RawData.Span;
