@@ -123,6 +123,8 @@ public sealed class LeanLoadTests : IDisposable
         TensorMsg("raw_halves", 10, [4096], 9, [.. Enumerable.Range(0, 4096).SelectMany(i => BitConverter.GetBytes((Half)(i * 0.01)))]),
         TensorMsg("raw_bools", 9, [5000], 9, [.. Enumerable.Range(0, 5000).Select(i => (byte)(i % 3 == 0 ? 1 : 0))]),
         TensorMsg("small_raw", 1, [4], 9, Floats(4, 3)),                                 // under the threshold: stays inline
+        TensorMsg("raw_4095", 2, [4095], 9, [.. Enumerable.Range(0, 4095).Select(i => (byte)(i * 7))]),   // one byte under it
+        TensorMsg("raw_4096", 2, [4096], 9, [.. Enumerable.Range(0, 4096).Select(i => (byte)(i * 5))]),   // at it: detached
         TensorMsg("packed_floats_of_an_int64", 7, [1024], 4, Floats(1024, 4)),          // float_data on INT64: left to the parser
     ];
 
@@ -130,17 +132,49 @@ public sealed class LeanLoadTests : IDisposable
     public void EveryKindOfDataFieldLoadsTheSameAsAWholeFileParse()
     {
         var path = Write(Model(EveryKind().Where(t => !t.SequenceEqual(EveryKind().Last()))));
-        Assert.Equal(6, Detached(path));
+        Assert.Equal(7, Detached(path));
         var lean = OnnxModel.Load(path, fuse: false);
         AssertSameModel(Whole(path), lean);
         Assert.Equal(Floats(1280, 1), lean.Graph.Initializers["packed_floats"].ToBytes());
     }
 
+    /// <summary>Tensors whose data protobuf would assemble from several fields, which the walker leaves to the parser.</summary>
+    static IEnumerable<byte[]> Unsplittable()
+    {
+        // data_type given twice: the last one (INT64) wins, so the float_data before it is no FLOAT data.
+        yield return Model([Msg(t => { Int(t, 1, 1024); Int(t, 2, 1); Str(t, 8, "retyped"); Bytes(t, 4, Floats(1024, 6)); Int(t, 2, 7); })]);
+        // Packed and unpacked float_data in one tensor: protobuf joins them into 1024 + 2 values.
+        yield return Model([Msg(t =>
+        {
+            Int(t, 1, 1026); Int(t, 2, 1); Str(t, 8, "mixed");
+            Bytes(t, 4, Floats(1024, 7));
+            t.WriteTag(4, WireFormat.WireType.Fixed32); t.WriteFloat(1.5f);
+            t.WriteTag(4, WireFormat.WireType.Fixed32); t.WriteFloat(-2.5f);
+        })]);
+        // An initializer under a tag written as a 6-byte varint (42 plus bit 35), which protobuf reads as field 5: the
+        // walker must not take it for an unknown field and number the initializers after it wrongly.
+        yield return Msg(m =>
+        {
+            Int(m, 1, 8);
+            Bytes(m, 7, Msg(g =>
+            {
+                Bytes(g, 1, Msg(n => { Str(n, 1, "x"); Str(n, 2, "y"); Str(n, 3, "id"); Str(n, 4, "Identity"); }));
+                g.WriteRawTag(0xAA, 0x80, 0x80, 0x80, 0x80); g.WriteRawTag(0x01);
+                g.WriteBytes(ByteString.CopyFrom(TensorMsg("hidden", 1, [2048], 9, Floats(2048, 8))));
+                Bytes(g, 5, TensorMsg("plain", 1, [2048], 9, Floats(2048, 9)));
+                Bytes(g, 11, Msg(v => Str(v, 1, "x")));
+                Bytes(g, 12, Msg(v => Str(v, 1, "y")));
+            }));
+            Bytes(m, 8, Msg(op => { Str(op, 1, ""); Int(op, 2, 13); }));
+        });
+    }
+
     [Fact]
     public void FilesItDoesNotSplitLoadAsBefore()
     {
-        // A graph field twice (protobuf merges the two), and a float_data that does not match the tensor's type.
-        foreach (var bytes in new[] { Model(EveryKind().Take(2), graphTwice: true), Model([EveryKind().Last()]) })
+        // A graph field twice (protobuf merges the two), a float_data that does not match the tensor's type, and the
+        // tensors above.
+        foreach (var bytes in new[] { Model(EveryKind().Take(2), graphTwice: true), Model([EveryKind().Last()]) }.Concat(Unsplittable()))
         {
             var path = Write(bytes);
             Assert.Equal(0, Detached(path));
@@ -164,5 +198,10 @@ public sealed class LeanLoadTests : IDisposable
         var e = Assert.Throws<ModelFormatException>(() => OnnxModel.Load(wrong));
         Assert.Contains("float_data has 1500 values", e.Message);
         Assert.Equal(Assert.Throws<ModelFormatException>(() => Whole(wrong)).Message, e.Message);
+        // raw_data beside data_location EXTERNAL: the external data comes first, as in the whole-file parse.
+        var external = Write(Model([Msg(t => { Int(t, 1, 2048); Int(t, 2, 1); Str(t, 8, "ext"); Bytes(t, 9, Floats(2048, 10)); Int(t, 14, 1); })]));
+        Assert.Equal(1, Detached(external));
+        Assert.Equal(Assert.Throws<ModelFormatException>(() => Whole(external)).Message,
+            Assert.Throws<ModelFormatException>(() => OnnxModel.Load(external, fuse: false)).Message);
     }
 }

@@ -80,6 +80,7 @@ public sealed class OnnxModel
         byte[] bytes;
         try { bytes = File.ReadAllBytes(path); }
         catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
+        catch (UnauthorizedAccessException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
         return Load(bytes, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse);
     }
 

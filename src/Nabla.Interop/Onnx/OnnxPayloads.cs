@@ -61,12 +61,12 @@ internal sealed class OnnxPayloads
         while (!reader.AtEnd)
         {
             long start = reader.Position;
-            if (!reader.Varint(out ulong tag)) return null;
+            if (!reader.Tag(out ulong tag)) return null;
             if (tag >> 3 == 7 && (tag & 7) == 2)
             {
                 if (graphSeen || !reader.Length(out int length)) return null;
                 graphSeen = true;
-                var header = new Piece(0, 0);
+                var header = new Piece(0, 0) { Header = [] };   // filled in below; never joined to a range
                 pieces.Add(header);
                 long size = Graph(reader, reader.Position + length, pieces, payloads);
                 if (size < 0) return null;
@@ -100,11 +100,11 @@ internal sealed class OnnxPayloads
         while (reader.Position < end)
         {
             long start = reader.Position;
-            if (!reader.Varint(out ulong tag)) return -1;
+            if (!reader.Tag(out ulong tag)) return -1;
             if (tag >> 3 == 5 && (tag & 7) == 2)
             {
                 if (!reader.Length(out int length) || reader.Position + length > end) return -1;
-                var header = new Piece(0, 0);
+                var header = new Piece(0, 0) { Header = [] };
                 pieces.Add(header);
                 long tensor = Tensor(reader, reader.Position + length, pieces, out var payload);
                 if (tensor < 0) return -1;
@@ -127,21 +127,24 @@ internal sealed class OnnxPayloads
     {
         payload = null;
         long size = 0, dataType = -1;
-        int dataFields = 0;
+        int dataFields = 0, typeFields = 0;
         while (reader.Position < end)
         {
             long start = reader.Position;
-            if (!reader.Varint(out ulong tag)) return -1;
+            if (!reader.Tag(out ulong tag)) return -1;
             ulong field = tag >> 3, wire = tag & 7;
-            if (field == 2 && wire == 0)
+            // The type and the data as protobuf would read them only where each is given once: data_type once (the last
+            // one wins), one data field of raw_data, float_data or double_data in one piece (packed and unpacked values
+            // of a repeated field join; a second raw_data wins). Other tensors take the whole-file parse.
+            if (field == 2)
             {
-                if (!reader.Varint(out ulong t)) return -1;
+                if (++typeFields > 1 || wire != 0 || !reader.Varint(out ulong t)) return -1;
                 dataType = (long)t;
             }
+            else if (field is 9 or 4 or 10 && ++dataFields > 1) return -1;
             else if (wire == 2 && field is 9 or 4 or 10)
             {
-                // raw_data, float_data, double_data: at most one data field, given once, else protobuf's merging rules apply
-                if (++dataFields > 1 || !reader.Length(out int length) || reader.Position + length > end) return -1;
+                if (!reader.Length(out int length) || reader.Position + length > end) return -1;
                 Field? kind = field == 9 ? Field.RawData
                     : field == 4 && dataType == OnnxTypes.Float ? Field.FloatData
                     : field == 10 && dataType == OnnxTypes.Double ? Field.DoubleData : null;
@@ -190,7 +193,7 @@ internal sealed class OnnxPayloads
     /// <typeparamref name="T"/>: the payload's bytes land where the tensor will keep them.</summary>
     public static T[] Read<T>(SafeFileHandle file, long offset, int length, string where) where T : unmanaged
     {
-        var a = GC.AllocateUninitializedArray<T>(length / Marshal.SizeOf<T>());
+        var a = GC.AllocateUninitializedArray<T>(length / System.Runtime.CompilerServices.Unsafe.SizeOf<T>());
         var bytes = MemoryMarshal.AsBytes(a.AsSpan());
         int done = 0;
         while (done < bytes.Length)
@@ -215,6 +218,10 @@ internal sealed class OnnxPayloads
             file.Seek(to, SeekOrigin.Begin);
             Position = to;
         }
+
+        /// <summary>A field's tag: as protobuf reads it, at most 32 bits and a field number of at least 1 (a longer
+        /// varint, which protobuf would cut to its low 32 bits, is refused, so the walk never sees a field the parser does not).</summary>
+        public bool Tag(out ulong tag) => Varint(out tag) && tag <= uint.MaxValue && tag >> 3 != 0;
 
         public bool Varint(out ulong value)
         {

@@ -110,6 +110,8 @@ internal static class OnnxTensors
             // The messages a whole-file parse would give: raw_data counts bytes, the typed fields values.
             if (field == OnnxPayloads.Field.RawData && length != (long)n * size)
                 throw new ModelFormatException($"{where}: raw_data has {length} bytes, shape {Format(shape)} of {OnnxTypes.Name(p.DataType)} needs {(long)n * size}");
+            if (field == OnnxPayloads.Field.FloatData && dtype != DType.Float32 || field == OnnxPayloads.Field.DoubleData && dtype != DType.Float64)
+                throw new InvalidOperationException($"{where}: a detached {field} for a {OnnxTypes.Name(p.DataType)} tensor");   // the walker detaches only matching ones
             if (field != OnnxPayloads.Field.RawData && length != (long)n * size)
             {
                 string name = field == OnnxPayloads.Field.FloatData ? "float_data" : "double_data";
