@@ -137,6 +137,34 @@ public sealed class OnnxImportTests
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>External data read straight into the tensor: values of a non-float type land as written, and a file too
+    /// short for the shape is a ModelFormatException naming the file, not a short tensor.</summary>
+    [Fact]
+    public void ExternalDataOfAnyTypeAndAFileTooShort()
+    {
+        var dir = Directory.CreateTempSubdirectory("nabla-onnx").FullName;
+        try
+        {
+            File.WriteAllBytes(Path.Combine(dir, "w.bin"), [.. BitConverter.GetBytes(7L), .. BitConverter.GetBytes(-3L)]);
+            byte[] Model(string location, long dims) => TinyModel(g =>
+            {
+                var w = g.Initializer[0];
+                w.FloatData.Clear();
+                w.DataType = 7;   // INT64
+                w.Dims[0] = dims;
+                w.DataLocation = TensorProto.Types.DataLocation.External;
+                w.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
+            });
+            File.WriteAllBytes(Path.Combine(dir, "model.onnx"), Model("w.bin", 2));
+            var model = OnnxModel.Load(Path.Combine(dir, "model.onnx"), fuse: false);
+            Assert.Equal([7L, -3L], model.Graph.Initializers["w"].ToArray<long>());
+            File.WriteAllBytes(Path.Combine(dir, "model.onnx"), Model("w.bin", 3));
+            var e = Assert.Throws<ModelFormatException>(() => OnnxModel.Load(Path.Combine(dir, "model.onnx")));
+            Assert.Contains("external file 'w.bin' has 16 bytes, need 24", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     [Fact]
     public void ExecutorFreesIntermediatesAndKeepsOutputs()
     {

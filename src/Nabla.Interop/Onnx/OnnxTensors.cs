@@ -104,7 +104,7 @@ internal static class OnnxTensors
         int size = dtype.ElementSize();
 
         if (p.DataLocation == TensorProto.Types.DataLocation.External)
-            return FromLittleEndian(ReadExternal(p, baseDir, where, (long)n * size), dtype, shape, where);
+            return ReadExternal(p, baseDir, where, (long)n * size, dtype, shape, n);
         if (detached is var (file, offset, length, field))
         {
             // The messages a whole-file parse would give: raw_data counts bytes, the typed fields values.
@@ -117,18 +117,7 @@ internal static class OnnxTensors
                 string name = field == OnnxPayloads.Field.FloatData ? "float_data" : "double_data";
                 throw new ModelFormatException($"{where}: {name} has {length / size}{(length % size != 0 ? "+" : "")} values, shape {Format(shape)} needs {n}");
             }
-            if (!BitConverter.IsLittleEndian) throw new ModelFormatException($"{where}: big-endian hosts are not supported");
-            return dtype switch
-            {
-                DType.Float32 => Tensor.AsTensor(OnnxPayloads.Read<float>(file, offset, length, where), n).Reshape(shape),
-                DType.Float64 => Tensor.AsTensor(OnnxPayloads.Read<double>(file, offset, length, where), n).Reshape(shape),
-                DType.Int64 => Tensor.AsTensor(OnnxPayloads.Read<long>(file, offset, length, where), n).Reshape(shape),
-                DType.Int32 => Tensor.AsTensor(OnnxPayloads.Read<int>(file, offset, length, where), n).Reshape(shape),
-                DType.Float16 => Tensor.AsTensor(OnnxPayloads.Read<Half>(file, offset, length, where), n).Reshape(shape),
-                DType.UInt8 => Tensor.AsTensor(OnnxPayloads.Read<byte>(file, offset, length, where), n).Reshape(shape),
-                // The rest convert or are rare in weights: through the bytes, as inline raw_data.
-                _ => FromLittleEndian(OnnxPayloads.Read<byte>(file, offset, length, where), dtype, shape, where),
-            };
+            return ReadTyped(file, offset, length, dtype, shape, n, where);
         }
         if (p.HasRawData)
         {
@@ -195,7 +184,25 @@ internal static class OnnxTensors
         };
     }
 
-    static byte[] ReadExternal(TensorProto p, string? baseDir, string where, long expected)
+    /// <summary>Little-endian elements at <paramref name="offset"/> of a file, read straight into the array the tensor
+    /// keeps (types that need converting, or are rare in weights, go through the bytes as inline raw_data does).</summary>
+    static Tensor ReadTyped(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, int length, DType dtype, int[] shape, int n, string where)
+    {
+        if (!BitConverter.IsLittleEndian) throw new ModelFormatException($"{where}: big-endian hosts are not supported");
+        return dtype switch
+        {
+            DType.Float32 => Tensor.AsTensor(OnnxPayloads.Read<float>(file, offset, length, where), n).Reshape(shape),
+            DType.Float64 => Tensor.AsTensor(OnnxPayloads.Read<double>(file, offset, length, where), n).Reshape(shape),
+            DType.Int64 => Tensor.AsTensor(OnnxPayloads.Read<long>(file, offset, length, where), n).Reshape(shape),
+            DType.Int32 => Tensor.AsTensor(OnnxPayloads.Read<int>(file, offset, length, where), n).Reshape(shape),
+            DType.Float16 => Tensor.AsTensor(OnnxPayloads.Read<Half>(file, offset, length, where), n).Reshape(shape),
+            DType.UInt8 => Tensor.AsTensor(OnnxPayloads.Read<byte>(file, offset, length, where), n).Reshape(shape),
+            _ => FromLittleEndian(OnnxPayloads.Read<byte>(file, offset, length, where), dtype, shape, where),
+        };
+    }
+
+    /// <summary>A tensor whose data lies in another file of the model's folder, read from it straight into the tensor.</summary>
+    static Tensor ReadExternal(TensorProto p, string? baseDir, string where, long expected, DType dtype, int[] shape, int n)
     {
         if (baseDir is null) throw new ModelFormatException($"{where}: external data needs the model's folder");
         string? location = null;
@@ -221,13 +228,12 @@ internal static class OnnxTensors
         var file = Path.Combine(baseDir, location);
         try
         {
-            using var fs = File.OpenRead(file);
-            if (offset + expected > fs.Length)
-                throw new ModelFormatException($"{where}: external file '{location}' has {fs.Length} bytes, need {expected} from offset {offset}");
-            var buffer = new byte[expected];
-            fs.Seek(offset, SeekOrigin.Begin);
-            fs.ReadExactly(buffer);
-            return buffer;
+            using var handle = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+            long fileLength = RandomAccess.GetLength(handle);
+            if (offset + expected > fileLength)
+                throw new ModelFormatException($"{where}: external file '{location}' has {fileLength} bytes, need {expected} from offset {offset}");
+            if (expected > Array.MaxLength) throw new ModelFormatException($"{where}: {expected} bytes of external data are too many for one tensor");
+            return ReadTyped(handle, offset, (int)expected, dtype, shape, n, where);
         }
         catch (IOException e) { throw new ModelFormatException($"{where}: cannot read external data '{location}': {e.Message}", e); }
         catch (UnauthorizedAccessException e) { throw new ModelFormatException($"{where}: cannot read external data '{location}': {e.Message}", e); }
