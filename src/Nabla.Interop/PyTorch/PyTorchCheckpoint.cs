@@ -444,10 +444,9 @@ public static partial class PyTorchCheckpoint
         foreach (var s in tr.Size) numel *= s;
         long total = numel * es;
         if (total > Array.MaxLength) throw new ModelFormatException($"{file}: tensor of {numel} elements is too large for one array");
-        var dst = new byte[total];
         if (numel > 0)
         {
-            // Contiguous row-major view: one copy.
+            // Contiguous row-major view: one copy, from the storage's bytes into the tensor.
             bool contiguous = true;
             long expect = 1;
             for (int d = rank - 1; d >= 0; d--)
@@ -455,23 +454,22 @@ public static partial class PyTorchCheckpoint
                 if (tr.Size[d] != 1 && tr.Stride[d] != expect) { contiguous = false; break; }
                 expect *= tr.Size[d];
             }
-            if (contiguous)
+            if (contiguous) return Tensor.FromBytes(src.Slice(checked((int)(tr.Offset * es)), (int)total), tr.DType, tr.Size);
+        }
+        var dst = new byte[total];
+        if (numel > 0)
+        {
+            // A strided view: element by element, into row-major order.
+            var idx = new int[rank];
+            long srcIndex = tr.Offset;
+            for (long i = 0; i < numel; i++)
             {
-                src.Slice(checked((int)(tr.Offset * es)), (int)total).CopyTo(dst);
-            }
-            else
-            {
-                var idx = new int[rank];
-                long srcIndex = tr.Offset;
-                for (long i = 0; i < numel; i++)
+                src.Slice((int)(srcIndex * es), es).CopyTo(dst.AsSpan((int)(i * es), es));
+                for (int d = rank - 1; d >= 0; d--)
                 {
-                    src.Slice((int)(srcIndex * es), es).CopyTo(dst.AsSpan((int)(i * es), es));
-                    for (int d = rank - 1; d >= 0; d--)
-                    {
-                        if (++idx[d] < tr.Size[d]) { srcIndex += tr.Stride[d]; break; }
-                        srcIndex -= (long)(idx[d] - 1) * tr.Stride[d];
-                        idx[d] = 0;
-                    }
+                    if (++idx[d] < tr.Size[d]) { srcIndex += tr.Stride[d]; break; }
+                    srcIndex -= (long)(idx[d] - 1) * tr.Stride[d];
+                    idx[d] = 0;
                 }
             }
         }
