@@ -372,19 +372,8 @@ public class InferenceFastPathTests
     public void AFusedConvolutionFollowsAnInPlaceWriteToItsWeightOrBias(int channels)
     {
         var gen = new Generator(41);
-        var g = new Graph.Graph
-        {
-            Name = "conv",
-            Opsets = new() { [""] = 13 },
-            Inputs = [new ValueInfo("x", DType.Float32, null)],
-            Outputs = [new ValueInfo("y", DType.Float32, null)],
-            Initializers = new()
-            {
-                ["w"] = Tensor.Randn([40, channels, 3, 3], DType.Float32, gen).Mul(0.1),
-                ["b"] = Tensor.Randn([40], DType.Float32, gen),
-            },
-            Nodes = [new Node { OpType = "Conv", Name = "c", Inputs = ["x", "w", "b"], Outputs = ["y"], Attributes = new() { ["pads"] = Ints("pads", 1, 1, 1, 1) } }],
-        };
+        var g = WeightAndBias("Conv", Tensor.Randn([40, channels, 3, 3], DType.Float32, gen).Mul(0.1), Tensor.Randn([40], DType.Float32, gen),
+            Ints("pads", 1, 1, 1, 1));
         Assert.Equal(1, OnnxFusion.Apply(g, irVersion: 8).FusedConvs);
         var node = g.Nodes.Single(n => n.OpType == "FusedConv");
         var x = Tensor.Randn([1, channels, 14, 14], DType.Float32, gen);
@@ -402,21 +391,25 @@ public class InferenceFastPathTests
         Close(Reference(x, w, b, (1, 1), (1, 1)), executor.Run(x)[0]);
     }
 
+    /// <summary>One node <paramref name="op"/>(x, w, b) → y with the weight and bias as initializers.</summary>
+    static Graph.Graph WeightAndBias(string op, Tensor w, Tensor b, NodeAttribute attribute) => new()
+    {
+        Name = op,
+        Opsets = new() { [""] = 13 },
+        Inputs = [new ValueInfo("x", DType.Float32, null)],
+        Outputs = [new ValueInfo("y", DType.Float32, null)],
+        Initializers = new() { ["w"] = w, ["b"] = b },
+        Nodes = [new Node { OpType = op, Name = "n", Inputs = ["x", "w", "b"], Outputs = ["y"], Attributes = new() { [attribute.Name] = attribute } }],
+    };
+
     /// <summary>The same for a fused linear layer (ONNX Gemm with transB): its packed weight follows in-place writes to
     /// the weight and the bias, and stays put across runs without one.</summary>
     [Fact]
     public void AFusedGemmFollowsAnInPlaceWriteToItsWeightOrBias()
     {
         var gen = new Generator(43);
-        var g = new Graph.Graph
-        {
-            Name = "gemm",
-            Opsets = new() { [""] = 13 },
-            Inputs = [new ValueInfo("a", DType.Float32, null)],
-            Outputs = [new ValueInfo("y", DType.Float32, null)],
-            Initializers = new() { ["w"] = Tensor.Randn([12, 20], DType.Float32, gen), ["b"] = Tensor.Randn([12], DType.Float32, gen) },
-            Nodes = [new Node { OpType = "Gemm", Name = "fc", Inputs = ["a", "w", "b"], Outputs = ["y"], Attributes = new() { ["transB"] = new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = 1 } } }],
-        };
+        var g = WeightAndBias("Gemm", Tensor.Randn([12, 20], DType.Float32, gen), Tensor.Randn([12], DType.Float32, gen),
+            new NodeAttribute { Name = "transB", Kind = AttributeKind.Int, Int = 1 });
         OnnxFusion.Apply(g, irVersion: 8);
         var node = g.Nodes.Single(n => n.OpType == "FusedGemm");
         var a = Tensor.Randn([5, 20], DType.Float32, gen);

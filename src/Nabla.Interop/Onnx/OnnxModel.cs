@@ -108,7 +108,7 @@ public sealed class OnnxModel
             ModelProto proto;
             try { proto = ModelProto.Parser.ParseFrom(split.Stripped); }
             catch (InvalidProtocolBufferException) { return null; }   // the whole file's parse names the error
-            return Load(proto, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse, (file.SafeFileHandle, split));
+            return Load(proto, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse, split);
         }
         catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
         catch (UnauthorizedAccessException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
@@ -123,7 +123,7 @@ public sealed class OnnxModel
     }
 
     static OnnxModel Load(ModelProto proto, string? baseDir, string name, bool fuse,
-        (Microsoft.Win32.SafeHandles.SafeFileHandle File, OnnxPayloads Payloads)? detached)
+        OnnxPayloads? detached)
     {
         if (proto.Graph is null) throw new ModelFormatException($"{name}: the model has no graph");
         var opsets = new Dictionary<string, long>();
@@ -176,7 +176,7 @@ public sealed class OnnxModel
     {
         /// <param name="detached">for the main graph of a split file: where its initializers' raw_data lie</param>
         public G ImportGraph(GraphProto g, HashSet<string>? outerNames,
-            (Microsoft.Win32.SafeHandles.SafeFileHandle File, OnnxPayloads Payloads)? detached = null)
+            OnnxPayloads? detached = null)
         {
             var where = $"{file}: graph '{g.Name}'";
             if (g.SparseInitializer.Count > 0) throw new ModelFormatException($"{where}: unsupported sparse initializers");
@@ -185,9 +185,7 @@ public sealed class OnnxModel
             {
                 var t = g.Initializer[i];
                 if (t.Name.Length == 0) throw new ModelFormatException($"{where}: an initializer has no name");
-                (Microsoft.Win32.SafeHandles.SafeFileHandle, long, int, OnnxPayloads.Field)? raw =
-                    detached is var (file, payloads) && payloads[i] is var (offset, length, field) ? (file, offset, length, field) : null;
-                if (!initializers.TryAdd(t.Name, OnnxTensors.ToTensor(t, baseDir, where, raw)))
+                if (!initializers.TryAdd(t.Name, OnnxTensors.ToTensor(t, baseDir, where, detached?[i])))
                     throw new ModelFormatException($"{where}: initializer '{t.Name}' appears twice");
             }
             var graph = new G

@@ -27,20 +27,26 @@ internal sealed class OnnxPayloads
     /// <summary>Which field a detached payload came from: its bytes are the same, but errors name the field.</summary>
     internal enum Field { RawData, FloatData, DoubleData }
 
+    /// <summary>One detached data field: where it lies in the model file, and which field it was.</summary>
+    public readonly record struct Payload(SafeFileHandle File, long Offset, int Length, Field Field);
+
     /// <summary>The model message without the detached payloads.</summary>
     public byte[] Stripped { get; }
 
     /// <summary>Per initializer of the main graph, in order: where its data lies in the file, or null when inline.</summary>
     readonly List<(long Offset, int Length, Field Field)?> payloads;
 
-    OnnxPayloads(byte[] stripped, List<(long, int, Field)?> payloads)
+    readonly SafeFileHandle file;
+
+    OnnxPayloads(SafeFileHandle file, byte[] stripped, List<(long, int, Field)?> payloads)
     {
+        this.file = file;
         Stripped = stripped;
         this.payloads = payloads;
     }
 
     /// <summary>The detached data of the main graph's initializer number <paramref name="index"/>, if any.</summary>
-    public (long Offset, int Length, Field Field)? this[int index] => index < payloads.Count ? payloads[index] : null;
+    public Payload? this[int index] => index < payloads.Count && payloads[index] is var (offset, length, field) ? new Payload(file, offset, length, field) : null;
 
     /// <summary>A piece of the stripped message: a range of the file, or bytes written here (a field's new header).</summary>
     sealed class Piece(long start, long end)
@@ -90,7 +96,7 @@ internal sealed class OnnxPayloads
             }
             at += (int)p.Size;
         }
-        return new OnnxPayloads(stripped, payloads);
+        return new OnnxPayloads(file.SafeFileHandle, stripped, payloads);
     }
 
     /// <summary>A graph's fields up to <paramref name="end"/> as pieces; returns their total size, or −1.</summary>

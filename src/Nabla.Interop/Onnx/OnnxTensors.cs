@@ -76,10 +76,8 @@ internal static class OnnxTensors
 
     /// <param name="baseDir">Folder of the model file, for external data; null forbids external data.</param>
     /// <param name="where">File and tensor named in errors.</param>
-    /// <param name="detached">The tensor's data field, left in the model file by <see cref="OnnxPayloads"/>: file, offset,
-    /// length in bytes, and which field it is.</param>
-    public static Tensor ToTensor(TensorProto p, string? baseDir, string where,
-        (Microsoft.Win32.SafeHandles.SafeFileHandle File, long Offset, int Length, OnnxPayloads.Field Field)? detached = null)
+    /// <param name="detached">The tensor's data field, left in the model file by <see cref="OnnxPayloads"/>.</param>
+    public static Tensor ToTensor(TensorProto p, string? baseDir, string where, OnnxPayloads.Payload? detached = null)
     {
         where = p.Name.Length > 0 ? $"{where}: tensor '{p.Name}'" : where;
         if (p.Segment is not null) throw new ModelFormatException($"{where}: unsupported segmented tensor");
@@ -107,16 +105,13 @@ internal static class OnnxTensors
             return ReadExternal(p, baseDir, where, (long)n * size, dtype, shape, n);
         if (detached is var (file, offset, length, field))
         {
-            // The messages a whole-file parse would give: raw_data counts bytes, the typed fields values.
-            if (field == OnnxPayloads.Field.RawData && length != (long)n * size)
-                throw new ModelFormatException($"{where}: raw_data has {length} bytes, shape {Format(shape)} of {OnnxTypes.Name(p.DataType)} needs {(long)n * size}");
             if (field == OnnxPayloads.Field.FloatData && dtype != DType.Float32 || field == OnnxPayloads.Field.DoubleData && dtype != DType.Float64)
                 throw new InvalidOperationException($"{where}: a detached {field} for a {OnnxTypes.Name(p.DataType)} tensor");   // the walker detaches only matching ones
-            if (field != OnnxPayloads.Field.RawData && length != (long)n * size)
-            {
-                string name = field == OnnxPayloads.Field.FloatData ? "float_data" : "double_data";
-                throw new ModelFormatException($"{where}: {name} has {length / size}{(length % size != 0 ? "+" : "")} values, shape {Format(shape)} needs {n}");
-            }
+            // The messages a whole-file parse would give: raw_data counts bytes, the typed fields values.
+            if (length != (long)n * size)
+                throw new ModelFormatException(field == OnnxPayloads.Field.RawData
+                    ? $"{where}: raw_data has {length} bytes, shape {Format(shape)} of {OnnxTypes.Name(p.DataType)} needs {(long)n * size}"
+                    : $"{where}: {(field == OnnxPayloads.Field.FloatData ? "float_data" : "double_data")} has {length / size}{(length % size != 0 ? "+" : "")} values, shape {Format(shape)} needs {n}");
             return ReadTyped(file, offset, length, dtype, shape, n, where);
         }
         if (p.HasRawData)

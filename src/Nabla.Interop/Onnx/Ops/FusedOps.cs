@@ -24,11 +24,18 @@ internal static class FusedOps
         _ => throw new ModelFormatException($"{node.Describe()}: unsupported operator {Domain}.{node.OpType}"),
     };
 
-    /// <summary>A node's prepared convolution, for the weight and bias tensors (by identity, and their storages' versions,
-    /// which in-place writes bump) and the input size (for auto_pad) it was made for.</summary>
-    sealed record Packed(Tensor Weight, int Version, Tensor? Bias, int BiasVersion, int H, int W, PackedConv2d Conv);
+    /// <summary>The weight and bias tensors a prepared layer was made from: by identity, and by their storages' versions,
+    /// which in-place writes bump, so a layer whose weight or bias was written to is prepared again.</summary>
+    readonly record struct WeightKey(Tensor Weight, int Version, Tensor? Bias, int BiasVersion)
+    {
+        public static WeightKey Of(Tensor w, Tensor? b) => new(w, w.Storage.Version, b, b?.Storage.Version ?? 0);
 
-    static int VersionOf(Tensor? t) => t?.Storage.Version ?? 0;
+        public bool Matches(Tensor w, Tensor? b) =>
+            ReferenceEquals(Weight, w) && Version == w.Storage.Version && ReferenceEquals(Bias, b) && BiasVersion == (b?.Storage.Version ?? 0);
+    }
+
+    /// <summary>A node's prepared convolution, for its weight and bias and the input size (for auto_pad) it was made for.</summary>
+    sealed record Packed(WeightKey Key, int H, int W, PackedConv2d Conv);
 
     /// <summary>The prepared convolution or linear layer a fused node holds now, or null (for tests: an unchanged weight
     /// must not be prepared again on every run).</summary>
@@ -64,14 +71,13 @@ internal static class FusedOps
             var p = Volatile.Read(ref cache.Value);
             bool same = autoPad != "NOTSET";
             int h = same ? x.Size(2) : 0, wd = same ? x.Size(3) : 0;
-            if (p is null || !ReferenceEquals(p.Weight, w) || p.Version != w.Storage.Version || !ReferenceEquals(p.Bias, b)
-                || p.BiasVersion != VersionOf(b) || p.H != h || p.W != wd)
+            if (p is null || !p.Key.Matches(w, b) || p.H != h || p.W != wd)
             {
                 var pd = same ? SamePads(autoPad, [h, wd], [w.Size(2), w.Size(3)], strides, dil) : pads;
                 // The weight is taken as constant: its layouts are built from its own array on first use instead of from a
                 // packed copy made here. An in-place write to it (a fed weight changed between runs) bumps its version,
                 // and the check above then prepares it again.
-                p = new Packed(w, w.Storage.Version, b, VersionOf(b), h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
+                p = new Packed(WeightKey.Of(w, b), h, wd, new PackedConv2d(w, b, ((int)strides[0], (int)strides[1]),
                     ((int)pd[0], (int)pd[1], (int)pd[2], (int)pd[3]), ((int)dil[0], (int)dil[1]), group, act, constantWeight: true));
                 Volatile.Write(ref cache.Value, p);
             }
@@ -117,7 +123,7 @@ internal static class FusedOps
         return new PoolSpec(I(k), I(s), I(p), I(d), node.GetInt("pool_ceil_mode", 0) != 0);
     }
 
-    sealed record PackedFc(Tensor Weight, int Version, Tensor? Bias, int BiasVersion, PackedLinear Linear);
+    sealed record PackedFc(WeightKey Key, PackedLinear Linear);
 
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<Packed?>> ConvCaches = new();
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Node, System.Runtime.CompilerServices.StrongBox<PackedFc?>> GemmCaches = new();
@@ -174,9 +180,9 @@ internal static class FusedOps
         PackedLinear Packed(Tensor w, Tensor? b)
         {
             var p = Volatile.Read(ref cache.Value);
-            if (p is null || !ReferenceEquals(p.Weight, w) || p.Version != w.Storage.Version || !ReferenceEquals(p.Bias, b) || p.BiasVersion != VersionOf(b))
+            if (p is null || !p.Key.Matches(w, b))
             {
-                p = new PackedFc(w, w.Storage.Version, b, VersionOf(b), new PackedLinear(w, transB, b, act));
+                p = new PackedFc(WeightKey.Of(w, b), new PackedLinear(w, transB, b, act));
                 Volatile.Write(ref cache.Value, p);
             }
             return p.Linear;
