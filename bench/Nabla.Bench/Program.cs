@@ -23,6 +23,7 @@ static class Program
         if (args.Length > 0 && args[0] == ServingBench.GrpcClientFlag) return ServingBench.GrpcClient(args);
         if (args.Contains("--serving")) return ServingBench.Run(args);
         if (args.Contains("--peak")) return Peak.Run();
+        if (args.Contains("--probe")) { Console.WriteLine(HostProbe.Measure()); return 0; }
         if (args.Contains("--help") || args.Contains("-h"))
         {
             Console.WriteLine(Usage);
@@ -48,6 +49,7 @@ static class Program
                  onnx-resnet18-b8, onnx-linear-m1, onnx-linear-m16, onnx-linear-m64,
                  onnx-linear-matmul-m16, gpt2-decode
                ... -- --peak                  the FMA ceiling per core and on all cores
+               ... -- --probe                 the host probe printed with every table (FMA rate, load latencies)
                ... -- --serving [--seconds N] the model server against its peers (bench/README.md, "Serving")
         """;
 
@@ -122,6 +124,7 @@ static class Program
         var info = new SortedDictionary<string, string>();
         var total = Stopwatch.StartNew();
         string load0 = LoadAverage();
+        string probe0 = HostProbe.Measure();
         foreach (int t in o.Threads)
         {
             Console.Error.WriteLine($"threads = {t}");
@@ -157,6 +160,7 @@ static class Program
             $"{t}: Nabla {Get(info, $"nabla_threads ({t} thread{(t > 1 ? "s" : "")})")}, torch {Get(info, $"torch_threads ({t} thread{(t > 1 ? "s" : "")})")}")) + ".");
         md.AppendLine($"Median of {o.Samples} interleaved samples of ~{o.SampleSeconds:0.###} s each after warm-up; " +
             $"noise = the row's largest (p75 - p25) / median; total run {total.Elapsed.TotalSeconds:F0} s; load average before/after: {load0} / {LoadAverage()}.");
+        md.AppendLine($"Host probe before: {probe0}. After: {HostProbe.Measure()}.");
         md.AppendLine("Ratio = Nabla time / peer time (below 1: Nabla faster; above 1: Nabla slower): the median of the per-round ratios " +
             $"(sample s of each framework comes from the same round), and in brackets its {CoverageText(o.Samples)} confidence interval " +
             "(order statistics; bench/README.md, \"How it measures\"). An interval that contains 1 is parity within this run's noise.");

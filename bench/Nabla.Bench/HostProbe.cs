@@ -1,0 +1,67 @@
+using System.Diagnostics;
+
+namespace Nabla.Bench;
+
+/// <summary>
+/// A one-second look at the host, taken before and after a bench run and printed with its table: the FMA rate of one
+/// core and of all cores (<see cref="Peak"/>'s loop), and the latency of dependent loads over working sets from 256 KB to
+/// 64 MB. This machine is a shared virtual one whose speed moves between phases that last minutes (bench/README.md,
+/// sessions 14–17); the probe says which resource moved in a run: the cores' arithmetic (frequency, or a neighbour on the
+/// same physical core) or the caches and memory (what is left of the last-level cache to this machine).
+/// </summary>
+static class HostProbe
+{
+    static readonly int[] WorkingSetsKb = [256, 2048, 4096, 16384, 65536];
+
+    public static string Measure()
+    {
+        string fma = System.Runtime.Intrinsics.X86.Fma.IsSupported
+            ? $"FMA {Fma(1):0} GFLOP/s on 1 core, {Fma(Environment.ProcessorCount):0} on {Environment.ProcessorCount}; "
+            : "no FMA; ";
+        var lat = WorkingSetsKb.Select(kb => $"{(kb >= 1024 ? $"{kb / 1024} MB" : $"{kb} KB")} {Chase(kb):0.0}");
+        return fma + "dependent loads (ns) over " + string.Join(", ", lat);
+    }
+
+    /// <summary>GFLOP/s of <paramref name="threads"/> threads, started together, each running the FMA loop in chunks for
+    /// 0.2 s.</summary>
+    static double Fma(int threads)
+    {
+        const long chunk = 100_000;
+        Peak.Loop(chunk);
+        using var go = new ManualResetEventSlim(false);
+        var counts = new long[threads];
+        var clock = new Stopwatch();
+        var workers = Enumerable.Range(0, threads).Select(i => new Thread(() =>
+        {
+            go.Wait();
+            long n = 0;
+            while (clock.Elapsed.TotalSeconds < 0.2) { Peak.Loop(chunk); n++; }
+            counts[i] = n;
+        })).ToList();
+        workers.ForEach(t => t.Start());
+        clock.Start();
+        go.Set();
+        workers.ForEach(t => t.Join());
+        return counts.Sum() * chunk * Peak.FlopsPerIteration / clock.Elapsed.TotalSeconds / 1e9;
+    }
+
+    /// <summary>Nanoseconds per load of a pointer chase through one random cycle over <paramref name="kb"/> KB, one load
+    /// per 64-byte line, so that no prefetcher can guess the next address.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    static double Chase(int kb)
+    {
+        int lines = kb * 1024 / 64, stride = 16;   // ints per line
+        var next = new int[lines * stride];
+        var order = Enumerable.Range(0, lines).ToArray();
+        new Random(1).Shuffle(order);
+        for (int i = 0; i < lines; i++) next[order[i] * stride] = order[(i + 1) % lines] * stride;
+        int p = 0;
+        for (int i = 0; i < lines; i++) p = next[p];   // one pass to bring in what fits
+        const int loads = 2_000_000;
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < loads; i++) p = next[p];
+        double ns = sw.Elapsed.TotalNanoseconds / loads;
+        GC.KeepAlive(p);
+        return ns;
+    }
+}
