@@ -19,7 +19,8 @@ static class HostProbe
             ? $"FMA {Fma(1):0} GFLOP/s on 1 core, {Fma(Environment.ProcessorCount):0} on {Environment.ProcessorCount}; "
             : "no FMA; ";
         var lat = WorkingSetsKb.Select(kb => $"{(kb >= 1024 ? $"{kb / 1024} MB" : $"{kb} KB")} {Chase(kb):0.0}");
-        return fma + "dependent loads (ns) over " + string.Join(", ", lat);
+        string pingPong = Environment.ProcessorCount > 1 ? $"; a cache line between two cores and back {PingPong():0} ns" : "";
+        return fma + "dependent loads (ns) over " + string.Join(", ", lat) + pingPong;
     }
 
     /// <summary>GFLOP/s of <paramref name="threads"/> threads, started together, each running the FMA loop in chunks for
@@ -43,6 +44,38 @@ static class HostProbe
         go.Set();
         workers.ForEach(t => t.Join());
         return counts.Sum() * chunk * Peak.FlopsPerIteration / clock.Elapsed.TotalSeconds / 1e9;
+    }
+
+    /// <summary>Nanoseconds for one round trip of a cache line between two spinning threads (which the scheduler puts on
+    /// two cores): each waits for the other's value, then writes its own. It is what every handoff of data between the
+    /// cores costs, a fork-join's wake-up and join included; on this host it has read about 480 ns, the cost of a DRAM
+    /// access, where cores of one CCX take well under 100.</summary>
+    static double PingPong()
+    {
+        const int warm = 2_000, trips = 20_000;
+        var line = new long[32];   // the flag at index 16: a cache line of its own
+        var other = new Thread(() => Bounce(line, warm + trips, 1));
+        other.Start();
+        Bounce(line, warm, 0);
+        var sw = Stopwatch.StartNew();
+        Bounce(line, trips, 2L * warm);
+        double ns = sw.Elapsed.TotalNanoseconds / trips;
+        other.Join();
+        return ns;
+    }
+
+    /// <summary><paramref name="trips"/> turns of the ping-pong from value <paramref name="from"/>: the side starting at
+    /// an even value writes odd ones, the other side even ones, each after seeing the value before its own.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    static void Bounce(long[] line, int trips, long from)
+    {
+        ref long flag = ref line[16];
+        for (long i = from, end = from + 2L * trips; i < end; i += 2)
+        {
+            if ((from & 1) == 0) Volatile.Write(ref flag, i + 1);
+            while (Volatile.Read(ref flag) != ((from & 1) == 0 ? i + 2 : i)) { }
+            if ((from & 1) == 1) Volatile.Write(ref flag, i + 1);
+        }
     }
 
     /// <summary>Nanoseconds per load of a pointer chase through one random cycle over <paramref name="kb"/> KB, one load
