@@ -48,8 +48,8 @@ static class HostProbe
 
     /// <summary>Nanoseconds for one round trip of a cache line between two spinning threads (which the scheduler puts on
     /// two cores): each waits for the other's value, then writes its own. It is what every handoff of data between the
-    /// cores costs, a fork-join's wake-up and join included; on this host it has read about 480 ns, the cost of a DRAM
-    /// access, where cores of one CCX take well under 100.</summary>
+    /// cores costs, a fork-join's wake-up and join included. On this host it has read 430–520 ns, a DRAM access's cost,
+    /// where cores of one CCX take well under 100, and once 130 ns: the host moves its vCPUs.</summary>
     static double PingPong()
     {
         const int warm = 2_000, trips = 20_000;
