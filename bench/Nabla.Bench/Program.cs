@@ -49,7 +49,7 @@ static class Program
                  onnx-resnet18-b8, onnx-linear-m1, onnx-linear-m16, onnx-linear-m64,
                  onnx-linear-matmul-m16, gpt2-decode
                ... -- --peak                  the FMA ceiling per core and on all cores
-               ... -- --probe                 the host probe printed with every table (FMA rate, load latencies)
+               ... -- --probe                 the host probe printed with every table (FMA rates, load latencies, core-to-core round trip)
                ... -- --serving [--seconds N] the model server against its peers (bench/README.md, "Serving")
         """;
 

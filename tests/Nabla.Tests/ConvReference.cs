@@ -38,7 +38,8 @@ static class ConvReference
             // computed the same way, so the results are bitwise equal.
             // First a whole run on other values, so that the per-thread scratch the paths reuse from call to call holds
             // other data: a part of the split that is never written then shows instead of passing with the values of the
-            // one-thread run above.
+            // one-thread run above. (This covers the calling thread's scratch, where the stage splits keep their buffers;
+            // helper threads keep what their last call left.)
             conv.Run(x.Neg(), residual);
             Gemm.Threads = 2;
             Assert.Equal(y.ToArray<float>(), conv.Run(x, residual).ToArray<float>());
