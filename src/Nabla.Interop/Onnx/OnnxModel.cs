@@ -76,11 +76,13 @@ public sealed class OnnxModel
     public static OnnxModel Load(string path, bool fuse)
     {
         if (GraphFile.IsGraphFile(path)) return NablaGraphFiles.Load(path, fuse);
-        if (LoadLean(path, fuse) is { } lean) return lean;
         byte[] bytes;
-        try { bytes = File.ReadAllBytes(path); }
-        catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
-        catch (UnauthorizedAccessException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
+        try
+        {
+            if (LoadLean(path, fuse) is { } lean) return lean;
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ModelFormatException($"{path}: {e.Message}", e); }
         return Load(bytes, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse);
     }
 
@@ -100,18 +102,14 @@ public sealed class OnnxModel
     static OnnxModel? LoadLean(string path, bool fuse)
     {
         if (!LeanLoad) return null;
-        try
-        {
-            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.RandomAccess);
-            var split = OnnxPayloads.Split(file);
-            if (split is null) return null;
-            ModelProto proto;
-            try { proto = ModelProto.Parser.ParseFrom(split.Stripped); }
-            catch (InvalidProtocolBufferException) { return null; }   // the whole file's parse names the error
-            return Load(proto, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse, split);
-        }
-        catch (IOException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
-        catch (UnauthorizedAccessException e) { throw new ModelFormatException($"{path}: {e.Message}", e); }
+        // (The caller turns IOException and UnauthorizedAccessException into a ModelFormatException naming the file.)
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.RandomAccess);
+        var split = OnnxPayloads.Split(file);
+        if (split is null) return null;
+        ModelProto proto;
+        try { proto = ModelProto.Parser.ParseFrom(split.Stripped); }
+        catch (InvalidProtocolBufferException) { return null; }   // the whole file's parse names the error
+        return Load(proto, Path.GetDirectoryName(Path.GetFullPath(path)), path, fuse, split);
     }
 
     internal static OnnxModel Load(byte[] bytes, string? baseDir, string name, bool fuse)

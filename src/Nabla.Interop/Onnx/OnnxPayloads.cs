@@ -177,22 +177,15 @@ internal sealed class OnnxPayloads
         return end - start;
     }
 
+    /// <summary>A field's tag and length as varints, written by the protobuf library the parse uses.</summary>
     static byte[] Header(ulong tag, long length)
     {
-        var s = new MemoryStream(20);
-        WriteVarint(s, tag);
-        WriteVarint(s, (ulong)length);
-        return s.ToArray();
-    }
-
-    static void WriteVarint(Stream s, ulong v)
-    {
-        while (v >= 0x80)
-        {
-            s.WriteByte((byte)(v | 0x80));
-            v >>= 7;
-        }
-        s.WriteByte((byte)v);
+        var bytes = new byte[Google.Protobuf.CodedOutputStream.ComputeUInt64Size(tag) + Google.Protobuf.CodedOutputStream.ComputeUInt64Size((ulong)length)];
+        var output = new Google.Protobuf.CodedOutputStream(bytes);
+        output.WriteUInt64(tag);
+        output.WriteUInt64((ulong)length);
+        output.Flush();
+        return bytes;
     }
 
     /// <summary>Reads <paramref name="length"/> bytes at <paramref name="offset"/> of the file into a new array of
