@@ -142,6 +142,33 @@ public class KernelGemmTests
         finally { Gemm.UseDirectA = saved; }
     }
 
+    /// <summary>The 512-bit kernel's C prefetch (Gemm.PrefetchC) on every product, limit 0: tiles of every height, narrow
+    /// tiles through the scratch tile, A in place and packed, accumulating or not, one thread and two.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void CPrefetchLeavesResultsAsTheReference(int threads)
+    {
+        long savedLimit = Gemm.PrefetchCFloats;
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            Gemm.PrefetchCFloats = 0;
+            Gemm.Threads = threads;
+            foreach (var (m, n, k) in new[] { (7, 33, 9), (131, 70, 300), (64, 96, 40), (250, 130, 513) })
+            {
+                CompareToReference(m, n, k, "row", "row", false, m + n + k);
+                CompareToReference(m, n, k, "long", "row", true, m + n + k + 1);
+                CompareToReference(m, n, k, "col", "row", true, m + n + k + 2);
+            }
+        }
+        finally
+        {
+            Gemm.PrefetchCFloats = savedLimit;
+            Gemm.Threads = savedThreads;
+        }
+    }
+
     /// <summary>One or two rows of A against a row-major B too large for L2: B is read along its rows, four at a time
     /// (Gemm.GemvRowBand512), serially above 2^18 elements of B and on two threads from 2^22. Odd k leaves single rows at
     /// the end, odd n a masked last vector; n = 15 has only the masked one.</summary>
