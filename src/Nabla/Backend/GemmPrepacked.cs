@@ -280,10 +280,21 @@ internal static unsafe partial class Gemm
         }, large);
     }
 
+    /// <summary>Whether the split GEMV over packed B (<see cref="PackedGemvSplit"/>) prefetches the micro-panels
+    /// <see cref="GemvAhead"/> floats (4 KB) ahead of what it reads: every line of the stream, into L1. Settable for
+    /// measurements; it changes no bit.</summary>
+    /// <remarks>Scratch harness (<c>SgemmPackedB</c> with bias inside a pool scope, JIT tiering off), the build before and
+    /// this one in alternating processes, three times, 2026-11-27 21:59–22:02 UTC: at two threads 1×768·768×3072 51.3–56.0 →
+    /// 44.2–48.6 µs, 2 rows 99.8–100.7 → 86.1–90.7, 1×768·768×2304 37.6–39.5 → 33.2–33.7. On one thread it gained nothing
+    /// (with the prefetch compiled into the serial path too: 1 row 80.5–100.4 µs before, 84.9–87.0 with it), so the serial
+    /// GEMV runs the kernel without it. 256, 2048 and 4096 floats ahead were no better than 1024 (one noisy run each).</remarks>
+    internal static bool PrefetchGemv = true;
+    internal const int GemvAhead = 1024;
+
     static void PackedGemvSplit(int parts, int panels, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc,
         bool accumulate, float[]? bias, bool relu) =>
         WorkerPool.For(parts, parts, p => PackedGemvRange(panels * p / parts, panels * (p + 1) / parts, m, a, aOff, rsA, csA, b, c, cOff, ldc,
-            accumulate, bias, relu));
+            accumulate, bias, relu, PrefetchGemv));
 
     /// <summary>
     /// Micro-panels [from, to) of B for one or two rows of A (a second row reads B again: a kernel that shared each load
@@ -293,7 +304,7 @@ internal static unsafe partial class Gemm
     /// more was where the packed array starts: see <see cref="PackBOnce"/>.)
     /// </summary>
     static void PackedGemvRange(int from, int to, int m, float[] a, int aOff, int rsA, int csA, PackedB b, float[] c, int cOff, int ldc, bool accumulate,
-        float[]? bias, bool relu)
+        float[]? bias, bool relu, bool ahead = false)
     {
         int n = b.N, k = b.K, nr = b.NR;
         bool fused = bias is not null || relu;
@@ -308,7 +319,11 @@ internal static unsafe partial class Gemm
                     {
                         int j = panel * nr, jb = j / NC, width = Math.Min(nr, n - j);
                         float* micro = pd + b.Offsets[jb, pb] + (long)(j - jb * NC) * kc, cr = pc + cOff + (long)i * ldc + j;
-                        if (nr == 32) PanelDot32(kc, ar, csA, micro, cr, width, add);
+                        if (nr == 32)
+                        {
+                            if (ahead) PanelDot32<Prefetch>(kc, ar, csA, micro, cr, width, add);
+                            else PanelDot32<NoPrefetch>(kc, ar, csA, micro, cr, width, add);
+                        }
                         else PanelDot16(kc, ar, csA, micro, cr, width, add);
                         if (last) BiasRelu(cr, width, pBias == null ? null : pBias + j, relu);
                     }
@@ -317,13 +332,19 @@ internal static unsafe partial class Gemm
 
     /// <summary>c[0..width) (+)= Σ_p a[p·csA]·micro[p·32 + 0..width): a 32-wide micro-panel as two 16-float columns, four
     /// rows per step into eight independent sums.</summary>
-    static void PanelDot32(int kc, float* a, int csA, float* micro, float* c, int width, bool add)
+    static void PanelDot32<TP>(int kc, float* a, int csA, float* micro, float* c, int width, bool add) where TP : struct, IPrefetch
     {
         Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
         int p = 0;
         for (; p + 4 <= kc; p += 4)
         {
             float* r = micro + p * 32;
+            if (TP.On)
+            {
+                float* f = r + GemvAhead;
+                Sse.Prefetch0(f); Sse.Prefetch0(f + 16); Sse.Prefetch0(f + 32); Sse.Prefetch0(f + 48);
+                Sse.Prefetch0(f + 64); Sse.Prefetch0(f + 80); Sse.Prefetch0(f + 96); Sse.Prefetch0(f + 112);
+            }
             var a0 = Vector512.Create(a[(long)p * csA]);
             var a1 = Vector512.Create(a[(long)(p + 1) * csA]);
             var a2 = Vector512.Create(a[(long)(p + 2) * csA]);
