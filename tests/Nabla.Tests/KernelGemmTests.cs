@@ -143,7 +143,8 @@ public class KernelGemmTests
     }
 
     /// <summary>The 512-bit kernel's C prefetch (Gemm.PrefetchC) on every product, limit 0: tiles of every height, narrow
-    /// tiles through the scratch tile, A in place and packed, accumulating or not, one thread and two.</summary>
+    /// tiles through the scratch tile, A in place and packed, accumulating or not, one thread and two; with B packed once
+    /// too, whose blocks of four or more row tiles also prefetch the next B micro-panel in their last tile.</summary>
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -160,6 +161,8 @@ public class KernelGemmTests
                 CompareToReference(m, n, k, "row", "row", false, m + n + k);
                 CompareToReference(m, n, k, "long", "row", true, m + n + k + 1);
                 CompareToReference(m, n, k, "col", "row", true, m + n + k + 2);
+                CompareToReference(m, n, k, "row", "row", true, m + n + k + 3, packB: true);
+                CompareToReference(m, n, k, "strided", "col", false, m + n + k + 4, packB: true);
             }
         }
         finally

@@ -880,8 +880,9 @@ internal static unsafe partial class Gemm
         Store(c, c50, c51, acc);
     }
 
-    /// <summary>Whether <see cref="Kernel512{TPrefetch, TRows, TA}"/> fetches the next A micro-panel ahead (a type argument,
-    /// so the JIT compiles the variant without the prefetch and its address arithmetic when it is off).</summary>
+    /// <summary>Whether <see cref="Kernel512{TPrefetch, TRows, TA}"/> fetches the next A micro-panel ahead, or the packed-B
+    /// GEMV (<c>PanelDot32</c>) its stream (a type argument, so the JIT compiles the variant without the prefetch and its
+    /// address arithmetic when it is off).</summary>
     interface IPrefetch { static abstract bool On { get; } static abstract bool B { get; } }
     struct Prefetch : IPrefetch { public static bool On => true; public static bool B => false; }
     struct NoPrefetch : IPrefetch { public static bool On => false; public static bool B => false; }
@@ -1009,15 +1010,18 @@ internal static unsafe partial class Gemm
         if (TRows.Value > 7) Store512(c + 7 * ldc, c70, c71, acc);
     }
 
-    /// <summary>Whether the 512-bit kernel prefetches its C tile's lines when it starts, for a C of more than
-    /// <see cref="PrefetchCFloats"/> floats (rows × row stride): C is read (accumulating over KC blocks) and written at the
-    /// tile's end, and a C that does not stay in the caches is otherwise fetched there, with nothing left to overlap it.
-    /// Settable for measurements and tests; it changes no bit.</summary>
+    /// <summary>Whether the 512-bit kernel prefetches its C tile's lines when it starts, when the rows this thread computes
+    /// span more than <see cref="PrefetchCFloats"/> floats of C (rows × row stride; a row split halves it): C is read
+    /// (accumulating over KC blocks) and written at the tile's end, and a C that does not stay in the caches is otherwise
+    /// fetched there, with nothing left to overlap it. Settable for measurements (the limit also for tests); it changes no
+    /// bit. The prepacked-A GEMM (<see cref="SgemmPacked"/>) does not prefetch C.</summary>
     /// <remarks>Scratch harness (<c>Gemm.Sgemm</c> via reflection, on and off alternated per round, 11 rounds, JIT tiering
     /// off), 2026-11-27 21:15–21:19 UTC on a quiet host (probe: FMA 259 GFLOP/s a core): 2048² 226.0 → 233.0 GFLOP/s at one
-    /// thread (time 0.968, then 0.980) and 433.9 → 451.6 at two (0.967, 0.967); 1024×2048·2048×1024 0.988 / 0.983.
-    /// Prefetching every C, 512², 1024² and 64×768·768×3072 read 1.00–1.01 (no gain while C stays in L2 or the small
-    /// last-level cache), hence the size limit: 2^20 floats, 4 MB.</remarks>
+    /// thread (time 0.968, then 0.980) and 433.9 → 451.6 at two (0.967, 0.967). The first version prefetched every C:
+    /// 1024×2048·2048×1024 read 0.988 / 0.983 with it (the limit leaves it out: 2^20 floats, not over), and 256², 512²,
+    /// 1024² and 64×768·768×3072 1.00–1.01 (no gain while C stays in L2 or the small last-level cache), hence the limit:
+    /// 2^20 floats, 4 MB. Packed-B products over the limit (512×768·768×3072 and larger) prefetch too; see bench/README.md,
+    /// "Session 18".</remarks>
     internal static bool PrefetchC = true;
     internal static long PrefetchCFloats = 1L << 20;
 

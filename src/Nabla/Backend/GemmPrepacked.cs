@@ -331,7 +331,8 @@ internal static unsafe partial class Gemm
     }
 
     /// <summary>c[0..width) (+)= Σ_p a[p·csA]·micro[p·32 + 0..width): a 32-wide micro-panel as two 16-float columns, four
-    /// rows per step into eight independent sums.</summary>
+    /// rows per step into eight independent sums; with <typeparamref name="TP"/> on, each step prefetches the eight lines
+    /// <see cref="GemvAhead"/> floats ahead (<see cref="PrefetchGemv"/>).</summary>
     static void PanelDot32<TP>(int kc, float* a, int csA, float* micro, float* c, int width, bool add) where TP : struct, IPrefetch
     {
         Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
