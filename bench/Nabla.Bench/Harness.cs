@@ -17,6 +17,11 @@ static class Harness
 
     /// <summary>NABLA_BENCH_TRACE=1 prints every sample to stderr: to see whether a slow row is a slow phase of the machine.</summary>
     static readonly bool Trace = Environment.GetEnvironmentVariable("NABLA_BENCH_TRACE") == "1";
+
+    /// <summary>NABLA_BENCH_PROBE_EACH=1 takes the host probe (about a second) before every round of samples and prints it to
+    /// stderr, so that with NABLA_BENCH_TRACE=1 each round's times can be read against the host's state of that moment
+    /// (the slow phases of bench/README.md, sessions 17 and 18). It lengthens a run by a second per round.</summary>
+    static readonly bool ProbeEach = Environment.GetEnvironmentVariable("NABLA_BENCH_PROBE_EACH") == "1";
     public static double WarmupSeconds = 0.4;
     public const int WarmupIterations = 60;
     public const double WarmupCapSeconds = 4;
@@ -56,6 +61,7 @@ static class Harness
         for (int i = 0; i < steps.Length; i++) times[i] = new double[Samples];
         for (int s = 0; s < Samples; s++)
         {
+            if (ProbeEach) Console.Error.WriteLine($"  round {s} probe: {HostProbe.Measure()}");
             for (int j = 0; j < steps.Length; j++)
             {
                 int i = (j + s) % steps.Length;
