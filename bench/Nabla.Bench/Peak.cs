@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -15,18 +14,9 @@ static class Peak
     {
         Console.WriteLine($"vectors: {(Avx512F.IsSupported ? "512-bit (AVX-512F)" : Fma.IsSupported ? "256-bit (FMA)" : "none: no FMA, nothing to measure")}");
         if (!Fma.IsSupported) return 1;
-        const long iterations = 100_000_000;
-        Loop(1000);
         int cores = Environment.ProcessorCount;
         foreach (int threads in new[] { 1, cores, 1, cores })
-        {
-            var sw = Stopwatch.StartNew();
-            var workers = Enumerable.Range(0, threads).Select(_ => new Thread(() => Loop(iterations))).ToList();
-            workers.ForEach(t => t.Start());
-            workers.ForEach(t => t.Join());
-            double flops = threads * iterations * FlopsPerIteration;
-            Console.WriteLine($"{threads} thread(s): {flops / sw.Elapsed.TotalSeconds / 1e9:F1} GFLOP/s");
-        }
+            Console.WriteLine($"{threads} thread(s): {HostProbe.Fma(threads):F1} GFLOP/s");
         return 0;
     }
 

@@ -142,7 +142,7 @@ public class KernelGemmTests
         finally { Gemm.UseDirectA = saved; }
     }
 
-    /// <summary>The 512-bit kernel's C prefetch (Gemm.PrefetchC) on every product, limit 0: tiles of every height, narrow
+    /// <summary>The 512-bit kernel's C prefetch (Gemm.PrefetchCFloats) on every product, limit 0: tiles of every height, narrow
     /// tiles through the scratch tile, A in place and packed, accumulating or not, one thread and two; with B packed once
     /// too, whose blocks of four or more row tiles also prefetch the next B micro-panel in their last tile.</summary>
     [Theory]

@@ -458,7 +458,7 @@ internal static unsafe partial class Gemm
         var pb = packB;
         bool direct = ReadsAInPlace(rsA, csA);
         bool nextB = packed is not null && PrefetchPackedB && NR == 32;
-        bool farC = PrefetchC && (long)m * ldc > PrefetchCFloats;
+        bool farC = (long)m * ldc > PrefetchCFloats;
         fixed (float* pA = pa, pB = pb, pC = c, aRaw = a, pP = packed?.Data, pBias = bias)
         {
             for (int jc = j0; jc < j0 + n; )
@@ -1010,11 +1010,11 @@ internal static unsafe partial class Gemm
         if (TRows.Value > 7) Store512(c + 7 * ldc, c70, c71, acc);
     }
 
-    /// <summary>Whether the 512-bit kernel prefetches its C tile's lines when it starts, when the rows this thread computes
-    /// span more than <see cref="PrefetchCFloats"/> floats of C (rows × row stride; a row split halves it): C is read
-    /// (accumulating over KC blocks) and written at the tile's end, and a C that does not stay in the caches is otherwise
-    /// fetched there, with nothing left to overlap it. Settable for measurements (the limit also for tests); it changes no
-    /// bit. The prepacked-A GEMM (<see cref="SgemmPacked"/>) does not prefetch C.</summary>
+    /// <summary>The 512-bit kernel prefetches its C tile's lines when it starts, when the rows this thread computes span
+    /// more than this many floats of C (rows × row stride; a row split halves it): C is read (accumulating over KC blocks)
+    /// and written at the tile's end, and a C that does not stay in the caches is otherwise fetched there, with nothing
+    /// left to overlap it. Settable for measurements (<see cref="long.MaxValue"/> turns it off) and tests (0 turns it on
+    /// everywhere); it changes no bit. The prepacked-A GEMM (<see cref="SgemmPacked"/>) does not prefetch C.</summary>
     /// <remarks>Scratch harness (<c>Gemm.Sgemm</c> via reflection, on and off alternated per round, 11 rounds, JIT tiering
     /// off), 2026-11-27 21:15–21:19 UTC on a quiet host (probe: FMA 259 GFLOP/s a core): 2048² 226.0 → 233.0 GFLOP/s at one
     /// thread (time 0.968, then 0.980) and 433.9 → 451.6 at two (0.967, 0.967). The first version prefetched every C:
@@ -1022,7 +1022,6 @@ internal static unsafe partial class Gemm
     /// 1024² and 64×768·768×3072 1.00–1.01 (no gain while C stays in L2 or the small last-level cache), hence the limit:
     /// 2^20 floats, 4 MB. Packed-B products over the limit (512×768·768×3072 and larger) prefetch too; see bench/README.md,
     /// "Session 18".</remarks>
-    internal static bool PrefetchC = true;
     internal static long PrefetchCFloats = 1L << 20;
 
     /// <summary>The lines of one 32-float row of a C tile (three when it straddles them).</summary>
