@@ -443,6 +443,71 @@ public class KernelGemmTests
         }
     }
 
+    /// <summary>The convolution epilogue fused into the prepacked-A GEMM (residual, per-row bias, ReLU) gives the same bits as
+    /// the product followed by <see cref="PackedConv2d.Epilogue"/> on each row: one and several KC blocks (the epilogue only
+    /// after the last), several MC row blocks, columns past NC, narrow last tiles, zero bias entries (skipped, as
+    /// unfused), offsets into bias and residual, accumulation, and the splits by columns and by row blocks.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void PackedAFusedConvEpilogueMatchesTheUnfusedOne(int threads)
+    {
+        if (!Gemm.UseFastPath) return;   // SgemmPacked needs the FMA path
+        int savedThreads = Gemm.Threads;
+        try
+        {
+            Gemm.Threads = threads;
+            foreach (var (m, n, k) in new[] { (3, 17, 5), (7, 64, 256), (13, 100, 300), (130, 784, 64), (128, 40, 300), (64, 3100, 260), (121, 33, 70) })
+            {
+                var rng = new Random(m * 7919 + n * 31 + k);
+                var a = MakeOperand(rng, m, k, "row");
+                var packedA = Gemm.PackAOnce(m, k, a.Data, a.Off, a.Rs, a.Cs);
+                var b = MakeOperand(rng, k, n, "row");
+                int biasOff = 2, resOff = 5, ldc = n + 3, cOff = 4;
+                var bias = new float[biasOff + m + 1];
+                for (int i = 0; i < bias.Length; i++) bias[i] = i % 5 == 0 ? 0f : (float)(rng.NextDouble() * 4 - 2);
+                var residual = new float[resOff + m * ldc];
+                for (int i = 0; i < residual.Length; i++) residual[i] = (float)(rng.NextDouble() * 4 - 2);
+                var c0 = new float[cOff + m * ldc + 2];
+                for (int i = 0; i < c0.Length; i++) c0[i] = (float)(rng.NextDouble() * 2 - 1);
+                foreach (var (accumulate, withBias, withResidual, relu) in new[] { (false, true, false, false), (false, true, true, true),
+                    (true, true, true, true), (false, false, true, false), (false, false, false, true) })
+                {
+                    var fused = (float[])c0.Clone();
+                    Gemm.SgemmPacked(packedA, n, b.Data, b.Off, b.Rs, b.Cs, fused, cOff, ldc, accumulate, threads,
+                        withBias ? bias : null, biasOff, withResidual ? residual : null, resOff, relu);
+                    var expected = (float[])c0.Clone();
+                    Gemm.SgemmPacked(packedA, n, b.Data, b.Off, b.Rs, b.Cs, expected, cOff, ldc, accumulate, threads);
+                    int negatives = 0;
+                    for (int i = 0; i < m; i++)
+                    {
+                        var row = expected.AsSpan(cOff + i * ldc, n);
+                        foreach (var v in row) if (v < 0) negatives++;
+                        PackedConv2d.Epilogue(row, withBias ? bias[biasOff + i] : 0f, withResidual ? residual.AsSpan(resOff + i * ldc, n) : default,
+                            withResidual, relu ? FusedActivation.Relu : FusedActivation.None);
+                    }
+                    Assert.True(negatives > 0, "the case has negative values for ReLU to clip");
+                    for (int idx = 0; idx < c0.Length; idx++)
+                        Assert.True(BitConverter.SingleToInt32Bits(fused[idx]) == BitConverter.SingleToInt32Bits(expected[idx]),
+                            $"m={m} n={n} k={k} acc={accumulate} bias={withBias} residual={withResidual} relu={relu} threads={threads}: " +
+                            $"flat index {idx} (row {(idx - cOff) / ldc}, column {(idx - cOff) % ldc}) fused {fused[idx]}, unfused {expected[idx]}");
+                }
+                // Operands too short for C are refused, not read past.
+                var ex = Assert.Throws<ArgumentException>(() => Gemm.SgemmPacked(packedA, n, b.Data, b.Off, b.Rs, b.Cs, new float[cOff + m * ldc], cOff, ldc,
+                    false, threads, new float[m - 1]));
+                Assert.Contains("row bias", ex.Message);
+                ex = Assert.Throws<ArgumentException>(() => Gemm.SgemmPacked(packedA, n, b.Data, b.Off, b.Rs, b.Cs, new float[cOff + m * ldc], cOff, ldc,
+                    false, threads, null, 0, new float[(m - 1) * ldc + n - 1]));
+                Assert.Contains("residual", ex.Message);
+            }
+        }
+        finally
+        {
+            Gemm.Threads = savedThreads;
+        }
+    }
+
     /// <summary>ReLU fused into the packed-B GEMM keeps a NaN (IEEE maximum, as TensorPrimitives.Max), and a bias shorter
     /// than C's width is refused.</summary>
     [Fact]

@@ -824,6 +824,49 @@ internal static unsafe partial class Gemm
         }
     }
 
+    /// <summary>
+    /// The fused epilogue of a product whose rows are output channels (a convolution's weights as A): on <paramref name="n"/>
+    /// floats of one row of C, c += residual (when not null), then c += bias unless it is 0, then with
+    /// <paramref name="relu"/> c = max(c, 0) as IEEE maximum: the operations and order of
+    /// <see cref="PackedConv2d.Epilogue"/> after the product, so fusing changes no bit.
+    /// </summary>
+    internal static void RowEpilogue(float* c, int n, float* res, float bias, bool relu)
+    {
+        int q = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            // 16 lanes: the 512-bit kernel's stores, read back whole.
+            var bv = Vector512.Create(bias);
+            for (; q + 16 <= n; q += 16)
+            {
+                var v = Vector512.Load(c + q);
+                if (res != null) v += Vector512.Load(res + q);
+                if (bias != 0f) v += bv;
+                if (relu) v = Vector512.Max(v, Vector512<float>.Zero);
+                v.Store(c + q);
+            }
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bv = Vector256.Create(bias);
+            for (; q + 8 <= n; q += 8)
+            {
+                var v = Vector256.Load(c + q);
+                if (res != null) v += Vector256.Load(res + q);
+                if (bias != 0f) v += bv;
+                if (relu) v = Vector256.Max(v, Vector256<float>.Zero);
+                v.Store(c + q);
+            }
+        }
+        for (; q < n; q++)
+        {
+            float v = c[q];
+            if (res != null) v += res[q];
+            if (bias != 0f) v += bias;
+            c[q] = relu ? MathF.Max(v, 0f) : v;
+        }
+    }
+
     /// <summary>An <paramref name="mr"/>-row tile of the 512-bit kernel (no prefetch).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Tile<TA>(int mr, int kc, float* a, int lda, float* b, float* c, int ldc, bool acc, bool prefetchC = false)

@@ -682,10 +682,8 @@ public sealed partial class PackedConv2d
         int y0 = q * rowsPer, rows = Math.Min(rowsPer, oh - y0), cols = rows * ow, at = y0 * ow;
         var buf = ThreadScratch.Grow(ref scratch, kdim * cols);
         Im2Col(xa, xBase, 0, c, h, w, buf, rows, ow, cols, 0, y0);
-        Gemm.SgemmPacked(Packed()[0], cols, buf, 0, cols, 1, ya, yBase + at, l, false, 1);
-        for (int oc = 0; oc < o; oc++)
-            Epilogue(ya.AsSpan(yBase + oc * l + at, cols), bias?[oc] ?? 0f,
-                ra is null ? default : ra.AsSpan(ro + (b * o + oc) * l + at, cols), ra is not null, activation);
+        Gemm.SgemmPacked(Packed()[0], cols, buf, 0, cols, 1, ya, yBase + at, l, false, 1,
+            bias, 0, ra, ro + b * o * l + at, activation == FusedActivation.Relu);
     }
 
     void Image(int b, float[] xa, int xo, float[]? ra, int ro, float[] ya, int yo, int h, int w, int oh, int ow, FusedActivation activation, bool serial)
@@ -718,8 +716,14 @@ public sealed partial class PackedConv2d
                 else Im2Col(xa, xBase, 0, cg, h, w, cols, oh, ow, l, 0);
             }
             int yBase = yo + (b * OutChannels + gi * og) * l;
-            if (fastPath) Gemm.SgemmPacked(Packed()[gi], l, cols, colOff, l, 1, ya, yBase, l, false, serial ? 1 : Gemm.Threads);
-            else if (serial) Gemm.SgemmSerial(og, l, kdim, weight!, gi * og * kdim, kdim, 1, cols, colOff, l, 1, ya, yBase, l, false);
+            if (fastPath)
+            {
+                // The epilogue runs inside the product, on each tile while it is in L1 (on both threads when split).
+                Gemm.SgemmPacked(Packed()[gi], l, cols, colOff, l, 1, ya, yBase, l, false, serial ? 1 : Gemm.Threads,
+                    bias, gi * og, ra, ro + (b * OutChannels + gi * og) * l, activation == FusedActivation.Relu);
+                continue;
+            }
+            if (serial) Gemm.SgemmSerial(og, l, kdim, weight!, gi * og * kdim, kdim, 1, cols, colOff, l, 1, ya, yBase, l, false);
             else Gemm.Sgemm(og, l, kdim, weight!, gi * og * kdim, kdim, 1, cols, colOff, l, 1, ya, yBase, l, false);
             EpilogueRows(b, gi, og, l, ya, yBase, ra, ro, activation);
         }
