@@ -446,7 +446,8 @@ public class KernelGemmTests
     /// <summary>The convolution epilogue fused into the prepacked-A GEMM (residual, per-row bias, ReLU) gives the same bits as
     /// the product followed by <see cref="PackedConv2d.Epilogue"/> on each row: one and several KC blocks (the epilogue only
     /// after the last), several MC row blocks, columns past NC, narrow last tiles, zero bias entries (skipped, as
-    /// unfused), offsets into bias and residual, accumulation, and the splits by columns and by row blocks.</summary>
+    /// unfused), offsets into bias and residual, accumulation, and the splits by columns (a thread's columns crossing NC
+    /// from an offset: 7000 columns at two threads) and by row blocks.</summary>
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -458,7 +459,8 @@ public class KernelGemmTests
         try
         {
             Gemm.Threads = threads;
-            foreach (var (m, n, k) in new[] { (3, 17, 5), (7, 64, 256), (13, 100, 300), (130, 784, 64), (128, 40, 300), (64, 3100, 260), (121, 33, 70) })
+            foreach (var (m, n, k) in new[] { (3, 17, 5), (7, 64, 256), (13, 100, 300), (130, 784, 64), (128, 40, 300), (64, 3100, 260), (121, 33, 70),
+                (20, 7000, 100) })
             {
                 var rng = new Random(m * 7919 + n * 31 + k);
                 var a = MakeOperand(rng, m, k, "row");

@@ -68,9 +68,9 @@ internal static unsafe partial class Gemm
     /// path (<see cref="UseFastPath"/>); <paramref name="threads"/> &gt; 1 splits C by columns, or by row blocks when C
     /// is narrow.
     /// </summary>
-    /// <remarks>With <paramref name="rowBias"/>, <paramref name="residual"/> or <paramref name="relu"/>, each tile of C gets
-    /// the epilogue of a convolution whose output channels are A's rows once its last KC block is done, while it is in L1
-    /// (<see cref="RowEpilogue"/>): C[i, j] += residual[resOff + i·ldc + j], then += rowBias[biasOff + i] (unless 0), then
+    /// <remarks>With <paramref name="rowBias"/>, <paramref name="residual"/> or <paramref name="relu"/>, each MC×NC block of C
+    /// gets the epilogue of a convolution whose output channels are A's rows once its last KC block is done, on the thread
+    /// that computed it (<see cref="RowEpilogue"/>): C[i, j] += residual[resOff + i·ldc + j], then += rowBias[biasOff + i] (unless 0), then
     /// max(·, 0). Unfused, the caller's pass over C ran on one thread after the split product and read lines the other
     /// core had written.</remarks>
     public static void SgemmPacked(PackedA a, int n, float[] b, int bOff, int rsB, int csB, float[] c, int cOff, int ldc, bool accumulate, int threads,
@@ -148,7 +148,7 @@ internal static unsafe partial class Gemm
                         int ic = ib * MC, mc = Math.Min(MC, m - ic);
                         float* cBlock = pC + cOff + ic * ldc + j0 + jc;
                         Macro(mc, nc, kc, pA + a.Offsets[pbIdx, ib], pB, cBlock, ldc, accumulate || pc > 0, prefetchA: true);
-                        // The epilogue on this block of C (at most MC × NC, in L2) once its last KC block is in: per tile,
+                        // The epilogue on this block of C (at most MC × NC) once its last KC block is in: per tile,
                         // right after the kernel's stores, it cost more than a pass over the whole product (1×1 stride-2
                         // 64→128 layer on 56×56 at one thread: 83.6 against 75.9 µs).
                         if (ep.Any && pc + kc >= k)

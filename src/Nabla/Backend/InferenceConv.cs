@@ -718,7 +718,8 @@ public sealed partial class PackedConv2d
             int yBase = yo + (b * OutChannels + gi * og) * l;
             if (fastPath)
             {
-                // The epilogue runs inside the product, on each tile while it is in L1 (on both threads when split).
+                // The epilogue runs inside the product, on each block of C after its last KC block, on the thread that
+                // computed it (both threads when split).
                 Gemm.SgemmPacked(Packed()[gi], l, cols, colOff, l, 1, ya, yBase, l, false, serial ? 1 : Gemm.Threads,
                     bias, gi * og, ra, ro + (b * OutChannels + gi * og) * l, activation == FusedActivation.Relu);
                 continue;
