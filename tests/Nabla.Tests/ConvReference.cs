@@ -37,12 +37,13 @@ static class ConvReference
             // Two threads split the work (channel blocks, positions, channels, the 16 products, images); each output is
             // computed the same way, so the results are bitwise equal.
             // First a whole run on other values, so that the per-thread scratch the paths reuse from call to call holds
-            // other data: a part of the split that is never written then shows instead of passing with the values of the
-            // one-thread run above. (This covers the calling thread's scratch, where the stage splits keep their buffers;
-            // helper threads keep what their last call left.)
+            // other data, then every thread of the split fills its scratch with NaN before its first part: a part of the
+            // split that is never written then shows instead of passing with the values of an earlier run.
             conv.Run(x.Neg(), residual);
             Gemm.Threads = 2;
-            Assert.Equal(y.ToArray<float>(), conv.Run(x, residual).ToArray<float>());
+            WorkerPool.PoisonThreads(PackedConv2d.PoisonScratch);
+            try { Assert.Equal(y.ToArray<float>(), conv.Run(x, residual).ToArray<float>()); }
+            finally { WorkerPool.PoisonThreads(null); }
         }
         finally
         {

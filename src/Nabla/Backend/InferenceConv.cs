@@ -280,8 +280,16 @@ public sealed partial class PackedConv2d
 
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
-    /// <summary>Fills this thread's im2col scratch with NaN, so that a test sees any element a path failed to write.</summary>
-    internal static void PoisonScratch() => scratch?.AsSpan().Fill(float.NaN);
+    /// <summary>Fills this thread's scratch buffers (im2col columns, padded planes, tile results, channels-last copies,
+    /// Winograd transforms, pooling bands) with NaN, and its tile position offsets with an offset far outside any buffer,
+    /// so that a test sees any element a path failed to write (with <see cref="WorkerPool.PoisonThreads"/>, on every
+    /// thread of a split).</summary>
+    internal static void PoisonScratch()
+    {
+        foreach (var buffer in new[] { scratch, foldOut, padded, flatOut, tileOut, nhwcInput, poolBand, pooledConv, winogradV, winogradM, winogradPlanes })
+            buffer?.AsSpan().Fill(float.NaN);
+        nhwcPositions?.AsSpan().Fill(long.MinValue / 2);
+    }
 
     /// <summary>
     /// Direct convolution of one image: the input is copied once into zero-bordered planes, then each output row is

@@ -138,9 +138,43 @@ internal static class WorkerPool
     static int ReadSpin() =>
         int.TryParse(Environment.GetEnvironmentVariable("NABLA_SPIN_US"), out var us) && us >= 0 ? us : 200;
 
+    /// <summary>Test hook (<see cref="PoisonThreads"/>): the action every thread runs before its first index of a call
+    /// after the hook was set, or null.</summary>
+    static volatile Action? poison;
+    static long poisonEpoch;
+    [ThreadStatic] static long poisonSeen;
+
+    /// <summary>For tests: runs <paramref name="action"/> on this thread now (filling its kernel scratch with NaN, say), and
+    /// until called again with null every other thread (the pool's workers, Parallel.For's threads) runs it once before the
+    /// first index it runs after this call, so a split that leaves part of a buffer unwritten shows up on every thread, not
+    /// only on the calling one. The calling thread is done here, not at its first index: a staged split (Winograd's) hands
+    /// the caller's buffers to the other threads, and the caller's first index may come after they have filled them.</summary>
+    internal static void PoisonThreads(Action? action)
+    {
+        long epoch = Interlocked.Increment(ref poisonEpoch);
+        poisonSeen = epoch;
+        action?.Invoke();
+        poison = action;
+    }
+
+    static Action<int> Poisoned(Action<int> body, Action action)
+    {
+        long epoch = Volatile.Read(ref poisonEpoch);
+        return i =>
+        {
+            if (poisonSeen != epoch)
+            {
+                poisonSeen = epoch;
+                action();
+            }
+            body(i);
+        };
+    }
+
     public static void For(int count, int degree, Action<int> body, bool large = false)
     {
         if (count <= 0) return;
+        if (poison is { } action) body = Poisoned(body, action);
         if (degree > count) degree = count;
         bool pooled = !Never && (Enabled || scopes > 0 || (large && LargeJobs));
         bool acquired = pooled && degree > 1 && Interlocked.CompareExchange(ref busy, 1, 0) == 0;
