@@ -37,8 +37,9 @@ static class ConvReference
             // Two threads split the work (channel blocks, positions, channels, the 16 products, images); each output is
             // computed the same way, so the results are bitwise equal.
             // First a whole run on other values, so that the per-thread scratch the paths reuse from call to call holds
-            // other data, then every thread of the split fills its scratch with NaN before its first part: a part of the
-            // split that is never written then shows instead of passing with the values of an earlier run.
+            // other data, then every thread of the split fills the scratch it has with NaN before its first part (a buffer
+            // grown during the call is new): a part of the split that is never written then shows instead of passing with
+            // the values of an earlier run.
             conv.Run(x.Neg(), residual);
             Gemm.Threads = 2;
             WorkerPool.PoisonThreads(PackedConv2d.PoisonScratch);

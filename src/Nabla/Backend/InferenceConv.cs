@@ -280,15 +280,15 @@ public sealed partial class PackedConv2d
 
     [ThreadStatic] static float[]? scratch, foldOut, padded;
 
-    /// <summary>Fills this thread's scratch buffers (im2col columns, padded planes, tile results, channels-last copies,
-    /// Winograd transforms, pooling bands) with NaN, and its tile position offsets with an offset far outside any buffer,
-    /// so that a test sees any element a path failed to write (with <see cref="WorkerPool.PoisonThreads"/>, on every
-    /// thread of a split).</summary>
+    /// <summary>Fills the scratch buffers this thread has (im2col columns, padded planes, tile results, channels-last copies,
+    /// Winograd transforms, pooling bands) with NaN, so that a test sees any element a path failed to write (with
+    /// <see cref="WorkerPool.PoisonThreads"/>, on every thread of a split). A buffer grown during the next call is a new,
+    /// uninitialized array: not NaN, but it cannot hold an earlier run's values either. The channels-last tiles' position
+    /// offsets are left alone: they are rewritten in full just before each use.</summary>
     internal static void PoisonScratch()
     {
         foreach (var buffer in new[] { scratch, foldOut, padded, flatOut, tileOut, nhwcInput, poolBand, pooledConv, winogradV, winogradM, winogradPlanes })
             buffer?.AsSpan().Fill(float.NaN);
-        nhwcPositions?.AsSpan().Fill(long.MinValue / 2);
     }
 
     /// <summary>

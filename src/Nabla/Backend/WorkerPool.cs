@@ -138,8 +138,8 @@ internal static class WorkerPool
     static int ReadSpin() =>
         int.TryParse(Environment.GetEnvironmentVariable("NABLA_SPIN_US"), out var us) && us >= 0 ? us : 200;
 
-    /// <summary>Test hook (<see cref="PoisonThreads"/>): the action every thread runs before its first index of a call
-    /// after the hook was set, or null.</summary>
+    /// <summary>Test hook (<see cref="PoisonThreads"/>): the action a thread runs once, before the first index it runs after
+    /// the hook was set, or null.</summary>
     static volatile Action? poison;
     static long poisonEpoch;
     [ThreadStatic] static long poisonSeen;
@@ -148,8 +148,9 @@ internal static class WorkerPool
     /// until called again with null every other thread (the pool's workers, Parallel.For's threads) runs it once before the
     /// first index it runs after this call, so a split that leaves part of a buffer unwritten shows up on every thread, not
     /// only on the calling one. The calling thread is done here, not at its first index: a staged split (Winograd's) hands
-    /// the caller's buffers to the other threads, and the caller's first index may come after they have filled them. Process-wide: only for tests that run alone (the GEMM
-    /// settings collection), since another test's staged split on another thread would be poisoned midway.</summary>
+    /// the caller's buffers to the other threads, and the caller's first index may come after they have filled them.
+    /// Process-wide: only for tests that run alone (the GEMM settings collection), since another test's staged split on
+    /// another thread would be poisoned midway.</summary>
     internal static void PoisonThreads(Action? action)
     {
         long epoch = Interlocked.Increment(ref poisonEpoch);
