@@ -825,10 +825,10 @@ internal static unsafe partial class Gemm
     }
 
     /// <summary>
-    /// The fused epilogue of a product whose rows are output channels (a convolution's weights as A): on <paramref name="n"/>
-    /// floats of one row of C, c += residual (when not null), then c += bias unless it is 0, then with
-    /// <paramref name="relu"/> c = max(c, 0) as IEEE maximum: the operations and order of
-    /// <see cref="PackedConv2d.Epilogue"/> after the product, so fusing changes no bit.
+    /// The convolution epilogue on <paramref name="n"/> floats of one output row (a row of C when A holds the weights): c +=
+    /// residual (when not null), then c += bias unless it is 0, then with <paramref name="relu"/> c = max(c, 0) as IEEE
+    /// maximum (NaN stays NaN, −0 becomes +0), in one pass. The one implementation: <see cref="PackedConv2d.Epilogue"/> and
+    /// the fused epilogue of <see cref="SgemmPacked"/> both run it, so fusing changes no bit.
     /// </summary>
     internal static void RowEpilogue(float* c, int n, float* res, float bias, bool relu)
     {

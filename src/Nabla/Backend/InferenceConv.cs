@@ -568,12 +568,8 @@ public sealed partial class PackedConv2d
                         for (; q + 16 <= ow; q += 16) Vector512.Load(s + q).Store(d + q);
                         for (; q < ow; q++) d[q] = s[q];
                     }
-                    if (pr is not null)
-                    {
-                        var outPlane = new Span<float>(dstPlane, l);
-                        TensorPrimitives.Add(outPlane, new ReadOnlySpan<float>(pr + ro + (long)(b * o + oc) * l, l), outPlane);
-                        if (relu) TensorPrimitives.Max(outPlane, 0f, outPlane);
-                    }
+                    // The bias went in with the stores; the residual and the activation here.
+                    if (pr is not null) Gemm.RowEpilogue(dstPlane, l, pr + ro + (long)(b * o + oc) * l, 0f, relu);
                 }
             }
     }
@@ -753,11 +749,14 @@ public sealed partial class PackedConv2d
         }
     }
 
-    internal static void Epilogue(Span<float> row, float bias, ReadOnlySpan<float> residual, bool hasResidual, FusedActivation act)
+    /// <summary>The convolution epilogue on one output row: + residual, + bias (unless 0), then the activation, in one pass
+    /// (<see cref="Gemm.RowEpilogue"/>, which the GEMM path also runs inside the product).</summary>
+    internal static unsafe void Epilogue(Span<float> row, float bias, ReadOnlySpan<float> residual, bool hasResidual, FusedActivation act)
     {
-        if (hasResidual) TensorPrimitives.Add(row, residual, row);
-        if (bias != 0f) TensorPrimitives.Add(row, bias, row);
-        if (act == FusedActivation.Relu) TensorPrimitives.Max(row, 0f, row);
+        if (hasResidual && residual.Length != row.Length)
+            throw new ArgumentException($"conv epilogue: residual row of {residual.Length} elements for an output row of {row.Length}");
+        fixed (float* pr = row, ps = residual)
+            Gemm.RowEpilogue(pr, row.Length, hasResidual ? ps : null, bias, act == FusedActivation.Relu);
     }
 
     /// <summary>
