@@ -42,12 +42,14 @@ static class Program
 
     const string Usage = """
         usage: dotnet run -c Release --project bench/Nabla.Bench -- [--threads 1,2] [--samples 9] [--sample-seconds 0.15]
-                      [--quick] [--filter matmul,mlp] [--out results.md]
+                      [--quick] [--filter matmul,mlp] [--out results.md] [--pytorch | --python PATH]
                --filter keeps the rows whose id contains one of the words; ids: matmul512, matmul1024, matmul2048,
                  mm1x768x2304, mm64x768x3072, bmm12x128x64x128, add1x1, add32x32, mlp64, mlp256, mlp64-adam, mlp256-adam,
                  cnn64, lenet1, lenet64, onnx-lenet-b1, onnx-lenet-b64, onnx-mnist8-b1, onnx-mnist8-b8, onnx-resnet18-b1,
                  onnx-resnet18-b8, onnx-linear-m1, onnx-linear-m16, onnx-linear-m64,
                  onnx-linear-matmul-m16, gpt2-decode
+               --pytorch adds Debian's PyTorch (/usr/bin/python3 with python3-torch; --python PATH for another
+                 interpreter) to the rows it has, measured by pytorch_rows.py after each child
                ... -- --peak                  the FMA ceiling per core and on all cores
                ... -- --probe                 the host probe printed with every table (FMA rates, load latencies, core-to-core round trip)
                ... -- --serving [--seconds N] the model server against its peers (bench/README.md, "Serving")
@@ -150,6 +152,11 @@ static class Program
                 Console.Error.WriteLine($"child for {t} thread(s) failed with exit code {p.ExitCode}");
                 return p.ExitCode;
             }
+            if (o.Python is not null)
+            {
+                int rc = RunPyTorch(o, t, results, info);
+                if (rc != 0) return rc;
+            }
         }
 
         var md = new StringBuilder();
@@ -161,12 +168,19 @@ static class Program
         md.AppendLine($"Median of {o.Samples} interleaved samples of ~{o.SampleSeconds:0.###} s each after warm-up; " +
             $"noise = the row's largest (p75 - p25) / median; total run {total.Elapsed.TotalSeconds:F0} s; load average before/after: {load0} / {LoadAverage()}.");
         md.AppendLine($"Host probe before: {probe0}. After: {HostProbe.Measure()}.");
+        bool py = results.Any(r => r.Framework == FwPyTorch);
+        if (py)
+            md.AppendLine($"PyTorch: Debian's python3-torch {Get(info, "pytorch_version")} ({Get(info, "pytorch_blas")}; threads in effect " +
+                string.Join(", ", o.Threads.Select(t => $"{t}: {Get(info, $"pytorch_threads ({t} thread{(t > 1 ? "s" : "")})")}")) +
+                "), through `pytorch_rows.py` in its own process after the child of the same thread count, so its samples are not " +
+                "paired with Nabla's: Nabla / PyTorch is the ratio of the two medians, without an interval.");
         md.AppendLine("Ratio = Nabla time / peer time (below 1: Nabla faster; above 1: Nabla slower): the median of the per-round ratios " +
             $"(sample s of each framework comes from the same round), and in brackets its {CoverageText(o.Samples)} confidence interval " +
             "(order statistics; bench/README.md, \"How it measures\"). An interval that contains 1 is parity within this run's noise.");
         md.AppendLine();
-        md.AppendLine("| benchmark | threads | Nabla | TorchSharp | ONNX Runtime | Nabla / TorchSharp | Nabla / ORT | noise |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| benchmark | threads | Nabla | TorchSharp | ONNX Runtime | " + (py ? "PyTorch | " : "") +
+            "Nabla / TorchSharp | Nabla / ORT | " + (py ? "Nabla / PyTorch | " : "") + "noise |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|" + (py ? "---:|---:|" : ""));
         foreach (var group in results.GroupBy(r => r.Id))
         {
             foreach (var byT in group.GroupBy(r => r.Threads))
@@ -176,8 +190,10 @@ static class Program
                 var nabla = Of(Rows.FwNabla);
                 var tor = Of(Rows.FwTorch);
                 var ort = Of(Rows.FwOrt);
+                var pt = Of(FwPyTorch);
                 double spread = byT.Max(r => r.Spread);
-                md.AppendLine($"| {first.Title} | {byT.Key} | {Cell(nabla)} | {Cell(tor)} | {Cell(ort)} | {Ratio(nabla, tor)} | {Ratio(nabla, ort)} | {spread * 100:0}% |");
+                md.AppendLine($"| {first.Title} | {byT.Key} | {Cell(nabla)} | {Cell(tor)} | {Cell(ort)} | " + (py ? $"{Cell(pt)} | " : "") +
+                    $"{Ratio(nabla, tor)} | {Ratio(nabla, ort)} | " + (py ? $"{MedianRatio(nabla, pt)} | " : "") + $"{spread * 100:0}% |");
             }
         }
         var table = md.ToString();
@@ -200,6 +216,69 @@ static class Program
         if (nabla is null || peer is null) return "–";
         var (median, low, high) = PairedRatio.Of(nabla.Times, peer.Times);
         return $"{median:0.00} ({low:0.00}–{high:0.00})";
+    }
+
+    /// <summary>Nabla's median over the peer's, for a peer measured in another process at another time (no pairing).</summary>
+    static string MedianRatio(Result? nabla, Result? peer) =>
+        nabla is null || peer is null ? "–" : $"{nabla.Seconds / peer.Seconds:0.00}";
+
+    const string FwPyTorch = "PyTorch";
+    const string OpenBlasOpenMp = "/usr/lib/x86_64-linux-gnu/openblas-openmp";
+
+    /// <summary>
+    /// Debian's PyTorch (python3-torch 1.13) through <c>pytorch_rows.py</c>: the rows with a PyTorch counterpart, measured
+    /// the way <see cref="Harness"/> measures, in a process of its own right after the child of the same thread count
+    /// (never beside it: two measuring processes would share the two cores).
+    /// </summary>
+    static int RunPyTorch(Options o, int threads, List<Result> results, SortedDictionary<string, string> info)
+    {
+        string script = Path.Combine(AppContext.BaseDirectory, "pytorch_rows.py");
+        if (!File.Exists(script))
+        {
+            Console.Error.WriteLine($"--pytorch: {script} is missing (it is copied there by the build)");
+            return 2;
+        }
+        var psi = new ProcessStartInfo(o.Python!) { RedirectStandardOutput = true, UseShellExecute = false };
+        psi.ArgumentList.Add(script);
+        foreach (var a in new[] { "--threads", threads.ToString(), "--samples", o.Samples.ToString(), "--sample-seconds", o.SampleSeconds.ToString("R") })
+            psi.ArgumentList.Add(a);
+        if (o.Filter.Length > 0)
+        {
+            psi.ArgumentList.Add("--filter");
+            psi.ArgumentList.Add(string.Join(',', o.Filter));
+        }
+        foreach (var v in new[] { "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS" }) psi.Environment[v] = threads.ToString();
+        // NOTE: Debian's default OpenBLAS (libopenblas0-pthread) keeps a thread pool of its own beside PyTorch's OpenMP one,
+        // and at two threads the two pools fight over the two cores: the MLP step at batch 64 read 1.9–11.2 ms per sample
+        // (01:29 UTC). Its OpenMP build (libopenblas0-openmp) shares OpenMP's pool: 0.95 ms with 1 % spread. So the script
+        // loads that build when it is installed, without changing the system's alternatives; the table names the one loaded.
+        if (File.Exists(OpenBlasOpenMp + "/libblas.so.3"))
+            psi.Environment["LD_LIBRARY_PATH"] = OpenBlasOpenMp + (Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") is { Length: > 0 } l ? ":" + l : "");
+        Console.Error.WriteLine($"PyTorch, threads = {threads}");
+        Process p;
+        try { p = Process.Start(psi)!; }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            Console.Error.WriteLine($"--pytorch: cannot start {o.Python}: {e.Message}");
+            return 2;
+        }
+        using (p)
+        {
+            string? line;
+            while ((line = p.StandardOutput.ReadLine()) != null)
+            {
+                var f = line.Split('\t');
+                if (f[0] == "INFO") info[f[1]] = f[2];
+                else if (f[0] == "ROW")
+                    results.Add(new Result(threads, f[1], f[2], Enum.Parse<Unit>(f[3]), double.Parse(f[4]), f[5], double.Parse(f[6]), double.Parse(f[7]),
+                        f[9].Split(';').Select(double.Parse).ToArray()));
+                else Console.Error.WriteLine(line);
+            }
+            p.WaitForExit();
+            if (p.ExitCode != 0)
+                Console.Error.WriteLine($"--pytorch: {o.Python} {script} exited with {p.ExitCode} (Debian's PyTorch: apt-get install python3-torch libopenblas0-openmp)");
+            return p.ExitCode;
+        }
     }
 
     /// <summary>The confidence level the interval of <see cref="PairedRatio"/> reaches with n rounds, as "96.1 %".</summary>
@@ -258,6 +337,7 @@ static class Program
         public double SampleSeconds = 0.15;
         public string[] Filter = [];
         public string? Out;
+        public string? Python;
 
         public static Options Parse(string[] args)
         {
@@ -277,6 +357,8 @@ static class Program
                     case "--sample-seconds": o.SampleSeconds = double.Parse(Next(), CultureInfo.InvariantCulture); break;
                     case "--filter": o.Filter = Next().Split(',', StringSplitOptions.RemoveEmptyEntries); break;
                     case "--out": o.Out = Next(); break;
+                    case "--pytorch": o.Python = "/usr/bin/python3"; break;
+                    case "--python": o.Python = Next(); break;
                     case "--quick": o.Samples = 5; o.SampleSeconds = 0.05; break;
                     default: throw new ArgumentException($"unknown option {args[i]}");
                 }
