@@ -24,6 +24,7 @@ public class InferenceWinogradTests
         { 1, 64, 70, 60, 32 },    // 4200 positions: past the narrow direct kernel's limit, so 32 channels take this path
         { 1, 300, 30, 31, 40 },   // F(4×4, 3×3) with a K block crossed and odd sides
         { 2, 64, 28, 29, 36 },    // F(4×4, 3×3) at its smallest map, batch 2
+        { 1, 64, 30, 101, 34 },   // F(4×4, 3×3) on rows of more than 64 positions: two blocks per residue row, a ragged end
     };
 
     [Theory]
@@ -36,16 +37,19 @@ public class InferenceWinogradTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var reference = ConvReference.Conv(x, weight, bias, (1, 1), (1, 1));
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-        bool bands = PackedConv2d.WinogradBands, f4 = PackedConv2d.WinogradF4;
+        bool bands = PackedConv2d.WinogradBands, f4 = PackedConv2d.WinogradF4, row4 = Cpu.UseRow4;
         try
         {
             // With several threads: bands of tile rows per thread, and the three stages each split over the threads; on maps
-            // of 28 and more, F(4×4, 3×3) and F(2×2, 3×3).
+            // of 28 and more, F(4×4, 3×3) and F(2×2, 3×3), the latter's rows split into residues and merged back in one
+            // AVX-512 pass or in two 2-way passes.
             // A constant weight builds the filters from its own array, and the GEMM path's packed copy on first use.
             foreach (bool large in new[] { false, true })
+            foreach (bool oneStep in large ? new[] { true, false } : new[] { row4 })
             foreach (bool banded in new[] { true, false })
             foreach (bool constant in new[] { false, true })
             {
+                Cpu.UseRow4 = oneStep && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
                 PackedConv2d.WinogradF4 = large;
                 PackedConv2d.WinogradBands = banded;
                 var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu, constantWeight: constant);
@@ -61,6 +65,7 @@ public class InferenceWinogradTests
         {
             PackedConv2d.WinogradBands = bands;
             PackedConv2d.WinogradF4 = f4;
+            Cpu.UseRow4 = row4;
         }
     }
 

@@ -63,7 +63,9 @@ public sealed partial class PackedConv2d
     /// </summary>
     unsafe void Input4(float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v)
     {
-        int c = InChannels, tb = r1 - r0, n = (tb + 1) * s, l = tb * s, stride = n + 1;
+        // Each plane has room past its n floats: one zero for the shifted reads, and the junk of SplitRow4's whole blocks.
+        int c = InChannels, tb = r1 - r0, n = (tb + 1) * s, l = tb * s, stride = n + 16;
+        bool row4 = Cpu.UseRow4;
         // 16 residue planes, 24 column-transformed planes, and two half-split rows.
         var planes = ThreadScratch.Grow(ref winogradPlanes, 40 * stride + 4 * s);
         fixed (float* px = xa, pp = planes, pv = v)
@@ -76,10 +78,17 @@ public sealed partial class PackedConv2d
                     for (int mr = 0; mr < 4; mr++)
                     {
                         int row = 4 * (r0 + i) + mr - 1;   // x row of P row 4(r0 + i) + mr
+                        float* xr = row >= 0 && row < h ? plane + (long)row * w : null;
+                        float* q0 = res + (4 * mr) * stride + i * s;
+                        if (row4)
+                        {
+                            // Rows go in order, so a row's junk past s lands where the next row or the zero below goes.
+                            Cpu.SplitRow4(xr, w, 1, q0, q0 + stride, q0 + 2 * stride, q0 + 3 * stride, s);
+                            continue;
+                        }
                         float* e = half, od = half + 2 * s;
                         // P[2j'] and P[2j' + 1], then each split again: residues 0, 2 from the evens, 1, 3 from the odds.
-                        Cpu.SplitPaddedRow(row >= 0 && row < h ? plane + (long)row * w : null, w, 1, e, od, 2 * s);
-                        float* q0 = res + (4 * mr) * stride + i * s;
+                        Cpu.SplitPaddedRow(xr, w, 1, e, od, 2 * s);
                         Cpu.SplitPaddedRow(e, 2 * s, 0, q0, q0 + 2 * stride, s);
                         Cpu.SplitPaddedRow(od, 2 * s, 0, q0 + stride, q0 + 3 * stride, s);
                     }
@@ -172,7 +181,9 @@ public sealed partial class PackedConv2d
     unsafe void Output4(float[] m, int from, int to, int h, int w, int r0, int r1, int s, float[] ya, int yBase,
         float[]? ra, int rBase, FusedActivation activation)
     {
-        int o = OutChannels, tb = r1 - r0, l = tb * s, stride = l + 8;
+        // Room past each plane's l floats: MergeRow4 reads whole blocks of 16 (at most 15 floats past a row's positions).
+        int o = OutChannels, tb = r1 - r0, l = tb * s, stride = l + 16;
+        bool row4 = Cpu.UseRow4;
         int row0 = 4 * r0, rows = Math.Min(4 * r1, h) - row0;
         var planes = ThreadScratch.Grow(ref winogradPlanes, 40 * stride + 4 * stride);
         fixed (float* pm = m, pp = planes, py = ya)
@@ -193,7 +204,12 @@ public sealed partial class PackedConv2d
                     for (int a = 0; a < 4 && 4 * i + a < rows; a++)
                     {
                         float* y0 = yr + 4 * a * stride + i * s;
-                        // Positions 4j..4j+3 = Y[a][0..3][j]: interleave (0, 2) and (1, 3), then the two.
+                        // Positions 4j..4j+3 = Y[a][0..3][j]: in one pass, or interleave (0, 2) and (1, 3), then the two.
+                        if (row4)
+                        {
+                            Cpu.MergeRow4(y0, y0 + stride, y0 + 2 * stride, y0 + 3 * stride, dst + (long)(4 * i + a) * w, w);
+                            continue;
+                        }
                         Interleave(y0, y0 + 2 * stride, ab, 2 * s);
                         Interleave(y0 + stride, y0 + 3 * stride, ab + 2 * s, 2 * s);
                         Interleave(ab, ab + 2 * s, dst + (long)(4 * i + a) * w, w);
