@@ -27,7 +27,12 @@ public class ResidueRowTests
     [MemberData(nameof(SplitCases))]
     public unsafe void SplitRow4TakesEveryFourthColumnOfThePaddedRow(int w, int pad, int n)
     {
-        if (!Avx512F.IsSupported) return;   // the caller's switch (Cpu.UseRow4) is off without AVX-512: nothing to test
+        if (!Avx512F.IsSupported)
+        {
+            // Without AVX-512 the helpers must never run: their switch is off, and Winograd keeps its 2-way passes.
+            Assert.False(Cpu.UseRow4);
+            return;
+        }
         var x = new float[w];
         for (int i = 0; i < w; i++) x[i] = i + 1;   // no zeros in the row, so a padding zero is told apart
         foreach (bool nullRow in new[] { false, true })
@@ -60,7 +65,11 @@ public class ResidueRowTests
     [InlineData(3, 8)]
     public unsafe void MergeRow4WritesExactlyTheRow(int w, int s)
     {
-        if (!Avx512F.IsSupported) return;
+        if (!Avx512F.IsSupported)
+        {
+            Assert.False(Cpu.UseRow4);
+            return;
+        }
         // Residue rows of s positions with room for whole blocks of 16 to be read past them (as the caller's planes have).
         int readable = (s + 15) / 16 * 16 + 16;
         var r = new float[4][];
