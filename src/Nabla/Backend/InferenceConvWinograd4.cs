@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.Intrinsics;
 
 namespace Nabla;
 
@@ -116,6 +117,27 @@ public sealed partial class PackedConv2d
     {
         float* d0 = dst, d1 = dst + dstStride, d2 = dst + 2 * dstStride, d3 = dst + 3 * dstStride, d4 = dst + 4 * dstStride, d5 = dst + 5 * dstStride;
         int j = 0, vw = Vector<float>.Count;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            // The same operations as the loops below, 16 lanes at a time (Vector<float> stays at 8 lanes on AVX-512).
+            var four = Vector512.Create(4f);
+            var five = Vector512.Create(5f);
+            for (; j + 16 <= count; j += 16)
+            {
+                var a0 = Vector512.Load(u0 + j); var a1 = Vector512.Load(u1 + j); var a2 = Vector512.Load(u2 + j);
+                var a3 = Vector512.Load(u3 + j); var a4 = Vector512.Load(u4 + j); var a5 = Vector512.Load(u5 + j);
+                var t1 = a4 - four * a2;
+                var t2 = a3 - four * a1;
+                var t3 = a4 - a2;
+                var t4 = (a3 - a1) * 2f;
+                (four * a0 - five * a2 + a4).Store(d0 + j);
+                (t1 + t2).Store(d1 + j);
+                (t1 - t2).Store(d2 + j);
+                (t3 + t4).Store(d3 + j);
+                (t3 - t4).Store(d4 + j);
+                (four * a1 - five * a3 + a5).Store(d5 + j);
+            }
+        }
         if (Vector.IsHardwareAccelerated)
         {
             var four = new Vector<float>(4f);
@@ -155,6 +177,18 @@ public sealed partial class PackedConv2d
         float* m0 = m, m1 = m + mStride, m2 = m + 2 * mStride, m3 = m + 3 * mStride, m4 = m + 4 * mStride, m5 = m + 5 * mStride;
         float* d0 = dst, d1 = dst + dstStride, d2 = dst + 2 * dstStride, d3 = dst + 3 * dstStride;
         int j = 0, vw = Vector<float>.Count;
+        if (Vector512.IsHardwareAccelerated)
+            for (; j + 16 <= count; j += 16)
+            {
+                // As below, 16 lanes at a time.
+                var a1 = Vector512.Load(m1 + j); var a2 = Vector512.Load(m2 + j);
+                var a3 = Vector512.Load(m3 + j); var a4 = Vector512.Load(m4 + j);
+                var p = a1 + a2; var q = a1 - a2; var r = a3 + a4; var t = a3 - a4;
+                (Vector512.Load(m0 + j) + p + r).Store(d0 + j);
+                (q + t * 2f).Store(d1 + j);
+                (p + r * 4f).Store(d2 + j);
+                (q + t * 8f + Vector512.Load(m5 + j)).Store(d3 + j);
+            }
         if (Vector.IsHardwareAccelerated)
             for (; j + vw <= count; j += vw)
             {

@@ -92,6 +92,7 @@ internal static partial class Cpu
             Put(Avx512F.PermuteVar16x32x2(b, Mix1, d), dst, ref pos, w);
         }
 
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
         static void Put(Vector512<float> v, float* dst, ref int pos, int w)
         {
             if (pos + 16 <= w) v.Store(dst + pos);
