@@ -94,6 +94,43 @@ internal static unsafe partial class Gemm
         PackedSplit(a, mBlocks, n, b, bOff, rsB, csB, c, cOff, ldc, accumulate, threads, ep);
     }
 
+    /// <summary>The micro-panel width of the layout <see cref="SgemmPackedAB"/> reads (the kernel's NR: 32 with AVX-512, else
+    /// 16). Read it once per product: tests switch kernels between calls.</summary>
+    internal static int PanelWidth => NR;
+
+    /// <summary>Floats of a [k, n] B in the layout of <see cref="SgemmPackedAB"/>, for panels <paramref name="nr"/> wide.</summary>
+    internal static long PanelsLength(int k, int n, int nr) => (long)k * ((n + nr - 1) / nr * nr);
+
+    /// <summary>
+    /// Where row <paramref name="row"/> of a [k, n] B starts in the layout <see cref="SgemmPackedAB"/> reads (the one
+    /// <see cref="PackB"/> writes per KC block, the blocks one after another): element (row, j) is at the returned offset
+    /// + (j / nr)·<paramref name="panelStride"/> + j % nr. Columns past n up to the panel's width are read and their
+    /// products dropped, so they need no zeros.
+    /// </summary>
+    internal static long PanelRowOffset(int k, int n, int nr, int row, out int panelStride)
+    {
+        int block = row / KC, kc = Math.Min(KC, k - block * KC);
+        long padded = (n + nr - 1) / nr * nr;
+        panelStride = nr * kc;
+        return block * KC * padded + (long)(row - block * KC) * nr;
+    }
+
+    /// <summary>
+    /// C[M, n] = A·B on this thread with A prepacked (<see cref="PackAOnce"/>) and B already in micro-panels
+    /// (<see cref="PanelRowOffset"/>, <paramref name="nr"/> = the <see cref="PanelWidth"/> it was written for): a producer
+    /// that writes B in that layout, as Winograd's input transform does, saves the product its packing pass.
+    /// </summary>
+    public static void SgemmPackedAB(PackedA a, int n, int nr, float[] pb, long pbOff, float[] c, int cOff, int ldc)
+    {
+        if (!UseFastPath) throw new InvalidOperationException("SgemmPackedAB needs the FMA fast path");
+        int m = a.M, k = a.K;
+        if (m == 0 || n == 0 || k == 0) throw new ArgumentException($"SgemmPackedAB: empty product {m}x{k}x{n}");
+        if (nr != NR) throw new ArgumentException($"SgemmPackedAB: B was laid out in panels of {nr}, the kernel reads {NR}");
+        if (pbOff < 0 || pbOff + PanelsLength(k, n, nr) > pb.Length)
+            throw new ArgumentException($"SgemmPackedAB: B of {pb.Length} floats from {pbOff} is shorter than {k}x{n} in panels of {nr}");
+        PackedRange(a, 0, (m + MC - 1) / MC, 0, n, null!, 0, 0, 0, c, cOff, ldc, false, default, pb, pbOff);
+    }
+
     /// <summary>The row epilogue's operands for <see cref="SgemmPacked"/> (all null / false: none).</summary>
     readonly record struct RowEpilogueArgs(float[]? RowBias, int BiasOff, float[]? Residual, int ResOff, bool Relu)
     {
@@ -128,13 +165,16 @@ internal static unsafe partial class Gemm
     }
 
     /// <summary>Row blocks [ibFrom, ibTo) of C times columns [j0, j0 + n), on this thread.</summary>
+    /// <remarks>With <paramref name="prepacked"/>, B is read in place from it (<see cref="SgemmPackedAB"/>, with j0 = 0)
+    /// and <paramref name="b"/> is not used.</remarks>
     static void PackedRange(PackedA a, int ibFrom, int ibTo, int j0, int n, float[] b, int bOff, int rsB, int csB, float[] c, int cOff, int ldc, bool accumulate,
-        RowEpilogueArgs ep)
+        RowEpilogueArgs ep, float[]? prepacked = null, long ppOff = 0)
     {
         int m = a.M, k = a.K;
-        packB ??= new float[KC * NC];
+        if (prepacked is null) packB ??= new float[KC * NC];
         var pbuf = packB;
-        fixed (float* pA = a.Data, pB = pbuf, pC = c, pBias = ep.RowBias, pRes = ep.Residual)
+        long padded = (n + NR - 1) / NR * NR;
+        fixed (float* pA = a.Data, pB = pbuf, pC = c, pBias = ep.RowBias, pRes = ep.Residual, pPre = prepacked)
         {
             for (int jc = 0; jc < n; jc += NC)
             {
@@ -142,12 +182,15 @@ internal static unsafe partial class Gemm
                 for (int pc = 0, pbIdx = 0; pc < k; pc += KC, pbIdx++)
                 {
                     int kc = Math.Min(KC, k - pc);
-                    PackB(kc, nc, b, bOff + pc * rsB + (j0 + jc) * csB, rsB, csB, pbuf);
+                    float* panel = pB;
+                    // (NC is a multiple of NR, so column jc starts micro-panel jc / NR of the KC block at row pc.)
+                    if (pPre != null) panel = pPre + ppOff + pc * padded + (long)jc * kc;
+                    else PackB(kc, nc, b, bOff + pc * rsB + (j0 + jc) * csB, rsB, csB, pbuf!);
                     for (int ib = ibFrom; ib < ibTo; ib++)
                     {
                         int ic = ib * MC, mc = Math.Min(MC, m - ic);
                         float* cBlock = pC + cOff + ic * ldc + j0 + jc;
-                        Macro(mc, nc, kc, pA + a.Offsets[pbIdx, ib], pB, cBlock, ldc, accumulate || pc > 0, prefetchA: true);
+                        Macro(mc, nc, kc, pA + a.Offsets[pbIdx, ib], panel, cBlock, ldc, accumulate || pc > 0, prefetchA: true);
                         // The epilogue on this block of C (at most MC × NC) once its last KC block is in: per tile,
                         // right after the kernel's stores, it cost more than a pass over the whole product (1×1 stride-2
                         // 64→128 layer on 56×56 at one thread: 83.6 against 75.9 µs).

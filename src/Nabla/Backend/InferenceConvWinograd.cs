@@ -126,20 +126,43 @@ public sealed partial class PackedConv2d
         int h, int w, int s, FusedActivation activation, int threads)
     {
         int c = InChannels, o = OutChannels, l = (r1 - r0) * s, products = u.Length;
-        var v = ThreadScratch.Grow(ref winogradV, products * c * l);
+        // F(4×4, 3×3)'s input transform writes V straight into the GEMM's micro-panels (nr wide; 0: V row-major, packed by
+        // each product as before).
+        int nr = f4 && WinogradPanels ? Gemm.PanelWidth : 0;
+        long vSize = WinogradVSize(c, l, nr);
+        var v = ThreadScratch.Grow(ref winogradV, checked((int)(products * vSize)));
         var m = ThreadScratch.Grow(ref winogradM, products * o * l);
-        if (Math.Min(threads, c) > 1) InputSplit(Math.Min(threads, c), f4, xa, xBase, h, w, r0, r1, s, v);
-        else InputStage(f4, xa, xBase, 0, c, h, w, r0, r1, s, v);
-        if (threads > 1) ProductsSplit(products, threads, u, l, v, m);
+        if (Math.Min(threads, c) > 1) InputSplit(Math.Min(threads, c), f4, xa, xBase, h, w, r0, r1, s, v, nr);
+        else InputStage(f4, xa, xBase, 0, c, h, w, r0, r1, s, v, nr);
+        if (threads > 1) ProductsSplit(products, threads, u, l, v, m, nr, vSize);
         else
-            for (int xi = 0; xi < products; xi++) Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1);
+            for (int xi = 0; xi < products; xi++) Product(u[xi], l, v, xi * vSize, m, xi * o * l, nr);
         if (Math.Min(threads, o) > 1) OutputSplit(Math.Min(threads, o), f4, m, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
         else OutputStage(f4, m, 0, o, h, w, r0, r1, s, ya, yBase, ra, rBase, activation);
     }
 
-    void InputStage(bool f4, float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v)
+    /// <summary>Whether F(4×4, 3×3)'s input transform writes V in the GEMM's micro-panels, which saves each of the 36
+    /// products its packing pass (<c>NABLA_WINOGRAD_PANELS=0</c>: row-major V, for A/B measurements). Settable by tests.</summary>
+    internal static bool WinogradPanels = Environment.GetEnvironmentVariable("NABLA_WINOGRAD_PANELS") != "0";
+
+    /// <summary>Floats from V[ξ] to V[ξ + 1]. In micro-panels, one cache line more than V[ξ] takes: its size is a multiple
+    /// of 4 KB (64 channels × 224 columns), so without the line the six ξ planes one input-transform step writes, and the
+    /// panels of one row, fell on the same L1 sets, and the panels made a 64→64 layer on 56×56 slower than packing per
+    /// product (1 thread 559 against 483 µs; with the line 444 against 485, at 2 threads 230 against 251; scratch harness,
+    /// 2026-11-28 02:20 UTC).</summary>
+    static long WinogradVSize(int c, int l, int nr) => nr > 0 ? Gemm.PanelsLength(c, l, nr) + 16 : (long)c * l;
+
+    /// <summary>One product M[ξ] = U[ξ]·V[ξ], V[ξ] at <paramref name="vOff"/>: in micro-panels <paramref name="nr"/> wide,
+    /// or row-major [C, l] when nr is 0.</summary>
+    static void Product(PackedA u, int l, float[] v, long vOff, float[] m, int mOff, int nr)
     {
-        if (f4) Input4(xa, xBase, from, to, h, w, r0, r1, s, v);
+        if (nr > 0) Gemm.SgemmPackedAB(u, l, nr, v, vOff, m, mOff, l);
+        else Gemm.SgemmPacked(u, l, v, checked((int)vOff), l, 1, m, mOff, l, false, 1);
+    }
+
+    void InputStage(bool f4, float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v, int nr)
+    {
+        if (f4) Input4(xa, xBase, from, to, h, w, r0, r1, s, v, nr);
         else InputTransform(xa, xBase, from, to, h, w, r0, r1, s, v);
     }
 
@@ -151,17 +174,17 @@ public sealed partial class PackedConv2d
     }
 
     /// <summary>The input transform with its channels split over <paramref name="parts"/> threads.</summary>
-    void InputSplit(int parts, bool f4, float[] xa, int xBase, int h, int w, int r0, int r1, int s, float[] v)
+    void InputSplit(int parts, bool f4, float[] xa, int xBase, int h, int w, int r0, int r1, int s, float[] v, int nr)
     {
         int c = InChannels;
-        WorkerPool.For(parts, parts, p => InputStage(f4, xa, xBase, c * p / parts, c * (p + 1) / parts, h, w, r0, r1, s, v));
+        WorkerPool.For(parts, parts, p => InputStage(f4, xa, xBase, c * p / parts, c * (p + 1) / parts, h, w, r0, r1, s, v, nr));
     }
 
     /// <summary>The 16 (or 36) products over threads.</summary>
-    void ProductsSplit(int products, int threads, PackedA[] u, int l, float[] v, float[] m)
+    void ProductsSplit(int products, int threads, PackedA[] u, int l, float[] v, float[] m, int nr, long vSize)
     {
-        int c = InChannels, o = OutChannels;
-        WorkerPool.For(products, threads, xi => Gemm.SgemmPacked(u[xi], l, v, xi * c * l, l, 1, m, xi * o * l, l, false, 1));
+        int o = OutChannels;
+        WorkerPool.For(products, threads, xi => Product(u[xi], l, v, xi * vSize, m, xi * o * l, nr));
     }
 
     /// <summary>The output transform with its channels split over <paramref name="parts"/> threads.</summary>

@@ -62,7 +62,9 @@ public sealed partial class PackedConv2d
     /// input P (P[r][c] = x[r − 1][c − 1], zero outside); tile (r0 + i, j) reads entries (i, j) of all sixteen planes and
     /// (i, j + 1) / (i + 1, j) of those with residue 0 or 1. Columns first (d·B), then rows (Bᵀ·(d·B)).
     /// </summary>
-    unsafe void Input4(float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v)
+    /// <remarks>With <paramref name="nr"/> &gt; 0, V[ξ] goes into the GEMM's micro-panels of that width
+    /// (<see cref="Gemm.PanelRowOffset"/>), V[ξ] at ξ·<see cref="Gemm.PanelsLength"/>; else row-major [C, l] at ξ·C·l.</remarks>
+    unsafe void Input4(float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v, int nr)
     {
         // Each plane has room past its n floats: one zero for the shifted reads, and the junk of SplitRow4's whole blocks.
         int c = InChannels, tb = r1 - r0, n = (tb + 1) * s, l = tb * s, stride = n + 16;
@@ -102,19 +104,43 @@ public sealed partial class PackedConv2d
                     Combine(b0, b0 + stride, b0 + 2 * stride, b0 + 3 * stride, b0 + 1, b0 + stride + 1, o0, stride, n);
                 }
                 // Rows: for each column output k, u = (residues 0..3 at row i; 0, 1 at row i + 1) → V[6a + k].
+                long vSize = WinogradVSize(c, l, nr), rowAt = (long)ch * l;
+                int shift = 30, panelStride = 0;
+                if (nr > 0)
+                {
+                    rowAt = Gemm.PanelRowOffset(c, l, nr, ch, out panelStride);
+                    shift = System.Numerics.BitOperations.Log2((uint)nr);
+                }
                 for (int k = 0; k < 6; k++)
                 {
                     float* r0p = hc + k * stride, r1p = hc + (6 + k) * stride, r2p = hc + (12 + k) * stride, r3p = hc + (18 + k) * stride;
-                    float* dst = pv + ((long)k * c + ch) * l;
-                    Combine(r0p, r1p, r2p, r3p, r0p + s, r1p + s, dst, 6L * c * l, l);
+                    Combine(r0p, r1p, r2p, r3p, r0p + s, r1p + s, pv + k * vSize + rowAt, 6 * vSize, l, shift, panelStride);
                 }
             }
         }
     }
 
-    /// <summary>The six outputs of Bᵀ·u for six input streams, at <paramref name="dst"/> + k·<paramref name="dstStride"/>.</summary>
-    static unsafe void Combine(float* u0, float* u1, float* u2, float* u3, float* u4, float* u5, float* dst, long dstStride, int count)
+    /// <summary>The six outputs of Bᵀ·u for six input streams, at <paramref name="dst"/> + k·<paramref name="dstStride"/>;
+    /// position j of an output at (j &gt;&gt; <paramref name="shift"/>)·<paramref name="panelStride"/> + (j mod 2^shift): the
+    /// GEMM's micro-panels of 2^shift columns, or with shift 30 and no panel stride, a plain row.</summary>
+    static unsafe void Combine(float* u0, float* u1, float* u2, float* u3, float* u4, float* u5, float* dst, long dstStride, int count,
+        int shift = 30, int panelStride = 0)
     {
+        if (shift < 30)
+        {
+            // One panel's columns at a time (the vector loops below never cross a panel: 8 and 16 divide its width).
+            int width = 1 << shift;
+            for (int j0 = 0; j0 < count; j0 += width)
+                Combine(u0 + j0, u1 + j0, u2 + j0, u3 + j0, u4 + j0, u5 + j0, dst + (long)(j0 >> shift) * panelStride, dstStride,
+                    Math.Min(width, count - j0));
+            // The last panel's columns past count: never part of a result, but zeros keep stale scratch (or a denormal)
+            // out of the kernel's arithmetic.
+            int used = count & (width - 1);
+            if (used != 0)
+                for (int k = 0; k < 6; k++)
+                    new Span<float>(dst + k * dstStride + (long)(count >> shift) * panelStride + used, width - used).Clear();
+            return;
+        }
         float* d0 = dst, d1 = dst + dstStride, d2 = dst + 2 * dstStride, d3 = dst + 3 * dstStride, d4 = dst + 4 * dstStride, d5 = dst + 5 * dstStride;
         int j = 0, vw = Vector<float>.Count;
         if (Vector512.IsHardwareAccelerated)
