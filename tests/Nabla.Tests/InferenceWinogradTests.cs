@@ -37,21 +37,24 @@ public class InferenceWinogradTests
         var bias = Tensor.Randn([o], DType.Float32, gen);
         var reference = ConvReference.Conv(x, weight, bias, (1, 1), (1, 1));
         var residual = Tensor.Randn(reference.Shape, DType.Float32, gen);
-        bool bands = PackedConv2d.WinogradBands, f4 = PackedConv2d.WinogradF4, row4 = Cpu.UseRow4, panels = PackedConv2d.WinogradPanels;
+        bool bands = PackedConv2d.WinogradBands, f4 = PackedConv2d.WinogradF4, row4 = Cpu.UseRow4, panels = PackedConv2d.WinogradPanels, use512 = Gemm.Use512;
         try
         {
             // With several threads: bands of tile rows per thread, and the three stages each split over the threads; on maps
-            // of 28 and more, F(4×4, 3×3) and F(2×2, 3×3), the latter's rows split into residues and merged back in one
-            // AVX-512 pass or in two 2-way passes, and V written in the GEMM's micro-panels or row-major.
+            // of 28 and more, F(4×4, 3×3) and F(2×2, 3×3), the former's rows split into residues and merged back in one
+            // AVX-512 pass or in two 2-way passes, and V written in the GEMM's micro-panels (32 wide, or 16 for the 256-bit
+            // kernel) or row-major.
             // A constant weight builds the filters from its own array, and the GEMM path's packed copy on first use.
             foreach (bool large in new[] { false, true })
             foreach (bool oneStep in large ? new[] { true, false } : new[] { row4 })
             foreach (bool inPanels in large ? new[] { true, false } : new[] { panels })
+            foreach (bool wide in large && inPanels && use512 ? new[] { true, false } : new[] { use512 })
             foreach (bool banded in new[] { true, false })
             foreach (bool constant in new[] { false, true })
             {
                 Cpu.UseRow4 = oneStep && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
                 PackedConv2d.WinogradPanels = inPanels;
+                Gemm.Use512 = wide;
                 PackedConv2d.WinogradF4 = large;
                 PackedConv2d.WinogradBands = banded;
                 var conv = new PackedConv2d(weight, bias, (1, 1), (1, 1, 1, 1), (1, 1), 1, FusedActivation.Relu, constantWeight: constant);
@@ -69,6 +72,7 @@ public class InferenceWinogradTests
             PackedConv2d.WinogradF4 = f4;
             Cpu.UseRow4 = row4;
             PackedConv2d.WinogradPanels = panels;
+            Gemm.Use512 = use512;
         }
     }
 

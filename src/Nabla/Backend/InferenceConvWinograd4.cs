@@ -63,7 +63,7 @@ public sealed partial class PackedConv2d
     /// (i, j + 1) / (i + 1, j) of those with residue 0 or 1. Columns first (d·B), then rows (Bᵀ·(d·B)).
     /// </summary>
     /// <remarks>With <paramref name="nr"/> &gt; 0, V[ξ] goes into the GEMM's micro-panels of that width
-    /// (<see cref="Gemm.PanelRowOffset"/>), V[ξ] at ξ·<see cref="Gemm.PanelsLength"/>; else row-major [C, l] at ξ·C·l.</remarks>
+    /// (<see cref="Gemm.PanelRowOffset"/>), V[ξ] at ξ·(<see cref="Gemm.PanelsLength"/> + 16) (<see cref="WinogradVSize"/>); else row-major [C, l] at ξ·C·l.</remarks>
     unsafe void Input4(float[] xa, int xBase, int from, int to, int h, int w, int r0, int r1, int s, float[] v, int nr)
     {
         // Each plane has room past its n floats: one zero for the shifted reads, and the junk of SplitRow4's whole blocks.
@@ -128,12 +128,12 @@ public sealed partial class PackedConv2d
     {
         if (shift < 30)
         {
-            // One panel's columns at a time (the vector loops below never cross a panel: 8 and 16 divide its width).
+            // One panel's columns at a time: each call below writes a plain run of at most one panel's width.
             int width = 1 << shift;
             for (int j0 = 0; j0 < count; j0 += width)
                 Combine(u0 + j0, u1 + j0, u2 + j0, u3 + j0, u4 + j0, u5 + j0, dst + (long)(j0 >> shift) * panelStride, dstStride,
                     Math.Min(width, count - j0));
-            // The last panel's columns past count: never part of a result, but zeros keep stale scratch (or a denormal)
+            // The last panel's columns past count: never part of a result (Gemm.PanelRowOffset), but zeros keep stale scratch (or a denormal)
             // out of the kernel's arithmetic.
             int used = count & (width - 1);
             if (used != 0)
