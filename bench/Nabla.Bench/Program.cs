@@ -141,9 +141,7 @@ static class Program
                     info[$"{f[1]} ({t} thread{(t > 1 ? "s" : "")})"] = f[2];
                     info.TryAdd(f[1], f[2]);
                 }
-                else if (f[0] == "ROW")
-                    results.Add(new Result(t, f[1], f[2], Enum.Parse<Unit>(f[3]), double.Parse(f[4]), f[5], double.Parse(f[6]), double.Parse(f[7]),
-                        f[9].Split(';').Select(double.Parse).ToArray()));
+                else if (f[0] == "ROW") results.Add(ParseRow(f, t));
                 else Console.Error.WriteLine(line);
             }
             p.WaitForExit();
@@ -201,6 +199,11 @@ static class Program
         if (o.Out is not null) File.WriteAllText(o.Out, table);
         return 0;
     }
+
+    /// <summary>A ROW line of the child protocol (Nabla's child or pytorch_rows.py), split at its tabs.</summary>
+    static Result ParseRow(string[] f, int threads) =>
+        new(threads, f[1], f[2], Enum.Parse<Unit>(f[3]), double.Parse(f[4]), f[5], double.Parse(f[6]), double.Parse(f[7]),
+            f[9].Split(';').Select(double.Parse).ToArray());
 
     static string Get(IDictionary<string, string> d, string k) => d.TryGetValue(k, out var v) ? v : "?";
 
@@ -269,9 +272,7 @@ static class Program
             {
                 var f = line.Split('\t');
                 if (f[0] == "INFO") info[f[1]] = f[2];
-                else if (f[0] == "ROW")
-                    results.Add(new Result(threads, f[1], f[2], Enum.Parse<Unit>(f[3]), double.Parse(f[4]), f[5], double.Parse(f[6]), double.Parse(f[7]),
-                        f[9].Split(';').Select(double.Parse).ToArray()));
+                else if (f[0] == "ROW") results.Add(ParseRow(f, threads));
                 else Console.Error.WriteLine(line);
             }
             p.WaitForExit();
