@@ -99,7 +99,10 @@ internal static unsafe partial class Gemm
     internal static int PanelWidth => NR;
 
     /// <summary>Floats of a [k, n] B in the layout of <see cref="SgemmPackedAB"/>, for panels <paramref name="nr"/> wide.</summary>
-    internal static long PanelsLength(int k, int n, int nr) => (long)k * ((n + nr - 1) / nr * nr);
+    internal static long PanelsLength(int k, int n, int nr) => k * PaddedColumns(n, nr);
+
+    /// <summary>n rounded up to whole panels <paramref name="nr"/> wide.</summary>
+    static long PaddedColumns(int n, int nr) => (n + nr - 1) / nr * (long)nr;
 
     /// <summary>
     /// Where row <paramref name="row"/> of a [k, n] B starts in the layout <see cref="SgemmPackedAB"/> reads (the one
@@ -110,9 +113,8 @@ internal static unsafe partial class Gemm
     internal static long PanelRowOffset(int k, int n, int nr, int row, out int panelStride)
     {
         int block = row / KC, kc = Math.Min(KC, k - block * KC);
-        long padded = (n + nr - 1) / nr * nr;
         panelStride = nr * kc;
-        return block * KC * padded + (long)(row - block * KC) * nr;
+        return block * KC * PaddedColumns(n, nr) + (long)(row - block * KC) * nr;
     }
 
     /// <summary>
@@ -173,7 +175,6 @@ internal static unsafe partial class Gemm
         int m = a.M, k = a.K;
         if (prepacked is null) packB ??= new float[KC * NC];
         var pbuf = packB;
-        long padded = (n + NR - 1) / NR * NR;
         fixed (float* pA = a.Data, pB = pbuf, pC = c, pBias = ep.RowBias, pRes = ep.Residual, pPre = prepacked)
         {
             for (int jc = 0; jc < n; jc += NC)
@@ -184,7 +185,7 @@ internal static unsafe partial class Gemm
                     int kc = Math.Min(KC, k - pc);
                     float* panel = pB;
                     // (NC is a multiple of NR, so column jc starts micro-panel jc / NR of the KC block at row pc.)
-                    if (pPre != null) panel = pPre + ppOff + pc * padded + (long)jc * kc;
+                    if (pPre != null) panel = pPre + ppOff + PanelRowOffset(k, n, NR, pc, out int panelStride) + (long)(jc / NR) * panelStride;
                     else PackB(kc, nc, b, bOff + pc * rsB + (j0 + jc) * csB, rsB, csB, pbuf!);
                     for (int ib = ibFrom; ib < ibTo; ib++)
                     {

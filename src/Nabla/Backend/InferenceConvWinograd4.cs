@@ -71,6 +71,7 @@ public sealed partial class PackedConv2d
         bool row4 = Cpu.UseRow4;
         // 16 residue planes, 24 column-transformed planes, and two half-split rows.
         var planes = ThreadScratch.Grow(ref winogradPlanes, 40 * stride + 4 * s);
+        long vSize = WinogradVSize(c, l, nr);
         fixed (float* px = xa, pp = planes, pv = v)
         {
             float* res = pp, hc = pp + 16 * stride, half = pp + 40 * stride;
@@ -104,41 +105,35 @@ public sealed partial class PackedConv2d
                     Combine(b0, b0 + stride, b0 + 2 * stride, b0 + 3 * stride, b0 + 1, b0 + stride + 1, o0, stride, n);
                 }
                 // Rows: for each column output k, u = (residues 0..3 at row i; 0, 1 at row i + 1) → V[6a + k].
-                long vSize = WinogradVSize(c, l, nr), rowAt = (long)ch * l;
-                int shift = 30, panelStride = 0;
-                if (nr > 0)
-                {
-                    rowAt = Gemm.PanelRowOffset(c, l, nr, ch, out panelStride);
-                    shift = System.Numerics.BitOperations.Log2((uint)nr);
-                }
+                int panelStride = 0;
+                long rowAt = nr > 0 ? Gemm.PanelRowOffset(c, l, nr, ch, out panelStride) : (long)ch * l;
                 for (int k = 0; k < 6; k++)
                 {
                     float* r0p = hc + k * stride, r1p = hc + (6 + k) * stride, r2p = hc + (12 + k) * stride, r3p = hc + (18 + k) * stride;
-                    Combine(r0p, r1p, r2p, r3p, r0p + s, r1p + s, pv + k * vSize + rowAt, 6 * vSize, l, shift, panelStride);
+                    Combine(r0p, r1p, r2p, r3p, r0p + s, r1p + s, pv + k * vSize + rowAt, 6 * vSize, l, nr, panelStride);
                 }
             }
         }
     }
 
-    /// <summary>The six outputs of Bᵀ·u for six input streams, at <paramref name="dst"/> + k·<paramref name="dstStride"/>;
-    /// position j of an output at (j &gt;&gt; <paramref name="shift"/>)·<paramref name="panelStride"/> + (j mod 2^shift): the
-    /// GEMM's micro-panels of 2^shift columns, or with shift 30 and no panel stride, a plain row.</summary>
+    /// <summary>The six outputs of Bᵀ·u for six input streams, at <paramref name="dst"/> + k·<paramref name="dstStride"/>:
+    /// plain rows, or with <paramref name="panel"/> &gt; 0 the GEMM's micro-panels of that width, position j of an output
+    /// at (j / panel)·<paramref name="panelStride"/> + j mod panel.</summary>
     static unsafe void Combine(float* u0, float* u1, float* u2, float* u3, float* u4, float* u5, float* dst, long dstStride, int count,
-        int shift = 30, int panelStride = 0)
+        int panel = 0, int panelStride = 0)
     {
-        if (shift < 30)
+        if (panel > 0)
         {
             // One panel's columns at a time: each call below writes a plain run of at most one panel's width.
-            int width = 1 << shift;
-            for (int j0 = 0; j0 < count; j0 += width)
-                Combine(u0 + j0, u1 + j0, u2 + j0, u3 + j0, u4 + j0, u5 + j0, dst + (long)(j0 >> shift) * panelStride, dstStride,
-                    Math.Min(width, count - j0));
-            // The last panel's columns past count: never part of a result (Gemm.PanelRowOffset), but zeros keep stale scratch (or a denormal)
-            // out of the kernel's arithmetic.
-            int used = count & (width - 1);
+            for (int j0 = 0; j0 < count; j0 += panel)
+                Combine(u0 + j0, u1 + j0, u2 + j0, u3 + j0, u4 + j0, u5 + j0, dst + (long)(j0 / panel) * panelStride, dstStride,
+                    Math.Min(panel, count - j0));
+            // The last panel's columns past count: never part of a result (Gemm.PanelRowOffset), but zeros keep stale scratch
+            // (or a denormal) out of the kernel's arithmetic.
+            int used = count % panel;
             if (used != 0)
                 for (int k = 0; k < 6; k++)
-                    new Span<float>(dst + k * dstStride + (long)(count >> shift) * panelStride + used, width - used).Clear();
+                    new Span<float>(dst + k * dstStride + (long)(count / panel) * panelStride + used, panel - used).Clear();
             return;
         }
         float* d0 = dst, d1 = dst + dstStride, d2 = dst + 2 * dstStride, d3 = dst + 3 * dstStride, d4 = dst + 4 * dstStride, d5 = dst + 5 * dstStride;
