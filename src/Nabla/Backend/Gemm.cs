@@ -556,10 +556,14 @@ internal static unsafe partial class Gemm
     static void PackB(int kc, int nc, float[] b, int off, int rs, int cs, float[] dst, int dOff = 0)
     {
         int d = dOff;
-        if (cs == 1 && NR == 32 && nc >= 32 && UseVectorPackB)
+        if (cs == 1 && nc >= NR && UseVectorPackB && Avx.IsSupported)
         {
-            int full = nc / 32 * 32;
-            fixed (float* ps = b, pd = dst) PackBRowMajor512(kc, full, ps + off, rs, pd + d);
+            int full = nc / NR * NR;
+            fixed (float* ps = b, pd = dst)
+            {
+                if (NR == 32) PackBRowMajor512(kc, full, ps + off, rs, pd + d);
+                else PackBRowMajor256(kc, full, ps + off, rs, pd + d);
+            }
             if (full == nc) return;
             // The last, partial micro-panel goes through the general loop below.
             d += full * kc;
@@ -571,18 +575,7 @@ internal static unsafe partial class Gemm
             int nr = Math.Min(NR, nc - j);
             if (cs == 1 && nr == NR)
             {
-                if (UseVectorPackB && Avx.IsSupported)
-                {
-                    // Row-major B: one NR-float row per step, copied as 8-float vectors (NR is 16 or 32).
-                    fixed (float* ps = b, pd = dst)
-                    {
-                        float* s = ps + off + j, o = pd + d;
-                        for (int p = 0; p < kc; p++, s += rs, o += NR)
-                            for (int q = 0; q < NR; q += 8) Avx.Store(o + q, Avx.LoadVector256(s + q));
-                    }
-                    d += kc * NR;
-                    continue;
-                }
+                // (Reached with the vector copies switched off: full micro-panels of a row-major B go through the bands above.)
                 for (int p = 0; p < kc; p++)
                 {
                     Array.Copy(b, off + p * rs + j, dst, d, NR);
@@ -642,6 +635,31 @@ internal static unsafe partial class Gemm
                 {
                     Vector512.Load(s).Store(o);
                     Vector512.Load(s + 16).Store(o + 16);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="PackBRowMajor512"/> for the 16-wide micro-panels of the AVX2 kernel: the same 8-row bands along B's rows.
+    /// Going down one 64-byte column strip per micro-panel instead took 37 % of a 64×768·768×3072 product at one thread
+    /// (AVX-512 switched off with DOTNET_EnableAVX512=0, perf, 2026-11-28): B's 12 KB rows put every row on a new page.
+    /// The bands against that per-panel copy, alternated in one process (scratch harness, 7–9 rounds, 04:20–04:24 UTC), time:
+    /// 64×768·768×3072 0.86–0.91 at one thread and 0.89–0.96 at two, 256×768·768×3072 0.97, squares 512²–2048² 0.97–1.01.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void PackBRowMajor256(int kc, int full, float* src, int rs, float* dst)
+    {
+        for (int p0 = 0; p0 < kc; p0 += 8)
+        {
+            int pe = Math.Min(p0 + 8, kc);
+            for (int j = 0; j < full; j += 16)
+            {
+                float* s = src + (long)p0 * rs + j, o = dst + j * kc + p0 * 16;
+                for (int p = p0; p < pe; p++, s += rs, o += 16)
+                {
+                    Avx.Store(o, Avx.LoadVector256(s));
+                    Avx.Store(o + 8, Avx.LoadVector256(s + 8));
                 }
             }
         }
