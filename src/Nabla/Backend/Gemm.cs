@@ -561,8 +561,8 @@ internal static unsafe partial class Gemm
             int full = nc / NR * NR;
             fixed (float* ps = b, pd = dst)
             {
-                if (NR == 32) PackBRowMajor512(kc, full, ps + off, rs, pd + d);
-                else PackBRowMajor256(kc, full, ps + off, rs, pd + d);
+                if (NR == 32) PackBRowMajor<Row32>(kc, full, ps + off, rs, pd + d);
+                else PackBRowMajor<Row16>(kc, full, ps + off, rs, pd + d);
             }
             if (full == nc) return;
             // The last, partial micro-panel goes through the general loop below.
@@ -616,52 +616,54 @@ internal static unsafe partial class Gemm
     }
 
     /// <summary>
-    /// Row-major B with AVX-512: the <paramref name="full"/> columns (a multiple of 32) as 32-wide micro-panels, in bands
-    /// of 8 rows of B, so the reads go along the rows of B (8 streams) instead of down one 128-byte column strip at a
-    /// time (a new page every row when B is wide). With Kernel512 without its prefetch: 2048² at 2 threads 453 → 473
-    /// GFLOP/s (bench/README.md, "Session 7"). Compiled optimized at once: at tier 0 this loop ran long enough in a
-    /// cold start to need an on-stack replacement.
+    /// Row-major B: the <paramref name="full"/> columns (a multiple of the panel width) as micro-panels, in bands of 8 rows
+    /// of B, so the reads go along the rows of B (8 streams) instead of down one column strip at a time (a new page every
+    /// row when B is wide). Compiled optimized at once: at tier 0 this loop ran long enough in a cold start to need an
+    /// on-stack replacement.
     /// </summary>
+    /// <remarks>With the 512-bit kernel and without its prefetch: 2048² at 2 threads 453 → 473 GFLOP/s (bench/README.md,
+    /// "Session 7"). The AVX2 kernel's 16-wide panels were copied one strip at a time until session 21, which took 37 % of
+    /// a 64×768·768×3072 product at one thread (AVX-512 switched off with DOTNET_EnableAVX512=0, perf, 2026-11-28; B's 12 KB
+    /// rows put every row of a strip on a new page). The bands against that per-panel copy, alternated in one process
+    /// (scratch harness, 7–9 rounds, 04:20–04:24 UTC), time: 64×768·768×3072 0.86–0.91 at one thread and 0.89–0.96 at two,
+    /// 256×768·768×3072 0.97, squares 512²–2048² 0.97–1.01.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackBRowMajor512(int kc, int full, float* src, int rs, float* dst)
+    static void PackBRowMajor<TRow>(int kc, int full, float* src, int rs, float* dst) where TRow : struct, IPanelRow
     {
+        int width = TRow.Width;
         for (int p0 = 0; p0 < kc; p0 += 8)
         {
             int pe = Math.Min(p0 + 8, kc);
-            for (int j = 0; j < full; j += 32)
+            for (int j = 0; j < full; j += width)
             {
-                float* s = src + (long)p0 * rs + j, o = dst + j * kc + p0 * 32;
-                for (int p = p0; p < pe; p++, s += rs, o += 32)
-                {
-                    Vector512.Load(s).Store(o);
-                    Vector512.Load(s + 16).Store(o + 16);
-                }
+                float* s = src + (long)p0 * rs + j, o = dst + j * kc + p0 * width;
+                for (int p = p0; p < pe; p++, s += rs, o += width) TRow.Copy(s, o);
             }
         }
     }
 
-    /// <summary>
-    /// <see cref="PackBRowMajor512"/> for the 16-wide micro-panels of the AVX2 kernel: the same 8-row bands along B's rows.
-    /// Going down one 64-byte column strip per micro-panel instead took 37 % of a 64×768·768×3072 product at one thread
-    /// (AVX-512 switched off with DOTNET_EnableAVX512=0, perf, 2026-11-28): B's 12 KB rows put every row on a new page.
-    /// The bands against that per-panel copy, alternated in one process (scratch harness, 7–9 rounds, 04:20–04:24 UTC), time:
-    /// 64×768·768×3072 0.86–0.91 at one thread and 0.89–0.96 at two, 256×768·768×3072 0.97, squares 512²–2048² 0.97–1.01.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackBRowMajor256(int kc, int full, float* src, int rs, float* dst)
+    /// <summary>One row of a B micro-panel, copied whole (a type argument of <see cref="PackBRowMajor{TRow}"/>).</summary>
+    interface IPanelRow { static abstract int Width { get; } static abstract void Copy(float* s, float* o); }
+
+    /// <summary>32 floats, the 512-bit kernel's panel width.</summary>
+    struct Row32 : IPanelRow
     {
-        for (int p0 = 0; p0 < kc; p0 += 8)
+        public static int Width => 32;
+        public static void Copy(float* s, float* o)
         {
-            int pe = Math.Min(p0 + 8, kc);
-            for (int j = 0; j < full; j += 16)
-            {
-                float* s = src + (long)p0 * rs + j, o = dst + j * kc + p0 * 16;
-                for (int p = p0; p < pe; p++, s += rs, o += 16)
-                {
-                    Avx.Store(o, Avx.LoadVector256(s));
-                    Avx.Store(o + 8, Avx.LoadVector256(s + 8));
-                }
-            }
+            Vector512.Load(s).Store(o);
+            Vector512.Load(s + 16).Store(o + 16);
+        }
+    }
+
+    /// <summary>16 floats, the AVX2 kernel's panel width.</summary>
+    struct Row16 : IPanelRow
+    {
+        public static int Width => 16;
+        public static void Copy(float* s, float* o)
+        {
+            Avx.Store(o, Avx.LoadVector256(s));
+            Avx.Store(o + 8, Avx.LoadVector256(s + 8));
         }
     }
 
