@@ -575,7 +575,8 @@ internal static unsafe partial class Gemm
             int nr = Math.Min(NR, nc - j);
             if (cs == 1 && nr == NR)
             {
-                // (Reached with the vector copies switched off: full micro-panels of a row-major B go through the bands above.)
+                // (Reached with the vector copies switched off or without AVX: otherwise full micro-panels of a row-major B go through
+                // the bands above.)
                 for (int p = 0; p < kc; p++)
                 {
                     Array.Copy(b, off + p * rs + j, dst, d, NR);
