@@ -132,19 +132,11 @@ static class Program
             Console.Error.WriteLine($"threads = {t}");
             var psi = ChildStartInfo(o, t);
             using var p = Process.Start(psi)!;
-            string? line;
-            while ((line = p.StandardOutput.ReadLine()) != null)
+            ReadProtocol(p, t, results, (key, value) =>
             {
-                var f = line.Split('\t');
-                if (f[0] == "INFO")
-                {
-                    info[$"{f[1]} ({t} thread{(t > 1 ? "s" : "")})"] = f[2];
-                    info.TryAdd(f[1], f[2]);
-                }
-                else if (f[0] == "ROW") results.Add(ParseRow(f, t));
-                else Console.Error.WriteLine(line);
-            }
-            p.WaitForExit();
+                info[$"{key} ({t} thread{(t > 1 ? "s" : "")})"] = value;
+                info.TryAdd(key, value);
+            });
             if (p.ExitCode != 0)
             {
                 Console.Error.WriteLine($"child for {t} thread(s) failed with exit code {p.ExitCode}");
@@ -201,6 +193,21 @@ static class Program
     }
 
     /// <summary>A ROW line of the child protocol (Nabla's child or pytorch_rows.py), split at its tabs.</summary>
+    /// <summary>Reads a measuring process's protocol to its end and waits for it to exit: ROW lines become results, INFO lines
+    /// go to <paramref name="onInfo"/> (each caller keys them its own way), anything else is passed on to stderr.</summary>
+    static void ReadProtocol(Process p, int threads, List<Result> results, Action<string, string> onInfo)
+    {
+        string? line;
+        while ((line = p.StandardOutput.ReadLine()) != null)
+        {
+            var f = line.Split('\t');
+            if (f[0] == "INFO") onInfo(f[1], f[2]);
+            else if (f[0] == "ROW") results.Add(ParseRow(f, threads));
+            else Console.Error.WriteLine(line);
+        }
+        p.WaitForExit();
+    }
+
     static Result ParseRow(string[] f, int threads) =>
         new(threads, f[1], f[2], Enum.Parse<Unit>(f[3]), double.Parse(f[4]), f[5], double.Parse(f[6]), double.Parse(f[7]),
             f[9].Split(';').Select(double.Parse).ToArray());
@@ -267,15 +274,7 @@ static class Program
         }
         using (p)
         {
-            string? line;
-            while ((line = p.StandardOutput.ReadLine()) != null)
-            {
-                var f = line.Split('\t');
-                if (f[0] == "INFO") info[f[1]] = f[2];
-                else if (f[0] == "ROW") results.Add(ParseRow(f, threads));
-                else Console.Error.WriteLine(line);
-            }
-            p.WaitForExit();
+            ReadProtocol(p, threads, results, (key, value) => info[key] = value);
             if (p.ExitCode != 0)
                 Console.Error.WriteLine($"--pytorch: {o.Python} {script} exited with {p.ExitCode} (Debian's PyTorch: apt-get install python3-torch libopenblas0-openmp)");
             return p.ExitCode;
